@@ -1,0 +1,3 @@
+from simpo_cli.cli import main
+
+main()

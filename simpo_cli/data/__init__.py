@@ -1,0 +1,1 @@
+"""Preference data: reading records in any supported layout, tokenising, batching."""

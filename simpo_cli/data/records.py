@@ -1,0 +1,141 @@
+"""Read preference records and normalise them to one shape.
+
+Supported layouts (``data.format``, or ``auto`` = detected from the first record):
+
+- ``plain``: ``prompt``, ``chosen``, ``rejected`` strings (TRL's standard, UltraFeedback sample);
+- ``ultrafeedback``: HuggingFaceH4/ultrafeedback_binarized, ``chosen``/``rejected`` message lists
+  ending with the assistant answer (the history before it is the prompt);
+- ``sharegpt``: LLaMA-Factory's pairs, a ``conversations`` history of ``{from, value}`` turns and
+  ``chosen``/``rejected`` as ``{from: gpt, value}``.
+
+Every pair becomes ``{"prompt": [messages], "chosen": str, "rejected": str}``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from simpo_cli.errors import DataError, UserError
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+def resolve_path(path: str) -> str:
+    """``pkg:<rel>`` → the bundled file under simpo_cli/assets; anything else unchanged."""
+    return str(ASSETS / path[4:]) if path.startswith("pkg:") else path
+
+
+def is_local(path: str) -> bool:
+    p = resolve_path(path)
+    return p.endswith(LOCAL_SUFFIXES) or Path(p).exists() or p.startswith(("/", "./", "../"))
+
+
+def read_records(path: str, split: str) -> tuple[Iterable[dict], str]:
+    """Yield raw records from a local file or a Hub dataset; also returns a display name.
+
+    Raises ``UserError`` for a missing file or a malformed JSON/JSONL file (naming ``file:line``).
+    """
+    resolved = resolve_path(path)
+    if not is_local(path):
+        import datasets
+
+        return datasets.load_dataset(resolved, split=split), f"{resolved}[{split}]"
+    file = Path(resolved)
+    if not file.is_file():
+        raise UserError(f"data file not found: {file}")
+    if file.suffix == ".parquet":
+        import datasets
+
+        return datasets.load_dataset("parquet", data_files=str(file), split="train"), str(file)
+    text = file.read_text(encoding="utf-8")
+    if file.suffix == ".jsonl" or not text.lstrip().startswith("["):
+        records = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{file}:{lineno}: malformed JSON line ({e.msg})") from None
+        return records, str(file)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{file}:{e.lineno}: malformed JSON ({e.msg})") from None
+    if not isinstance(data, list):
+        raise UserError(f"{file}: expected a JSON list of records, got {type(data).__name__}")
+    return data, str(file)
+
+
+def detect_format(record: dict, columns: Any) -> str:
+    if columns.conversations in record:
+        return "sharegpt"
+    if isinstance(record.get(columns.chosen), list):
+        return "ultrafeedback"
+    return "plain"
+
+
+def _text(value: Any, source: str, index: int, field: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(source, index, field, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _message(turn: Any, source: str, index: int, field: str) -> dict:
+    if not isinstance(turn, dict):
+        raise DataError(source, index, field, "expected a message object")
+    role = turn.get("role", SHAREGPT_ROLES.get(turn.get("from")))
+    content = turn.get("content", turn.get("value"))
+    if role not in ("system", "user", "assistant") or not isinstance(content, str):
+        raise DataError(source, index, field, "malformed message (needs role/content or from/value)")
+    return {"role": role, "content": content}
+
+
+def _field(record: dict, name: str, source: str, index: int) -> Any:
+    if name not in record or record[name] is None:
+        raise DataError(source, index, name, "missing field")
+    return record[name]
+
+
+def normalise(record: dict, fmt: str, columns: Any, source: str, index: int) -> dict:
+    """One raw record → ``{"prompt": [messages], "chosen": str, "rejected": str}``.
+
+    Raises ``DataError`` naming the source, record index and field when the record is malformed.
+    """
+    c = columns
+    if fmt == "plain":
+        prompt = [{"role": "user", "content": _text(_field(record, c.prompt, source, index),
+                                                   source, index, c.prompt)}]
+        chosen = _text(_field(record, c.chosen, source, index), source, index, c.chosen)
+        rejected = _text(_field(record, c.rejected, source, index), source, index, c.rejected)
+    elif fmt == "ultrafeedback":
+        turns = {}
+        for name in (c.chosen, c.rejected):
+            value = _field(record, name, source, index)
+            if not isinstance(value, list) or not value:
+                raise DataError(source, index, name, "expected a non-empty message list")
+            turns[name] = [_message(t, source, index, name) for t in value]
+            if turns[name][-1]["role"] != "assistant":
+                raise DataError(source, index, name, "the last message must be the assistant's")
+        prompt = turns[c.chosen][:-1]
+        if not prompt and c.prompt in record:
+            prompt = [{"role": "user", "content": _text(record[c.prompt], source, index, c.prompt)}]
+        chosen, rejected = turns[c.chosen][-1]["content"], turns[c.rejected][-1]["content"]
+    elif fmt == "sharegpt":
+        history = _field(record, c.conversations, source, index)
+        if not isinstance(history, list) or not history:
+            raise DataError(source, index, c.conversations, "expected a non-empty turn list")
+        prompt = [_message(t, source, index, c.conversations) for t in history]
+        chosen = _message(_field(record, c.chosen, source, index), source, index, c.chosen)["content"]
+        rejected = _message(_field(record, c.rejected, source, index), source, index,
+                            c.rejected)["content"]
+    else:
+        raise UserError(f"unknown data.format '{fmt}'; choose from: auto, plain, ultrafeedback, sharegpt")
+    if not prompt or prompt[-1]["role"] != "user":
+        raise DataError(source, index, c.conversations if fmt == "sharegpt" else c.prompt,
+                        "the prompt must end with a user turn")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}

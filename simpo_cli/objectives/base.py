@@ -1,0 +1,71 @@
+"""The contract every objective follows.
+
+An objective is one pure function ``fn(logps, **params) -> ObjectiveOutput`` plus an
+``ObjectiveSpec`` that says what it needs. The training loop reads the spec and never branches on
+an objective's name (see STYLE.md, "what to absorb" 1-3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+
+
+@dataclass
+class PreferenceLogps:
+    """Per-sequence log-probabilities of a batch of preference pairs.
+
+    All tensors have shape ``[B]``. Log-probs are **summed** over response tokens (prompt and padding
+    excluded), in nats; lengths count those response tokens, so ``chosen / chosen_lengths`` is the
+    length-averaged log-likelihood of PAPER.md Eq. 4. ``ref_*`` are the reference model's summed
+    log-probs of the same tokens, or ``None`` for reference-free objectives.
+    """
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    chosen_lengths: torch.Tensor
+    rejected_lengths: torch.Tensor
+    ref_chosen: torch.Tensor | None = None
+    ref_rejected: torch.Tensor | None = None
+
+    @property
+    def chosen_avg(self) -> torch.Tensor:
+        """Length-averaged chosen log-prob, ``[B]``, nats per token."""
+        return self.chosen / self.chosen_lengths.clamp(min=1)
+
+    @property
+    def rejected_avg(self) -> torch.Tensor:
+        """Length-averaged rejected log-prob, ``[B]``, nats per token."""
+        return self.rejected / self.rejected_lengths.clamp(min=1)
+
+
+@dataclass
+class ObjectiveOutput:
+    """What an objective returns: per-example ``losses`` (``[B]``, differentiable) and the implicit
+    rewards of chosen and rejected (``[B]``, detached), used for ``rewards/*`` metrics."""
+
+    losses: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """Registry entry for one objective.
+
+    ``needs_reference``: the loop must provide ``ref_chosen``/``ref_rejected``.
+    ``logp_reduction``: which per-sequence log-prob the objective's reward is built on ("mean" =
+    length-averaged, "sum" = summed); it decides what ``logps/chosen`` and ``logps/rejected`` log.
+    ``params``: the dataclass of the objective's own settings (its ``conf/objective/<name>.yaml``
+    is validated against it). ``beta``/``gamma`` are not in it: they live in ``hparams``.
+    """
+
+    name: str
+    fn: Callable[..., ObjectiveOutput]
+    params: type
+    needs_reference: bool
+    logp_reduction: Literal["sum", "mean"]
+    summary: str
+    uses: tuple[str, ...] = field(default=("beta",))

@@ -1,0 +1,98 @@
+"""Experiment bookkeeping: one directory per run with its resolved config and ``meta.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PACKAGES = ("simpo-cli", "torch", "transformers", "datasets", "accelerate", "hydra-core", "omegaconf",
+            "wandb", "typer", "trl", "deepspeed")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def git_sha() -> str | None:
+    """The commit of the code being run, if it runs from a git checkout."""
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same directory, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+class RunDir:
+    """``config.yaml`` (resolved), ``meta.json``, ``metrics.jsonl``, ``model/``, ``checkpoints/``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.meta: dict = {}
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def start(self, cfg, stage: str) -> None:
+        write_atomic(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        self.meta = {"stage": stage, "status": "running", "started": now(), "ended": None,
+                     "command": " ".join(sys.argv), "git_sha": git_sha(), "seed": cfg.get("seed"),
+                     "versions": package_versions()}
+        self.save_meta()
+
+    def update(self, **fields) -> None:
+        self.meta.update(fields)
+        self.save_meta()
+
+    def finish(self, status: str, **fields) -> None:
+        self.update(status=status, ended=now(), **fields)
+
+    def save_meta(self) -> None:
+        write_json(self.path / "meta.json", self.meta)
