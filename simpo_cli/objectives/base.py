@@ -29,6 +29,11 @@ class PreferenceLogps:
     rejected_lengths: torch.Tensor
     ref_chosen: torch.Tensor | None = None
     ref_rejected: torch.Tensor | None = None
+    # Summed log-probs of mismatched (prompt_i, response of another example) rows, ``[K]``, under
+    # the policy (no gradient) and the reference: KTO's z_ref estimate. ``None`` unless the spec
+    # sets ``needs_mismatched``.
+    kl: torch.Tensor | None = None
+    ref_kl: torch.Tensor | None = None
 
     @property
     def chosen_avg(self) -> torch.Tensor:
@@ -58,6 +63,8 @@ class ObjectiveSpec:
     ``needs_reference``: the loop must provide ``ref_chosen``/``ref_rejected``.
     ``logp_reduction``: which per-sequence log-prob the objective's reward is built on ("mean" =
     length-averaged, "sum" = summed); it decides what ``logps/chosen`` and ``logps/rejected`` log.
+    ``needs_mismatched``: the loop must also provide ``kl``/``ref_kl``, the log-probs of mismatched
+    prompt/response rows (KTO's z_ref); implies ``needs_reference``.
     ``params``: the dataclass of the objective's own settings (its ``conf/objective/<name>.yaml``
     is validated against it). ``beta``/``gamma`` are not in it: they live in ``hparams``.
     """
@@ -69,3 +76,4 @@ class ObjectiveSpec:
     logp_reduction: Literal["sum", "mean"]
     summary: str
     uses: tuple[str, ...] = field(default=("beta",))
+    needs_mismatched: bool = False
