@@ -120,6 +120,16 @@ class LoggerConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    """The reference model of objectives that need one (DPO, IPO, R-DPO, KTO); see simpo_cli/reference.py."""
+
+    # precompute: score the pairs once before training (cached on disk), no second model while
+    # training; live: keep a frozen reference model in memory and score every batch.
+    mode: str = "precompute"
+    name_or_path: Optional[str] = None  # null = the starting policy
+
+
+@dataclass
 class PathsConfig:
     output_root: str = "outputs"
     cache_dir: str = "${oc.env:SIMPO_CACHE,${oc.env:HOME,.}/.cache/simpo-cli}"
@@ -136,6 +146,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
 
 
 def register_configs() -> None:

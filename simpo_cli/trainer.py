@@ -20,8 +20,10 @@ BATCH_KEYS = ("input_ids", "attention_mask", "response_mask")
 
 class PreferenceTrainer(Trainer):
     def __init__(self, *args, objective: ObjectiveSpec, objective_kwargs: dict,
-                 logps_path: str = "auto", **kwargs):
+                 logps_path: str = "auto", ref_model=None, **kwargs):
         super().__init__(*args, **kwargs)
+        # A live reference (reference.mode=live); None when its log-probs come with the batch.
+        self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         self.objective = objective
         self.objective_kwargs = objective_kwargs
         self.logps_path = logps_path
@@ -41,9 +43,25 @@ class PreferenceTrainer(Trainer):
             chosen_lengths=out.lengths[:b], rejected_lengths=out.lengths[b:],
             ref_chosen=inputs.get("ref_chosen_logps"), ref_rejected=inputs.get("ref_rejected_logps"),
         )
+        if self.objective.needs_reference:
+            self._reference_logps(model, inputs, logps)
         if self.objective.needs_reference and logps.ref_chosen is None:
             raise RuntimeError(f"objective '{self.objective.name}' needs reference log-probs")
         return logps, out.logits_mean
+
+    @torch.no_grad()
+    def _reference_logps(self, model, inputs, logps: PreferenceLogps) -> None:
+        """Fill ``ref_*`` from the live reference, and for ``needs_mismatched`` the mismatched rows'
+        ``kl`` (policy, no gradient: z_ref is detached) and ``ref_kl``."""
+        if self.ref_model is not None:
+            ref = sequence_logps(self.ref_model, *(inputs[k] for k in BATCH_KEYS), path=self.logps_path).logps
+            b = ref.shape[0] // 2
+            logps.ref_chosen, logps.ref_rejected = ref[:b], ref[b:]
+        if self.objective.needs_mismatched:
+            kl_batch = [inputs["kl_" + k] for k in BATCH_KEYS]
+            logps.kl = sequence_logps(model, *kl_batch, path=self.logps_path).logps
+            logps.ref_kl = (sequence_logps(self.ref_model, *kl_batch, path=self.logps_path).logps
+                            if self.ref_model is not None else inputs.get("ref_kl_logps"))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logps, logits_mean = self.preference_logps(model, inputs)

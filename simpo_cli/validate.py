@@ -58,5 +58,8 @@ def validate_train(cfg) -> None:
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     if not os.access(probe, os.W_OK):
         problems.append(f"paths.output_root is not writable: {out}")
+    ref = cfg.get("reference")
+    if ref is not None and ref.mode not in ("precompute", "live"):
+        problems.append(f"reference.mode must be one of precompute, live, got '{ref.mode}'")
     if problems:
         raise ConfigError(problems)

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset, data_fingerprint
 from simpo_cli.modeling import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.objectives import get_objective
+from simpo_cli.reference import make_collator, prepare_reference
 from simpo_cli.rundir import RunDir
 from simpo_cli.validate import resolve_hparams, validate_train
 
@@ -119,6 +120,13 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             eval_ds, _ = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir,
                                                   split=cfg.data.eval_split)
         model = load_model(cfg.model, tokenizer)
+        ref_model = None
+        if spec.needs_reference:
+            splits = {cfg.data.split: train_ds, cfg.data.eval_split: eval_ds} if eval_ds is not None \
+                else {cfg.data.split: train_ds}
+            splits, ref_model, ref_info = prepare_reference(cfg, spec, tokenizer, model, splits)
+            train_ds, eval_ds = splits[cfg.data.split], splits.get(cfg.data.eval_split)
+            run.update(reference=ref_info)
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
                    model={"fingerprint": model_fingerprint(cfg.model, model),
                           "parameters": sum(p.numel() for p in model.parameters())})
@@ -126,12 +134,13 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         trainer = PreferenceTrainer(
             model=model,
             args=training_arguments(cfg, run),
-            data_collator=PreferenceCollator(tokenizer.pad_token_id),
+            data_collator=make_collator(spec, tokenizer.pad_token_id),
             train_dataset=train_ds,
             processing_class=tokenizer,
             callbacks=[MetricsJsonlCallback(run.metrics)],
             objective=spec,
             objective_kwargs=objective_kwargs(cfg),
+            ref_model=ref_model,
         )
         pairs = eval_ds if eval_ds is not None else train_ds
         before = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}

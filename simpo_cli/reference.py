@@ -1,0 +1,204 @@
+"""The reference model π_ref for objectives whose spec says ``needs_reference`` (DPO, IPO, R-DPO, KTO).
+
+Two modes (``reference.mode``):
+
+- ``precompute`` (default): before training, one no-grad pass of the reference over the tokenised
+  pairs adds ``ref_chosen_logps``/``ref_rejected_logps`` columns (summed nats, as
+  ``simpo_cli.logps.sequence_logps`` computes them, chunked path included). No second model is in
+  memory while training. The columns are cached under ``<paths.cache_dir>/reference/<key>``, the key
+  built from the reference model's fingerprint, the data fingerprint and every tokenisation setting,
+  so a rerun or a sweep over β/lr reuses them (TRL's ``precompute_ref_log_probs``, keyed like its
+  ``(dataset fingerprint, model hash)``).
+- ``live``: a frozen copy of the reference stays in memory and scores each batch in ``compute_loss``.
+
+The reference is the starting policy unless ``reference.name_or_path`` names another checkpoint (it
+must share the policy's tokenizer). For objectives whose spec says ``needs_mismatched`` (KTO), each
+example ``i`` also gets a mismatched row, prompt ``i`` + the chosen response of example
+``(i + 1) mod N``, fixed before shuffling as TRL's ``KTOTrainer`` does; its reference log-prob is
+the ``ref_kl_logps`` column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from simpo_cli.data.preference import PreferenceCollator, data_fingerprint, tokenizer_fingerprint
+from simpo_cli.errors import UserError
+from simpo_cli.logps import sequence_logps
+
+log = logging.getLogger(__name__)
+MODES = ("precompute", "live")
+CACHE_VERSION = "1"
+KL_KEYS = ("kl_input_ids", "kl_attention_mask", "kl_response_mask")
+
+
+@dataclass
+class MismatchedCollator(PreferenceCollator):
+    """``PreferenceCollator`` plus the mismatched rows of KTO's z_ref: ``kl_input_ids``,
+    ``kl_attention_mask``, ``kl_response_mask`` ``[B, L']`` (prompt ``i`` + ``kl_response_input_ids``
+    of example ``i``), and ``ref_kl_logps`` ``[B]`` when precomputed."""
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        rows = [list(f["prompt_input_ids"]) + list(f["kl_response_input_ids"]) for f in features]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        resp = torch.zeros_like(ids)
+        for i, (f, r) in enumerate(zip(features, rows)):
+            ids[i, : len(r)] = torch.tensor(r)
+            attn[i, : len(r)] = 1
+            resp[i, len(f["prompt_input_ids"]) : len(r)] = 1
+        batch.update(zip(KL_KEYS, (ids, attn, resp)))
+        if "ref_kl_logps" in features[0]:
+            batch["ref_kl_logps"] = torch.tensor([f["ref_kl_logps"] for f in features], dtype=torch.float32)
+        return batch
+
+
+def make_collator(spec, pad_token_id: int) -> PreferenceCollator:
+    """The collator the objective needs (mismatched rows only for ``needs_mismatched``)."""
+    return MismatchedCollator(pad_token_id) if spec.needs_mismatched else PreferenceCollator(pad_token_id)
+
+
+def add_mismatched_responses(ds):
+    """Add ``kl_response_input_ids``: example ``i`` gets the chosen response of ``(i + 1) mod N``
+    (with one example, its own rejected response, so the row is still not its own pair)."""
+    chosen = ds["chosen_input_ids"]
+    n = len(chosen)
+    column = [chosen[(i + 1) % n] for i in range(n)] if n > 1 else [ds["rejected_input_ids"][0]]
+    return ds.add_column("kl_response_input_ids", column)
+
+
+def reference_model_config(cfg):
+    """The model config of the reference: the policy's, with ``reference.name_or_path`` if set."""
+    model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    if cfg.reference.name_or_path:
+        model_cfg.name_or_path = cfg.reference.name_or_path
+    return model_cfg
+
+
+def load_reference(cfg, tokenizer, policy):
+    """The reference model in eval mode with gradients off: the starting policy's weights (a copy)
+    or ``reference.name_or_path``. Raises ``UserError`` when its vocabulary differs from the policy's."""
+    from simpo_cli.modeling import load_model
+
+    ref = load_model(reference_model_config(cfg), tokenizer)
+    if ref.get_output_embeddings().weight.shape[0] != policy.get_output_embeddings().weight.shape[0]:
+        raise UserError(f"reference.name_or_path '{cfg.reference.name_or_path}': vocabulary size differs "
+                        "from the policy's; the reference must share the policy's tokenizer")
+    ref.eval().requires_grad_(False)
+    return ref
+
+
+def cache_key(cfg, ref_fingerprint: str, tokenizer, split: str, mismatched: bool) -> str:
+    """Reference model fingerprint + data fingerprint + tokenisation settings (+ mismatched rows)."""
+    d, hp = cfg.data, cfg.hparams
+    src = json.dumps({
+        "v": CACHE_VERSION, "model": ref_fingerprint, "dtype": cfg.model.dtype,
+        "data": data_fingerprint(d, split), "tok": tokenizer_fingerprint(tokenizer),
+        "format": d.format, "columns": OmegaConf.to_container(d.columns), "template": d.chat_template,
+        "max_samples": d.max_samples, "strict": d.strict,
+        "max_length": hp.max_length, "max_prompt_length": hp.max_prompt_length, "mismatched": mismatched,
+    }, sort_keys=True)
+    return hashlib.sha256(src.encode()).hexdigest()[:24]
+
+
+@torch.no_grad()
+def compute_reference_logps(model, ds, collator, batch_size: int, device, path: str = "auto") -> dict:
+    """One no-grad pass of ``model`` over ``ds`` in order: ``{"ref_chosen_logps": [N],
+    "ref_rejected_logps": [N]}`` (summed nats, float lists), plus ``ref_kl_logps`` when the collator
+    yields mismatched rows."""
+    was_training = model.training
+    model.eval()
+    out: dict[str, list[float]] = {"ref_chosen_logps": [], "ref_rejected_logps": []}
+    keys = ("input_ids", "attention_mask", "response_mask")
+    for start in range(0, len(ds), batch_size):
+        batch = collator([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
+        b = batch["input_ids"].shape[0] // 2
+        logps = sequence_logps(model, *(batch[k].to(device) for k in keys), path=path).logps.float().cpu()
+        out["ref_chosen_logps"] += logps[:b].tolist()
+        out["ref_rejected_logps"] += logps[b:].tolist()
+        if KL_KEYS[0] in batch:
+            kl = sequence_logps(model, *(batch[k].to(device) for k in KL_KEYS), path=path).logps
+            out.setdefault("ref_kl_logps", []).extend(kl.float().cpu().tolist())
+    model.train(was_training)
+    return out
+
+
+def _device(cfg) -> torch.device:
+    if torch.cuda.is_available() and not cfg.trainer.use_cpu:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def precompute(cfg, spec, tokenizer, policy, ds, split: str, ref_fingerprint: str, ref_model=None):
+    """``ds`` with the reference columns added, read from the cache when the key matches.
+
+    ``ref_model`` ``None`` scores with ``policy`` itself (the starting policy is the reference),
+    which is moved to the training device for the pass. Returns ``(dataset, info)``."""
+    mismatched = spec.needs_mismatched
+    key = cache_key(cfg, ref_fingerprint, tokenizer, split, mismatched)
+    cache = Path(cfg.paths.cache_dir) / "reference" / key
+    file = cache / "logps.json"
+    columns = None
+    if file.is_file():
+        cached = json.loads(file.read_text())
+        if cached.get("index") == list(ds["index"]):
+            columns, hit = cached["columns"], True
+    if columns is None:
+        hit = False
+        model = ref_model if ref_model is not None else policy
+        device = _device(cfg)
+        model.to(device)
+        log.info("reference: scoring %d pairs (%s) before training", len(ds), split)
+        columns = compute_reference_logps(model, ds, make_collator(spec, tokenizer.pad_token_id),
+                                          cfg.hparams.per_device_train_batch_size, device)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f"logps.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"index": list(ds["index"]), "columns": columns}))
+        tmp.replace(file)  # atomic: a concurrent sweep job sees either nothing or the whole file
+    else:
+        log.info("reference: %d pairs (%s) from cache %s", len(ds), split, cache)
+    for name, values in columns.items():
+        ds = ds.add_column(name, values)
+    return ds, {"key": key, "cache": str(cache), "cache_hit": hit}
+
+
+def prepare_reference(cfg, spec, tokenizer, policy, datasets: dict):
+    """Everything the reference needs before the Trainer exists.
+
+    ``datasets`` maps split name → tokenised dataset (``None`` entries are passed through). Returns
+    ``(datasets, ref_model, info)``: the datasets with mismatched rows (``needs_mismatched``) and, in
+    ``precompute`` mode, the reference columns; ``ref_model`` is the live reference or ``None``;
+    ``info`` goes to meta.json. Raises ``UserError`` for an unknown ``reference.mode``.
+    """
+    from simpo_cli.modeling import model_fingerprint
+
+    mode = cfg.reference.mode
+    if mode not in MODES:
+        raise UserError(f"reference.mode must be one of {', '.join(MODES)}, got '{mode}'")
+    if spec.needs_mismatched:
+        datasets = {k: ds if ds is None else add_mismatched_responses(ds) for k, ds in datasets.items()}
+    ref_model = load_reference(cfg, tokenizer, policy) if mode == "live" or cfg.reference.name_or_path else None
+    ref_cfg = reference_model_config(cfg)
+    fingerprint = model_fingerprint(ref_cfg, ref_model if ref_model is not None else policy)
+    info = {"mode": mode, "name_or_path": ref_cfg.name_or_path, "fingerprint": fingerprint}
+    if mode == "live":
+        return datasets, ref_model, info
+    out = {}
+    for split, ds in datasets.items():
+        if ds is not None:
+            ds, info[split] = precompute(cfg, spec, tokenizer, policy, ds, split, fingerprint, ref_model)
+        out[split] = ds
+    del ref_model  # precompute: no reference model in memory while training
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out, None, info
