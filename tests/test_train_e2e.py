@@ -47,16 +47,18 @@ def test_multirun_runs_one_job_per_grid_point(tmp_path):
 
 
 def test_hub_loading_code_on_a_local_directory(tmp_path, tiny_model, tiny_tokenizer):
-    """A real-model preset pointed at a local copy goes through from_pretrained, not the tiny builder."""
+    """A real-model preset pointed at a local copy goes through from_pretrained, not the tiny builder;
+    the wandb logger runs offline beside metrics.jsonl."""
     local = tmp_path / "local-llama"
     tiny_model.save_pretrained(local)
     tiny_tokenizer.save_pretrained(local)
     run_simpo(["train", "model=llama3-instruct", f"model.name_or_path={local}", "model.dtype=float32",
                "model.attn_implementation=eager", *FAST_TRAIN, "trainer.evaluate=false",
-               "paths.output_root=out"], tmp_path)
+               "logger=wandb", "paths.output_root=out"], tmp_path)
     (run,) = run_dirs(tmp_path / "out")
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["model"]["fingerprint"].startswith("local:")
+    assert list((run / "wandb").glob("offline-run-*")), "wandb should have logged an offline run"
 
 
 def test_simpo_learns_the_pairs(tmp_path):
