@@ -69,11 +69,15 @@ def make_collator(spec, pad_token_id: int) -> PreferenceCollator:
 
 
 def add_mismatched_responses(ds):
-    """Add ``kl_response_input_ids``: example ``i`` gets the chosen response of ``(i + 1) mod N``
-    (with one example, its own rejected response, so the row is still not its own pair)."""
-    chosen = ds["chosen_input_ids"]
-    n = len(chosen)
-    column = [chosen[(i + 1) % n] for i in range(n)] if n > 1 else [ds["rejected_input_ids"][0]]
+    """Add ``kl_response_input_ids``: example ``i`` gets the response of example ``(i + 1) mod N``
+    (its chosen one; for unpaired records, whichever side is present), as TRL's KTO rotates
+    completions by one. With one example, its own other response (so the row is still not its
+    own pair). The rotation is over the dataset, not the shuffled batch, so the reference
+    log-probs of these rows can be precomputed and cached; z_ref is still a per-batch mean."""
+    chosen, rejected = ds["chosen_input_ids"], ds["rejected_input_ids"]
+    responses = [c if c else r for c, r in zip(chosen, rejected)]
+    n = len(responses)
+    column = [responses[(i + 1) % n] for i in range(n)] if n > 1 else [rejected[0] or chosen[0]]
     return ds.add_column("kl_response_input_ids", column)
 
 

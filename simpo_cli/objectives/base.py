@@ -65,6 +65,8 @@ class ObjectiveSpec:
     length-averaged, "sum" = summed); it decides what ``logps/chosen`` and ``logps/rejected`` log.
     ``needs_mismatched``: the loop must also provide ``kl``/``ref_kl``, the log-probs of mismatched
     prompt/response rows (KTO's z_ref); implies ``needs_reference``.
+    ``accepts_unpaired``: the objective also trains on unpaired ``prompt``/``completion``/``label``
+    records, which arrive as examples with one side empty (its length 0).
     ``params``: the dataclass of the objective's own settings (its ``conf/objective/<name>.yaml``
     is validated against it). ``beta``/``gamma`` are not in it: they live in ``hparams``.
     """
@@ -77,3 +79,4 @@ class ObjectiveSpec:
     summary: str
     uses: tuple[str, ...] = field(default=("beta",))
     needs_mismatched: bool = False
+    accepts_unpaired: bool = False

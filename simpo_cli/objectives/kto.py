@@ -44,6 +44,12 @@ def kto(
     (``β z_0`` is Table 3's ``z_ref = E[β KL]``). Dividing by 2 makes the batch mean equal the mean
     over the 2B records, TRL's ``KTOTrainer`` convention.
 
+    Unpaired data (``prompt``/``completion``/``label`` records, see ``simpo_cli/data/unpaired.py``)
+    arrives as examples with one side empty (``chosen_lengths`` or ``rejected_lengths`` 0): the
+    example's loss is then its one term, ``λ_D (1 − σ(β(ρ − z_0)))`` for a desirable record or
+    ``λ_U (1 − σ(β(z_0 − ρ)))`` for an undesirable one, so the batch mean is again the mean over
+    records. Rewards of an absent side are 0.
+
     Departure from PAPER.md Table 3, which prints ``... + λ_l σ(z_ref − β ρ(y_l))``: minimising that
     term would push ρ(y_l) up; the KTO paper (Eq. 8) and TRL use
     ``λ_U (1 − σ(β(z_0 − ρ(y_l))))``, followed here (the constants λ only shift the loss).
@@ -57,7 +63,11 @@ def kto(
     z0 = kto_z_ref(logps)
     desirable = 1 - torch.sigmoid(beta * (chosen_ratio - z0))
     undesirable = 1 - torch.sigmoid(beta * (z0 - rejected_ratio))
-    losses = (lambda_d * desirable + lambda_u * undesirable) / 2
+    # Unpaired records carry one side only (the other has no response tokens): average over the
+    # sides present, so every record, desirable or undesirable, weighs the same in the batch mean.
+    has_w = (logps.chosen_lengths > 0).to(desirable.dtype)
+    has_l = (logps.rejected_lengths > 0).to(desirable.dtype)
+    losses = (lambda_d * desirable * has_w + lambda_u * undesirable * has_l) / (has_w + has_l).clamp(min=1)
     return ObjectiveOutput(losses, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach())
 
 
@@ -67,6 +77,7 @@ register(
     params=KTOParams,
     needs_reference=True,
     needs_mismatched=True,
+    accepts_unpaired=True,
     logp_reduction="sum",
     uses=("beta",),
     summary="KTO: prospect-theoretic loss on desirable/undesirable responses vs a KL reference point",

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset, data_fingerprint
+from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.modeling import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.objectives import get_objective
 from simpo_cli.reference import make_collator, prepare_reference
@@ -114,11 +115,11 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     try:
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
-        train_ds, stats = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir)
+        train_ds, stats = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec)
         eval_ds = None
         if cfg.data.eval_split:
-            eval_ds, _ = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir,
-                                                  split=cfg.data.eval_split)
+            eval_ds, _ = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec,
+                                       split=cfg.data.eval_split)
         model = load_model(cfg.model, tokenizer)
         ref_model = None
         if spec.needs_reference:
