@@ -1,7 +1,7 @@
 """Structured-config schemas (Hydra ConfigStore) for every config group.
 
 Each ``conf/<group>/<option>.yaml`` starts with ``defaults: [base_<group>, _self_]`` (objectives:
-``/objective/schema_<name>@objective``), so a misspelled key or a wrong type fails at compose
+``/objective_schema/<name>@objective``), so a misspelled key or a wrong type fails at compose
 time naming the key, before any model or data is loaded.
 """
 
@@ -160,7 +160,8 @@ def register_configs() -> None:
     cs.store(group="hparams", name="base_hparams", node=HParams)
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
     for name, spec in OBJECTIVES.items():
-        cs.store(group="objective", name=f"schema_{name}", node=spec.params)
+        # Not in the "objective" group itself, so `objective=glob(*)` sweeps only the YAML options.
+        cs.store(group="objective_schema", name=name, node=spec.params)
 
 
 def group_options(group: str) -> list[str]:
