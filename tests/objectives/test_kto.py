@@ -46,3 +46,16 @@ def test_kto_errors_and_spec():
         kto(make_logps([-1.0], [-2.0], ref_chosen=[-1.0], ref_rejected=[-2.0]), beta=0.1)
     spec = get_objective("kto")
     assert spec.needs_reference and spec.needs_mismatched
+
+
+def test_kto_unpaired_records_weigh_one_side_each():
+    """Two unpaired records (z0 = 0: kl − ref_kl = [0, 0]; β = 1):
+    desirable, ρ = −10 − (−11) = 1 → λ_D(1 − σ(1)) = 1·0.2689414;
+    undesirable, ρ = −5 − (−7) = 2 → λ_U(1 − σ(0 − 2)) = 2·(1 − 0.1192029) = 1.7615942.
+    The absent side (length 0) contributes nothing; its reward is 0."""
+    logps = make_logps([-10.0, 0.0], [0.0, -5.0], chosen_lengths=[3, 0], rejected_lengths=[0, 4],
+                       ref_chosen=[-11.0, 0.0], ref_rejected=[0.0, -7.0], kl=[-3.0, -4.0], ref_kl=[-3.0, -4.0])
+    out = kto(logps, beta=1.0, lambda_d=1.0, lambda_u=2.0)
+    torch.testing.assert_close(out.losses, torch.tensor([0.2689414, 1.7615942], dtype=torch.float64))
+    torch.testing.assert_close(out.chosen_rewards, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(out.rejected_rewards, torch.tensor([0.0, 2.0], dtype=torch.float64))
