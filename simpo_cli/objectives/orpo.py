@@ -21,8 +21,14 @@ class ORPOParams:
 
 
 def log_odds(avg_logp: torch.Tensor) -> torch.Tensor:
-    """``log(p / (1 − p))`` for ``p = exp(avg_logp)``; ``avg_logp < 0`` (nats per token), ``[B]``."""
-    return avg_logp - torch.log1p(-torch.exp(avg_logp))
+    """``log(p / (1 − p))`` for ``p = exp(avg_logp)``; ``avg_logp < 0`` (nats per token), ``[B]``.
+
+    ``log(1 − p)`` is computed as ``log(−expm1(x))`` near 0 and ``log1p(−exp(x))`` below −ln 2,
+    the stable log1mexp that TRL's ORPO also uses, so a near-certain response stays finite."""
+    near_zero = avg_logp > -0.6931471805599453
+    log1mexp = torch.where(near_zero, torch.log(-torch.expm1(avg_logp.clamp(max=-1e-20))),
+                           torch.log1p(-torch.exp(avg_logp.clamp(max=-0.6931471805599453))))
+    return avg_logp - log1mexp
 
 
 def orpo(logps: PreferenceLogps, *, odds_ratio_weight: float = 0.1) -> ObjectiveOutput:

@@ -28,3 +28,10 @@ def test_log_odds():
                                torch.tensor([math.log(4)], dtype=torch.float64))
     spec = get_objective("orpo")
     assert not spec.needs_reference and spec.logp_reduction == "mean" and spec.uses == ()
+
+
+def test_log_odds_is_stable_near_certainty():
+    """p = exp(−1e−6) ≈ 1 − 1e−6: log odds = log((1 − 1e−6)/1e−6) ≈ 13.815510 (finite, no 0/0);
+    p = exp(−5): log odds = −5 − log(1 − e^−5) = −5 + 0.0067607 = −4.9932393."""
+    out = log_odds(torch.tensor([-1e-6, -5.0], dtype=torch.float64))
+    torch.testing.assert_close(out, torch.tensor([13.8155096, -4.9932393], dtype=torch.float64))
