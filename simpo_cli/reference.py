@@ -107,6 +107,7 @@ def cache_key(cfg, ref_fingerprint: str, tokenizer, split: str, mismatched: bool
     d, hp = cfg.data, cfg.hparams
     src = json.dumps({
         "v": CACHE_VERSION, "model": ref_fingerprint, "dtype": cfg.model.dtype,
+        "autocast": "bf16" if cfg.trainer.bf16 else "fp16" if cfg.trainer.fp16 else None,
         "data": data_fingerprint(d, split), "tok": tokenizer_fingerprint(tokenizer),
         "format": d.format, "columns": OmegaConf.to_container(d.columns), "template": d.chat_template,
         "max_samples": d.max_samples, "strict": d.strict,
@@ -163,8 +164,12 @@ def precompute(cfg, spec, tokenizer, policy, ds, split: str, ref_fingerprint: st
         device = _device(cfg)
         model.to(device)
         log.info("reference: scoring %d pairs (%s) before training", len(ds), split)
-        columns = compute_reference_logps(model, ds, make_collator(spec, tokenizer.pad_token_id),
-                                          cfg.hparams.per_device_train_batch_size, device)
+        # Same mixed precision as the training forward, so that at step 0 policy = reference
+        # gives log-ratios of 0 up to rounding (TRL's precompute uses accelerator.autocast too).
+        half = torch.bfloat16 if cfg.trainer.bf16 else torch.float16 if cfg.trainer.fp16 else None
+        with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
+            columns = compute_reference_logps(model, ds, make_collator(spec, tokenizer.pad_token_id),
+                                              cfg.hparams.per_device_train_batch_size, device)
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f"logps.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps({"index": list(ds["index"]), "columns": columns}))

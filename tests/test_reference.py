@@ -159,3 +159,13 @@ def test_precompute_matches_a_direct_forward(tiny_model, tiny_tokenizer):
             lp = sequence_logps(tiny_model, b["input_ids"], b["attention_mask"], b["response_mask"]).logps
         assert out["ref_chosen_logps"][i] == pytest.approx(lp[0].item(), abs=1e-5)
         assert out["ref_rejected_logps"][i] == pytest.approx(lp[1].item(), abs=1e-5)
+
+
+def test_unknown_reference_mode_is_a_config_error():
+    from simpo_cli.errors import ConfigError
+    from simpo_cli.validate import resolve_hparams, validate_train
+
+    cfg = compose(["objective=dpo", "reference.mode=cached"])
+    resolve_hparams(cfg)
+    with pytest.raises(ConfigError, match="reference.mode must be one of precompute, live, got 'cached'"):
+        validate_train(cfg)
