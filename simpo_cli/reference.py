@@ -13,9 +13,10 @@ Two modes (``reference.mode``):
 
 The reference is the starting policy unless ``reference.name_or_path`` names another checkpoint (it
 must share the policy's tokenizer). For objectives whose spec says ``needs_mismatched`` (KTO), each
-example ``i`` also gets a mismatched row, prompt ``i`` + the chosen response of example
-``(i + 1) mod N``, fixed before shuffling as TRL's ``KTOTrainer`` does; its reference log-prob is
-the ``ref_kl_logps`` column.
+example ``i`` also gets a mismatched row, prompt ``i`` + the response of example ``(i + 1) mod N``
+(its chosen one; for unpaired records the one present), fixed before shuffling as TRL's
+``KTOTrainer`` does; its reference log-prob is the ``ref_kl_logps`` column. The cache is written
+atomically; every process of a multi-GPU run scores the whole dataset itself (no sharding).
 """
 
 from __future__ import annotations
@@ -100,6 +101,20 @@ def load_reference(cfg, tokenizer, policy):
                         "from the policy's; the reference must share the policy's tokenizer")
     ref.eval().requires_grad_(False)
     return ref
+
+
+def reference_fingerprint(ref_cfg, model) -> str:
+    """``model_fingerprint`` plus, for a local directory, its files' modification times: names and
+    sizes alone do not change when a checkpoint is retrained into the same directory, and stale
+    reference log-probs would silently bias every later run."""
+    from simpo_cli.modeling import model_fingerprint
+
+    fingerprint = model_fingerprint(ref_cfg, model)
+    path = Path(ref_cfg.name_or_path) if ref_cfg.name_or_path else None
+    if path is not None and path.is_dir():
+        stamps = sorted((p.name, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
+        fingerprint += "+" + hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:12]
+    return fingerprint
 
 
 def cache_key(cfg, ref_fingerprint: str, tokenizer, split: str, mismatched: bool) -> str:
@@ -189,8 +204,6 @@ def prepare_reference(cfg, spec, tokenizer, policy, datasets: dict):
     ``precompute`` mode, the reference columns; ``ref_model`` is the live reference or ``None``;
     ``info`` goes to meta.json. Raises ``UserError`` for an unknown ``reference.mode``.
     """
-    from simpo_cli.modeling import model_fingerprint
-
     mode = cfg.reference.mode
     if mode not in MODES:
         raise UserError(f"reference.mode must be one of {', '.join(MODES)}, got '{mode}'")
@@ -198,7 +211,7 @@ def prepare_reference(cfg, spec, tokenizer, policy, datasets: dict):
         datasets = {k: ds if ds is None else add_mismatched_responses(ds) for k, ds in datasets.items()}
     ref_model = load_reference(cfg, tokenizer, policy) if mode == "live" or cfg.reference.name_or_path else None
     ref_cfg = reference_model_config(cfg)
-    fingerprint = model_fingerprint(ref_cfg, ref_model if ref_model is not None else policy)
+    fingerprint = reference_fingerprint(ref_cfg, ref_model if ref_model is not None else policy)
     info = {"mode": mode, "name_or_path": ref_cfg.name_or_path, "fingerprint": fingerprint}
     if mode == "live":
         return datasets, ref_model, info

@@ -169,3 +169,20 @@ def test_unknown_reference_mode_is_a_config_error():
     resolve_hparams(cfg)
     with pytest.raises(ConfigError, match="reference.mode must be one of precompute, live, got 'cached'"):
         validate_train(cfg)
+
+
+def test_reference_fingerprint_changes_when_a_local_checkpoint_is_rewritten(other_reference, tiny_model):
+    """Same file names and sizes (a retrained checkpoint in the same directory) → new key."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from simpo_cli.reference import reference_fingerprint
+
+    ref_cfg = OmegaConf.create({"name_or_path": str(other_reference), "tiny": None})
+    before = reference_fingerprint(ref_cfg, tiny_model)
+    assert before.startswith("local:") and before == reference_fingerprint(ref_cfg, tiny_model)
+    weights = next(other_reference.glob("*.safetensors"))
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert reference_fingerprint(ref_cfg, tiny_model) != before
