@@ -186,3 +186,16 @@ def test_reference_fingerprint_changes_when_a_local_checkpoint_is_rewritten(othe
     st = weights.stat()
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert reference_fingerprint(ref_cfg, tiny_model) != before
+
+
+def test_reference_with_another_vocabulary_is_a_user_error(tmp_path, tiny_tokenizer):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from simpo_cli.errors import UserError
+
+    path = tmp_path / "small-vocab"
+    config = AutoConfig.for_model("llama", vocab_size=100, hidden_size=16, intermediate_size=32,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    with pytest.raises(UserError, match="vocabulary size differs"):
+        train(tmp_path, ["objective=dpo", f"reference.name_or_path={path}"])
