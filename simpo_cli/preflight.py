@@ -166,8 +166,9 @@ def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
             resume_checkpoint(resume, run_dir / "checkpoints")
         except UserError as e:
             problems.append(str(e))
-    probe = next((p for p in (run_dir, *run_dir.parents) if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
+    from simpo_cli.validate import writable
+
+    if explicit and not writable(run_dir):  # else it lies under paths.output_root, checked already
         problems.append(f"run directory is not writable: {run_dir}")
     return problems
 

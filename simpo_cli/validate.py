@@ -61,10 +61,25 @@ def _train_problems(cfg) -> list[str]:
     if path and path.startswith(("/", "./", "../")) and not Path(path).exists():
         problems.append(f"model.name_or_path: local path not found: {path}")
     out = Path(cfg.paths.output_root)
-    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
+    if not writable(out):
         problems.append(f"paths.output_root is not writable: {out}")
     return problems
+
+
+def writable(path: Path) -> bool:
+    """Whether a directory can be created at ``path``: probes its nearest existing ancestor by
+    creating (and removing) a temporary directory, since ``os.access`` says yes to root even on a
+    read-only mount or /proc."""
+    import tempfile
+
+    probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not probe.is_dir():
+        return False
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".simpo-write-check-"))
+    except OSError:
+        return False
+    return True
 
 
 DATA_FORMATS = ("auto", "plain", "ultrafeedback", "sharegpt")
