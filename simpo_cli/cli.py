@@ -92,6 +92,10 @@ def _guard(fn: Callable) -> Callable:
             if os.environ.get("SIMPO_DEBUG"):
                 raise
             _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside the training loop (inside it, a checkpoint is written)
+            if os.environ.get("SIMPO_DEBUG"):
+                raise
+            _fail("interrupted by SIGINT outside the training loop (no checkpoint written)", 130)
 
     return wrapped
 

@@ -135,21 +135,21 @@ def compose_config(config_name: str, overrides: list[str], hydra_cfg: bool = Fal
     except Exception as first:  # noqa: BLE001 - Hydra raises several unrelated types
         if os.environ.get("SIMPO_DEBUG"):
             raise
-        problems = []
+        problems, good = [], []
         groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0].lstrip("+~")]
         for group in groups:
             try:
                 _compose(config_name, [group])
+                good.append(group)
             except Exception as e:  # noqa: BLE001
                 problems.append(hydra_error_line(e))
-        if not problems:
-            for o in overrides:
-                if o in groups:
-                    continue
-                try:
-                    _compose(config_name, [*groups, o])
-                except Exception as e:  # noqa: BLE001
-                    problems.append(hydra_error_line(e))
+        for o in overrides:
+            if o in groups:
+                continue
+            try:  # on top of the valid group choices only, so each bad key is reported once
+                _compose(config_name, [*good, o])
+            except Exception as e:  # noqa: BLE001
+                problems.append(hydra_error_line(e))
         raise ConfigError(list(dict.fromkeys(problems)) or [hydra_error_line(first)]) from None
 
 

@@ -25,6 +25,7 @@ resumed CPU run reproduces an uninterrupted one's loss trace exactly. What is ad
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -72,6 +73,10 @@ def resume_checkpoint(resume: str | None, checkpoints_dir: str | Path) -> str | 
         if existing:
             log.info("resume=auto: continuing from %s", existing[-1])
             return str(existing[-1])
+        meta = Path(checkpoints_dir).parent / "meta.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("status") == "completed":
+            raise UserError(f"resume=auto: {meta.parent} holds a completed run without checkpoints; "
+                            f"nothing to resume (choose another run_dir to train again)")
         log.info("resume=auto: no checkpoint in %s yet; starting fresh", checkpoints_dir)
         return None
     path = Path(resume)
@@ -89,8 +94,6 @@ def clear_staging(checkpoints_dir: str | Path) -> None:
 def truncate_jsonl(path: str | Path, max_step: int) -> None:
     """Keep only the records with ``step <= max_step`` (the log of a resumed run then continues
     exactly where its checkpoint was taken). Atomic."""
-    import json
-
     from simpo_cli.rundir import write_atomic
 
     path = Path(path)

@@ -95,7 +95,7 @@ def _local_missing(path: str | None) -> bool:
 
 def common_problems(cfg) -> list[str]:
     """Checks shared by every stage, applied to whichever of ``model``/``data``/``hparams``/
-    ``trainer``/``resume`` the config has (a new stage gets them by calling ``validate_config``)."""
+    ``trainer`` the config has (a new stage gets them by calling ``validate_config``)."""
     problems: list[str] = []
     model, data, hp, tr = (cfg.get(k) for k in ("model", "data", "hparams", "trainer"))
     if model is not None:
@@ -129,10 +129,7 @@ def common_problems(cfg) -> list[str]:
             problems.append(f"trainer.save_total_limit must be >= 1 (or null), got {tr.save_total_limit}")
         if tr.get("bf16") and tr.get("fp16"):
             problems.append("trainer.bf16 and trainer.fp16 cannot both be true")
-    resume = cfg.get("resume")
-    if resume not in (None, "auto", "never") and not (Path(resume) / "trainer_state.json").is_file():
-        problems.append(f"resume must be auto, never or a checkpoint directory; not a checkpoint: {resume}")
-    return problems
+    return problems  # ``resume`` is checked with the run directory (reliability.resume_checkpoint)
 
 
 # Stage → validator; a new stage registers its own (falling back to ``validate_config``).

@@ -55,7 +55,7 @@ CASES = {
     "batch_not_divisible": (["hparams.global_batch_size=3"], None,
                             ["hparams.global_batch_size (3) must be a multiple"]),
     "resume_auto_without_run_dir": (["resume=auto"], None, ["resume=auto needs the run directory", "run_dir="]),
-    "resume_not_a_checkpoint": (["resume=/nonexistent/checkpoint-3"], None, ["not a checkpoint"]),
+    "resume_not_a_checkpoint": (["resume=/nonexistent/checkpoint-3"], None, ["resume=/nonexistent/checkpoint-3: not a complete checkpoint directory"]),
     "all_problems_at_once": (["hparams.beta=0", "hparams.gamma=-1", "hparams.learning_rate=-1"], None,
                              ["hparams.beta must be > 0", "hparams.gamma must be >= 0",
                               "hparams.learning_rate must be > 0"]),

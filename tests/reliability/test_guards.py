@@ -112,6 +112,13 @@ def test_validate_reports_every_problem_without_loading_a_model(workdir, monkeyp
                      "model.name_or_path: local path not found", "data.path: file not found"):
         assert fragment in line
     assert not (workdir / "outputs").exists()
+    mixed = CliRunner().invoke(app, ["validate", "--no-data", "objective=foo", "hparams.max_length=abc",
+                                     "trainer.max_stepz=3"])
+    assert mixed.exit_code == 2
+    (line,) = [ln for ln in mixed.stderr.splitlines() if ln.startswith("simpo: error:")]
+    for fragment in ("unknown objective option 'foo'", "hparams.max_length", "'abc'",
+                     "unknown key 'trainer.max_stepz'; did you mean 'trainer.max_steps'?"):
+        assert fragment in line
 
 
 def test_validate_warns_on_high_learning_rate_for_a_pretrained_model(workdir, caplog):
@@ -148,6 +155,15 @@ def test_only_complete_checkpoints_are_resumed(tmp_path):
     assert resume_checkpoint(str(root / "checkpoint-2"), root) == str(root / "checkpoint-2")
     clear_staging(root)
     assert not (root / ".staging").exists()
+
+
+def test_resume_auto_refuses_to_retrain_a_completed_run(tmp_path):
+    from simpo_cli.errors import UserError
+    from simpo_cli.reliability import resume_checkpoint
+
+    (tmp_path / "meta.json").write_text(json.dumps({"status": "completed"}))
+    with pytest.raises(UserError, match="holds a completed run without checkpoints"):
+        resume_checkpoint("auto", tmp_path / "checkpoints")
 
 
 def test_truncate_jsonl_drops_records_after_the_checkpoint(tmp_path):

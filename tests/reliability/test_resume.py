@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
+
 from tests.helpers import read_jsonl
 from tests.reliability.conftest import start_simpo, wait_for
 
@@ -27,6 +29,7 @@ def finish(proc, timeout=300):
     return proc.returncode, out
 
 
+@pytest.mark.slow  # three training processes, ~40 s on 2 cores
 def test_sigkill_then_resume_auto_matches_uninterrupted_run(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     args = [*RUN, "trainer.save_steps=2"]
