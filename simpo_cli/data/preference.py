@@ -17,7 +17,7 @@ from simpo_cli.data.tokenize import encode_pair, truncate, uses_template
 from simpo_cli.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "2"  # 2: duplicate / over-long-prompt / malformed records dropped
+CACHE_VERSION = "2"  # 2: duplicate and malformed records dropped, not fatal
 
 
 @dataclass
@@ -29,11 +29,13 @@ class DataStats:
     dropped: Counter = field(default_factory=Counter)
     prompt_truncated: int = 0
     response_truncated: int = 0
+    prompt_longer_than_max_length: int = 0  # kept, truncated to max_prompt_length
 
     def as_dict(self) -> dict:
         return {"records": self.records, "kept": self.kept, "dropped": dict(self.dropped),
                 "prompt_truncated": self.prompt_truncated,
-                "response_truncated": self.response_truncated}
+                "response_truncated": self.response_truncated,
+                "prompt_longer_than_max_length": self.prompt_longer_than_max_length}
 
 
 def data_fingerprint(data_cfg, split: str) -> str:
@@ -52,10 +54,6 @@ def tokenizer_fingerprint(tokenizer) -> str:
                         tokenizer.eos_token_id))
 
 
-def _drop_key(field: str | None, problem: str) -> str:
-    return f"{field}: {problem}" if field else problem
-
-
 def _pair_problem(pair: dict, c, fmt: str) -> tuple[str, str] | None:
     """(field, problem) for a normalised pair that cannot train, before tokenisation."""
     prompt_field = c.conversations if fmt == "sharegpt" else c.prompt
@@ -70,30 +68,42 @@ def _pair_problem(pair: dict, c, fmt: str) -> tuple[str, str] | None:
 
 
 def _tokenize_all(records, source: str, data_cfg, tokenizer, hp) -> tuple[dict, DataStats]:
-    """Normalise, check and tokenise every record. A record that cannot train (malformed, empty,
-    chosen == rejected, duplicate, prompt longer than ``max_length``, nothing left after
-    truncation) is dropped and counted under ``"<field>: <problem>"``; the first of each kind is
-    logged with its record index. ``data.strict`` turns the first drop into a ``DataError``.
-    Raises ``UserError`` when nothing is left."""
+    """Normalise, check and tokenise every record. A record that cannot train is dropped and
+    counted in ``stats.dropped`` by kind: a malformed record under ``"<field>: <problem>"``
+    (missing field, non-string value, malformed message list), otherwise ``empty prompt``,
+    ``empty response``, ``chosen identical to rejected``, ``duplicate pair`` or ``no response
+    tokens left after truncation to max_length``. The first record of each kind is logged with its
+    file, record index and field. A prompt longer than ``max_length`` is truncated to
+    ``max_prompt_length`` (TRL's and the SimPO repo's behaviour) and counted in
+    ``prompt_longer_than_max_length``. ``data.strict`` turns the first drop, or over-long prompt,
+    into a ``DataError``. Raises ``UserError`` when nothing is left."""
     template = uses_template(tokenizer, data_cfg.chat_template)
     stats = DataStats()
     cols = {"prompt_input_ids": [], "chosen_input_ids": [], "rejected_input_ids": [], "index": []}
     fmt = data_cfg.format
     c = data_cfg.columns
     seen: dict[str, int] = {}
-    first: dict[str, tuple[int, str | None]] = {}
+    first: dict[str, int] = {}
+
+    def report(kind: str, index: int, field: str | None, text: str) -> None:
+        if data_cfg.strict:
+            raise DataError(source, index, field, f"{text} (data.strict=true)")
+        if kind not in first:
+            first[kind] = index
+            log.warning("data: %s", DataError(source, index, field, text))
+
     for index, record in enumerate(records):
         if data_cfg.max_samples is not None and stats.records >= data_cfg.max_samples:
             break
         stats.records += 1
-        problem = None
+        problem, malformed = None, False
         try:
             if not isinstance(record, dict):
                 raise DataError(source, index, None, f"expected a JSON object, got {type(record).__name__}")
             rec_fmt = detect_format(record, c) if fmt == "auto" else fmt
             pair = normalise(record, rec_fmt, c, source, index)
         except DataError as e:
-            problem = (e.field, e.problem)
+            problem, malformed = (e.field, e.problem), True
         if problem is None:
             fmt = rec_fmt  # the first well-formed record fixes an auto-detected format
             problem = _pair_problem(pair, c, fmt)
@@ -109,20 +119,19 @@ def _tokenize_all(records, source: str, data_cfg, tokenizer, hp) -> tuple[dict, 
             except ValueError as e:
                 raise DataError(source, index, None, str(e)) from None
             if len(tokens.prompt) > hp.max_length:
-                problem = (c.conversations if fmt == "sharegpt" else c.prompt,
-                           f"prompt longer than max_length ({len(tokens.prompt)} > {hp.max_length} tokens)")
-            else:
-                tokens = truncate(tokens, hp.max_length, hp.max_prompt_length, tokenizer.bos_token_id)
-                if not tokens.chosen or not tokens.rejected:
-                    problem = (None, "no response tokens left after truncation to max_length")
+                stats.prompt_longer_than_max_length += 1
+                report("prompt longer than max_length", index, c.conversations if fmt == "sharegpt" else c.prompt,
+                       f"prompt longer than max_length ({len(tokens.prompt)} > {hp.max_length} tokens); "
+                       f"truncated to max_prompt_length")
+            tokens = truncate(tokens, hp.max_length, hp.max_prompt_length, tokenizer.bos_token_id)
+            if not tokens.chosen or not tokens.rejected:
+                problem = (None, "no response tokens left after truncation to max_length")
         if problem is not None:
             field, text = problem
-            if data_cfg.strict:
-                raise DataError(source, index, field, f"{text} (data.strict=true)")
-            kind = _drop_key(field, re.sub(r" \(.*\)$", "", text))
-            if kind not in first:
-                first[kind] = (index, field)
-                log.warning("data: dropping %s", DataError(source, index, field, text))
+            kind = re.sub(r" \(.*\)$", "", text)
+            if malformed and field:
+                kind = f"{field}: {kind}"
+            report(kind, index, field, f"{text}; record dropped" if not data_cfg.strict else text)
             stats.dropped[kind] += 1
             continue
         stats.prompt_truncated += tokens.prompt_truncated
@@ -133,7 +142,7 @@ def _tokenize_all(records, source: str, data_cfg, tokenizer, hp) -> tuple[dict, 
         cols["index"].append(index)
     stats.kept = len(cols["index"])
     if stats.kept == 0:
-        detail = "; ".join(f"{n} x {kind} (first: record {first[kind][0]})"
+        detail = "; ".join(f"{n} x {kind} (first: record {first[kind]})"
                            for kind, n in stats.dropped.most_common(3))
         raise UserError(f"{source}: no usable preference pairs: {stats.records} records read, all "
                         f"dropped ({detail or 'the file is empty'})")

@@ -72,7 +72,7 @@ def test_nan_skip_budget_skips_bad_steps_and_finishes(workdir, monkeypatch):
 
 
 def test_dropped_rows_are_counted_and_training_goes_on(workdir):
-    """Non-strict data: untrainable rows are dropped, counted by kind in meta.json and by ``validate``."""
+    """Non-strict data: untrainable rows are dropped and counted by kind (meta.json, ``validate``)."""
     data = workdir / "pairs.jsonl"
     data.write_text(jsonl(GOOD, GOOD2, GOOD, {**GOOD2, "rejected": GOOD2["chosen"]},
                           {"prompt": "x", "chosen": "y"}, {**GOOD, "prompt": "word " * 400},
@@ -82,15 +82,16 @@ def test_dropped_rows_are_counted_and_training_goes_on(workdir):
     check = CliRunner().invoke(app, ["validate", "data=local", f"data.path={data}",
                                      "hparams.max_length=128", "hparams.max_prompt_length=64"])
     assert check.exit_code == 0, check.output
-    assert "8 records, 3 pairs kept" in check.stdout
+    assert "8 records, 4 pairs kept" in check.stdout
     run_dir = workdir / "run"
     result = train(workdir, "data=local", f"data.path={data}", f"run_dir={run_dir}")
     assert result.exit_code == 0, result.output[-3000:]
     stats = json.loads((run_dir / "meta.json").read_text())["data"]
-    assert stats["records"] == 8 and stats["kept"] == 3
-    assert stats["dropped"] == {"duplicate pair": 1, "rejected: chosen identical to rejected": 1,
-                                "rejected: missing field": 1, "prompt: prompt longer than max_length": 1,
-                                "chosen: empty response": 1}
+    assert stats["records"] == 8 and stats["kept"] == 4
+    assert stats["dropped"] == {"duplicate pair": 1, "chosen identical to rejected": 1,
+                                "rejected: missing field": 1, "empty response": 1}
+    # Like TRL and the SimPO repo, an over-long prompt is cut to max_prompt_length, not dropped.
+    assert stats["prompt_longer_than_max_length"] == 1 and stats["prompt_truncated"] == 1
 
 
 def test_validate_reports_every_problem_without_loading_a_model(workdir, monkeypatch):
