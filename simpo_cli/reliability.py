@@ -92,15 +92,21 @@ def clear_staging(checkpoints_dir: str | Path) -> None:
 
 
 def truncate_jsonl(path: str | Path, max_step: int) -> None:
-    """Keep only the records with ``step <= max_step`` (the log of a resumed run then continues
-    exactly where its checkpoint was taken). Atomic."""
+    """Keep only the complete records with ``step <= max_step`` (the log of a resumed run then
+    continues exactly where its checkpoint was taken; 0 restarts it). Atomic."""
     from simpo_cli.rundir import write_atomic
 
     path = Path(path)
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= max_step]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the line a SIGKILL cut short
+            continue
+        if record.get("step", 0) <= max_step:
+            keep.append(line)
     write_atomic(path, "".join(line + "\n" for line in keep))
 
 

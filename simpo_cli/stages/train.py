@@ -118,8 +118,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     run = RunDir(run_dir)
     if int(os.environ.get("RANK", "0")) == 0:
         clear_staging(run.checkpoints)
-        if checkpoint:  # metrics logged after the checkpoint are logged again by the resumed run
-            truncate_jsonl(run.metrics, checkpoint_step(checkpoint))
+        # Metrics logged after the checkpoint (all of them on a fresh start) are logged again.
+        truncate_jsonl(run.metrics, checkpoint_step(checkpoint))
     run.start(cfg, "train")
     if checkpoint:
         run.update(resumed_from=checkpoint)

@@ -171,9 +171,11 @@ def test_truncate_jsonl_drops_records_after_the_checkpoint(tmp_path):
     from simpo_cli.reliability import truncate_jsonl
 
     path = tmp_path / "metrics.jsonl"
-    path.write_text(jsonl(*({"step": s, "loss": s / 10} for s in range(1, 7))))
+    path.write_text(jsonl(*({"step": s, "loss": s / 10} for s in range(1, 7))) + '{"step": 7, "lo')
     truncate_jsonl(path, 4)
     assert [r["step"] for r in read_jsonl(path)] == [1, 2, 3, 4]
+    truncate_jsonl(path, 0)  # a fresh start in a run directory killed before its first checkpoint
+    assert path.read_text() == ""
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path):

@@ -57,16 +57,19 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(tmp_path):
     assert trace(killed) == expected  # exact: same data order, RNG, optimizer and scheduler state
 
 
-def test_sigterm_writes_checkpoint_and_exits_with_one_line(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM,
+                                 pytest.param(signal.SIGINT, marks=pytest.mark.slow)])  # same code path
+def test_signal_writes_checkpoint_and_exits_with_one_line(sig, tmp_path):
+    """Slurm preemption (SIGTERM) or Ctrl-C: checkpoint at the end of the step, one line, resumable."""
     run_dir = tmp_path / "run"
     proc = start_simpo([*RUN, "trainer.save_steps=0", f"run_dir={run_dir}"], tmp_path, step_sleep=0.4)
     wait_for(run_dir / "metrics.jsonl", proc)  # training has started (step 1 logged)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     code, out = finish(proc)
-    assert code == 128 + signal.SIGTERM, out[-4000:]
+    assert code == 128 + sig, out[-4000:]
     assert "Traceback" not in out
     last = out.strip().splitlines()[-1]
-    assert last.startswith("simpo: error: interrupted by SIGTERM at step ")
+    assert last.startswith(f"simpo: error: interrupted by {sig.name} at step ")
     step = int(last.split("at step ")[1].split(":")[0])
     assert 1 <= step < 10
     ckpt = run_dir / "checkpoints" / f"checkpoint-{step}"
