@@ -21,8 +21,9 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def poison_simpo(monkeypatch, bad_steps: set[int]):
-    """Make the SimPO loss NaN on the given 1-based optimizer steps (training forwards only)."""
+def poison_simpo(monkeypatch, bad_steps: set[int], what: str = "loss"):
+    """Make the SimPO loss (or only its gradient) NaN on the given 1-based optimizer steps
+    (training forwards only)."""
     spec = OBJECTIVES["simpo"]
     calls = {"n": 0}
 
@@ -30,8 +31,10 @@ def poison_simpo(monkeypatch, bad_steps: set[int]):
         out = spec.fn(logps, **kwargs)
         if torch.is_grad_enabled():
             calls["n"] += 1
-            if calls["n"] in bad_steps:
+            if calls["n"] in bad_steps and what == "loss":
                 out.losses = out.losses * float("nan")
+            elif calls["n"] in bad_steps:  # value + 0, gradient d sqrt(u)/du at 0 = inf, x 0 = NaN
+                out.losses = out.losses + torch.sqrt(logps.chosen * 0.0)
         return out
 
     monkeypatch.setitem(OBJECTIVES, "simpo", dataclasses.replace(spec, fn=fn))
@@ -56,6 +59,15 @@ def test_nan_loss_stops_naming_step_and_examples_and_keeps_last_checkpoint(workd
     assert f"last good checkpoint {run_dir / 'checkpoints' / 'checkpoint-2'}" in line[0]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-2"]
     assert json.loads((run_dir / "meta.json").read_text())["status"] == "failed"  # outputs kept
+
+
+def test_nan_gradient_with_finite_loss_stops_too(workdir, monkeypatch):
+    poison_simpo(monkeypatch, {2}, what="grad")
+    result = train(workdir, "trainer.max_steps=3", f"run_dir={workdir / 'run'}")
+    assert result.exit_code == 3, result.output[-3000:]
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("simpo: error:")]
+    assert line.startswith("simpo: error: non-finite gradient at step 2 (data examples ")
+    assert "no checkpoint was written yet" in line and "trainer.nan_skip_budget" in line
 
 
 def test_nan_skip_budget_skips_bad_steps_and_finishes(workdir, monkeypatch):
