@@ -58,7 +58,8 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM,
-                                 pytest.param(signal.SIGINT, marks=pytest.mark.slow)])  # same code path
+                                 pytest.param(signal.SIGINT, marks=pytest.mark.slow)],  # same code path
+                         ids=lambda s: s.name)
 def test_signal_writes_checkpoint_and_exits_with_one_line(sig, tmp_path):
     """Slurm preemption (SIGTERM) or Ctrl-C: checkpoint at the end of the step, one line, resumable."""
     run_dir = tmp_path / "run"
