@@ -5,7 +5,9 @@ function itself lives in ``simpo_cli.stages`` and knows nothing of the CLI."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from pathlib import Path
 from typing import Callable
 
 import typer
@@ -13,6 +15,8 @@ import typer
 from simpo_cli.config import group_options
 
 STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger")}
+STAGE_CONFIGS = {"train": "config"}  # stage -> primary config name (for `simpo validate --stage`)
+_PLAN = None  # preflight.Plan of the running command: lets a failed job remove its fresh run dir
 
 
 def _groups_text(stage: str) -> str:
@@ -54,7 +58,18 @@ def _run_hydra(stage: str, config_name: str, args: list[str], task: Callable) ->
 
     from simpo_cli.config import CONF_DIR, register_configs
 
+    from simpo_cli.errors import UserError
+    from simpo_cli.preflight import preflight
+
+    global _PLAN
     register_configs()
+    try:  # compose + validate before Hydra creates the run directory
+        _PLAN = preflight(stage, config_name, args)
+    except UserError as e:
+        if os.environ.get("SIMPO_DEBUG"):
+            raise
+        _fail(str(e), e.exit_code)
+    args = _PLAN.args
     saved = sys.argv
     sys.argv = [f"simpo-{stage}", *args]
     try:
@@ -72,11 +87,41 @@ def _guard(fn: Callable) -> Callable:
         try:
             return fn(cfg)
         except UserError as e:
+            if not e.keep_outputs:
+                _remove_fresh_run_dir()
             if os.environ.get("SIMPO_DEBUG"):
                 raise
             _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside the training loop (inside it, a checkpoint is written)
+            if os.environ.get("SIMPO_DEBUG"):
+                raise
+            _fail("interrupted by SIGINT outside the training loop (no checkpoint written)", 130)
 
     return wrapped
+
+
+def _remove_fresh_run_dir() -> None:
+    """Delete the run directory this command created (and the empty parents it created), so a
+    user mistake leaves no partial outputs. Never touches a directory that existed before."""
+    from hydra.core.hydra_config import HydraConfig
+
+    plan = _PLAN
+    if plan is None or plan.run_dir is None or plan.existed:
+        return
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir).absolute()
+    except Exception:  # noqa: BLE001 - not inside a Hydra job
+        return
+    if out != plan.run_dir:
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    for parent in out.parents:
+        if parent == plan.root or plan.root is None or plan.root not in parent.parents:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 def _print_train_summary(result) -> None:
@@ -129,6 +174,58 @@ def train(ctx: typer.Context) -> None:
         typer.echo(stage_help("train"))
         raise typer.Exit()
     _run_hydra("train", "config", ctx.args, _train_task)
+
+
+@app.command(context_settings=STAGE, add_help_option=False)
+def validate(ctx: typer.Context) -> None:
+    """Check a stage's config and data without loading a model: simpo validate [--stage train]
+    [--no-data] [OVERRIDES...]. Exit 0 when valid; otherwise every problem on one line, exit 2."""
+    args = list(ctx.args)
+    if {"--help", "-h"} & set(args):
+        typer.echo("Usage: simpo validate [--stage STAGE] [--no-data] [OVERRIDES...]\n\n"
+                   "Composes the stage's config (default: train) with the overrides and runs every "
+                   "check a run would run before loading a model: config groups, keys and types, "
+                   "hyperparameter ranges, local paths, the output directory, resume=, and (unless "
+                   "--no-data) reads and tokenises the data, reporting dropped records.\n"
+                   f"Stages: {', '.join(STAGE_CONFIGS)}")
+        raise typer.Exit()
+    stage, check_data, overrides = "train", True, []
+    it = iter(args)
+    for a in it:
+        if a == "--no-data":
+            check_data = False
+        elif a == "--stage":
+            stage = next(it, stage)
+        elif a.startswith("--stage="):
+            stage = a.split("=", 1)[1]
+        else:
+            overrides.append(a)
+    if stage not in STAGE_CONFIGS:
+        _fail(f"unknown stage '{stage}'; choose from: {', '.join(STAGE_CONFIGS)}")
+    _guard(lambda _: _validate_task(stage, overrides, check_data))(None)
+
+
+def _validate_task(stage: str, args: list[str], check_data: bool) -> None:
+    import logging
+
+    from simpo_cli.config import register_configs
+    from simpo_cli.preflight import preflight
+
+    logging.basicConfig(level=logging.WARNING, format="simpo: warning: %(message)s")
+    register_configs()
+    plan = preflight(stage, STAGE_CONFIGS[stage], args, warn=True)
+    cfg = plan.cfg
+    typer.echo(f"config: ok ({stage}" + (f", run directory {plan.run_dir}" if plan.run_dir else "") + ")")
+    if check_data and cfg is not None and cfg.get("data") is not None and cfg.get("model") is not None:
+        from simpo_cli.data.preference import check_preference_data
+        from simpo_cli.modeling import load_tokenizer
+
+        splits = [cfg.data.split] + ([cfg.data.eval_split] if cfg.data.get("eval_split") else [])
+        tokenizer = load_tokenizer(cfg.model)
+        for split in splits:
+            source, stats = check_preference_data(cfg.data, tokenizer, cfg.hparams, split)
+            typer.echo(f"data: ok ({source}: {stats.records} records, {stats.kept} pairs kept, "
+                       f"dropped {dict(stats.dropped) or 'none'})")
 
 
 def main() -> None:

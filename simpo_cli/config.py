@@ -100,6 +100,9 @@ class TrainerConfig:
     max_steps: int = -1  # > 0 overrides num_train_epochs
     logging_steps: int = 5
     save_steps: int = 0  # 0: no intermediate checkpoints
+    save_total_limit: Optional[int] = None  # keep only the newest N checkpoints (None: all)
+    # Optimizer steps with a non-finite loss/gradient that may be skipped before the run stops.
+    nan_skip_budget: int = 0
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
@@ -147,6 +150,9 @@ class TrainConfig:
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    # auto: continue from the newest complete checkpoint of the run directory (run_dir=...), or
+    # start fresh if it has none; never/null: start fresh; or a checkpoint directory.
+    resume: Optional[str] = None
 
 
 def register_configs() -> None:

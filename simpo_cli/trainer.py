@@ -14,11 +14,12 @@ from transformers import Trainer, TrainerCallback
 
 from simpo_cli.logps import sequence_logps
 from simpo_cli.objectives import ObjectiveSpec, PreferenceLogps
+from simpo_cli.reliability import ReliableTrainerMixin
 
 BATCH_KEYS = ("input_ids", "attention_mask", "response_mask")
 
 
-class PreferenceTrainer(Trainer):
+class PreferenceTrainer(ReliableTrainerMixin, Trainer):
     def __init__(self, *args, objective: ObjectiveSpec, objective_kwargs: dict,
                  logps_path: str = "auto", ref_model=None, **kwargs):
         super().__init__(*args, **kwargs)

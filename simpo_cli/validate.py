@@ -23,6 +23,12 @@ def resolve_hparams(cfg) -> None:
 
 def validate_train(cfg) -> None:
     """Raise ``ConfigError`` listing every problem in a composed ``simpo train`` config."""
+    problems = _train_problems(cfg) + common_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _train_problems(cfg) -> list[str]:
     problems: list[str] = []
     name = cfg.objective.get("name")
     spec = OBJECTIVES.get(name)
@@ -55,11 +61,93 @@ def validate_train(cfg) -> None:
     if path and path.startswith(("/", "./", "../")) and not Path(path).exists():
         problems.append(f"model.name_or_path: local path not found: {path}")
     out = Path(cfg.paths.output_root)
-    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
+    if not writable(out):
         problems.append(f"paths.output_root is not writable: {out}")
     ref = cfg.get("reference")
     if ref is not None and ref.mode not in ("precompute", "live"):
         problems.append(f"reference.mode must be one of precompute, live, got '{ref.mode}'")
+    return problems
+
+
+def writable(path: Path) -> bool:
+    """Whether a directory can be created at ``path``: probes its nearest existing ancestor by
+    creating (and removing) a temporary directory, since ``os.access`` says yes to root even on a
+    read-only mount or /proc."""
+    import tempfile
+
+    probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not probe.is_dir():
+        return False
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".simpo-write-check-"))
+    except OSError:
+        return False
+    return True
+
+
+DATA_FORMATS = ("auto", "plain", "ultrafeedback", "sharegpt")
+CHAT_TEMPLATE_MODES = ("auto", "always", "never")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+def _local_missing(path: str | None) -> bool:
+    from simpo_cli.data.records import is_local, resolve_path
+
+    return bool(path) and is_local(path) and not Path(resolve_path(path)).exists()
+
+
+def common_problems(cfg) -> list[str]:
+    """Checks shared by every stage, applied to whichever of ``model``/``data``/``hparams``/
+    ``trainer`` the config has (a new stage gets them by calling ``validate_config``)."""
+    problems: list[str] = []
+    model, data, hp, tr = (cfg.get(k) for k in ("model", "data", "hparams", "trainer"))
+    if model is not None:
+        if model.get("dtype") not in DTYPES:
+            problems.append(f"model.dtype must be one of {', '.join(DTYPES)}, got '{model.get('dtype')}'")
+        tok = model.get("tokenizer")
+        if tok and tok.startswith(("/", "./", "../")) and not Path(tok).exists():
+            problems.append(f"model.tokenizer: local path not found: {tok}")
+    if data is not None and not OmegaConf.is_missing(data, "path"):
+        if _local_missing(data.path):
+            problems.append(f"data.path: file not found: {data.path}")
+        if data.get("format") not in DATA_FORMATS:
+            problems.append(f"data.format must be one of {', '.join(DATA_FORMATS)}, got '{data.format}'")
+        if data.get("chat_template") not in CHAT_TEMPLATE_MODES:
+            problems.append(f"data.chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
+                            f"got '{data.chat_template}'")
+        if data.get("max_samples") is not None and data.max_samples < 1:
+            problems.append(f"data.max_samples must be >= 1 (or null), got {data.max_samples}")
+    if hp is not None:
+        if hp.get("max_length") is not None and hp.max_length < 2:
+            problems.append(f"hparams.max_length must be >= 2, got {hp.max_length}")
+        if hp.get("warmup_ratio") is not None and not 0 <= hp.warmup_ratio < 1:
+            problems.append(f"hparams.warmup_ratio must be in [0, 1), got {hp.warmup_ratio}")
+        if hp.get("num_train_epochs") is not None and hp.num_train_epochs <= 0:
+            problems.append(f"hparams.num_train_epochs must be > 0, got {hp.num_train_epochs}")
+    if tr is not None:
+        for key in ("save_steps", "nan_skip_budget", "logging_steps"):
+            if tr.get(key) is not None and tr[key] < 0:
+                problems.append(f"trainer.{key} must be >= 0, got {tr[key]}")
+        if tr.get("save_total_limit") is not None and tr.save_total_limit < 1:
+            problems.append(f"trainer.save_total_limit must be >= 1 (or null), got {tr.save_total_limit}")
+        if tr.get("bf16") and tr.get("fp16"):
+            problems.append("trainer.bf16 and trainer.fp16 cannot both be true")
+    return problems  # ``resume`` is checked with the run directory (reliability.resume_checkpoint)
+
+
+# Stage → validator; a new stage registers its own (falling back to ``validate_config``).
+VALIDATORS = {"train": validate_train}
+
+
+def validate_config(cfg) -> None:
+    """Raise ``ConfigError`` listing every problem of the sections the config has."""
+    problems = common_problems(cfg)
     if problems:
         raise ConfigError(problems)
+
+
+def validate_stage(stage: str, cfg) -> None:
+    """Run the stage's validator (``VALIDATORS``), ``validate_config`` for unregistered stages."""
+    if cfg.get("hparams") is not None:
+        resolve_hparams(cfg)
+    VALIDATORS.get(stage, validate_config)(cfg)

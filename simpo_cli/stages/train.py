@@ -13,8 +13,11 @@ from omegaconf import OmegaConf
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset, data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.modeling import load_model, load_tokenizer, model_fingerprint
+from simpo_cli.errors import Interrupted
 from simpo_cli.objectives import get_objective
 from simpo_cli.reference import make_collator, prepare_reference
+from simpo_cli.reliability import (checkpoint_step, check_resume_config, clear_staging,
+                                   resume_checkpoint, truncate_jsonl)
 from simpo_cli.rundir import RunDir
 from simpo_cli.validate import resolve_hparams, validate_train
 
@@ -80,6 +83,7 @@ def training_arguments(cfg, run: RunDir):
         logging_steps=tr.logging_steps,
         save_strategy="steps" if tr.save_steps > 0 else "no",
         save_steps=tr.save_steps if tr.save_steps > 0 else 500,
+        save_total_limit=tr.save_total_limit,
         dataloader_num_workers=tr.dataloader_num_workers,
         remove_unused_columns=False,
         report_to=report_to,
@@ -110,8 +114,17 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     resolve_hparams(cfg)
     validate_train(cfg)
     spec = get_objective(cfg.objective.name)
+    checkpoint = resume_checkpoint(cfg.get("resume"), Path(run_dir) / "checkpoints")
+    if checkpoint:
+        check_resume_config(Path(run_dir) / "config.yaml", cfg)
     run = RunDir(run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        clear_staging(run.checkpoints)
+        # Metrics logged after the checkpoint (all of them on a fresh start) are logged again.
+        truncate_jsonl(run.metrics, checkpoint_step(checkpoint))
     run.start(cfg, "train")
+    if checkpoint:
+        run.update(resumed_from=checkpoint)
     try:
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
@@ -142,10 +155,12 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             objective=spec,
             objective_kwargs=objective_kwargs(cfg),
             ref_model=ref_model,
+            nan_skip_budget=cfg.trainer.nan_skip_budget,
         )
         pairs = eval_ds if eval_ds is not None else train_ds
         before = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.raise_if_interrupted(run.path)
         after = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
         if cfg.trainer.save_model and trainer.is_world_process_zero():
@@ -159,10 +174,11 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         result = TrainResult(run.path, output.global_step, final_loss, before, after,
                              cfg.data.eval_split or cfg.data.split)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
-                   pairs_before=before, pairs_after=after)
+                   pairs_before=before, pairs_after=after, nan_skipped=trainer.nan_skipped)
         return result
     except BaseException as e:
-        run.finish("failed", error=f"{type(e).__name__}: {e}")
+        run.finish("interrupted" if isinstance(e, Interrupted) else "failed",
+                   error=f"{type(e).__name__}: {e}")
         raise
     finally:
         if cfg.logger.name == "wandb":

@@ -1,0 +1,248 @@
+"""Compose and validate a stage's config *before* Hydra runs the job, so a mistake costs one line,
+exit code 2 and no run directory (Hydra would otherwise create ``<run>/.hydra`` first and print
+its own multi-line error with exit code 1).
+
+``preflight(stage, config_name, args)`` is what ``cli._run_hydra`` calls for every stage:
+
+- ``run_dir=DIR`` is accepted as a friendlier spelling of ``hydra.run.dir=DIR``;
+- Hydra's compose errors (unknown group option, misspelled key, wrong type, bad override syntax)
+  become one line each; every bad override is reported, not just the first;
+- the composed config goes through the stage's validator (``validate.VALIDATORS``), plus the run
+  directory checks (``resume``, existing checkpoints, writability);
+- for a single run the run directory is resolved once and pinned (``hydra.run.dir=<resolved>``),
+  so the CLI knows whether it created it and can remove it if the job fails on a user mistake;
+- for ``-m`` every combination of the sweep is validated before the first job starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simpo_cli.errors import ConfigError, UserError
+
+# Hydra flags that take a value (everything else starting with '-' is a bare flag).
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc"}
+_NO_RUN_FLAGS = {"--cfg", "-c", "--info", "-i", "--hydra-help", "--help", "-h", "--shell-completion",
+                 "-sc", "--version"}
+_SAFE_VALUE = re.compile(r"^[\w/.+\-~]+$")
+MAX_SWEEP_CHECKS = 256
+
+
+@dataclass
+class Plan:
+    """What the CLI hands to ``hydra.main``: the (rewritten) arguments, and for a single run the
+    pinned run directory and whether it existed before this command."""
+
+    args: list[str]
+    run_dir: Path | None = None
+    existed: bool = True
+    root: Path | None = None  # the nearest ancestor of run_dir that existed before the command
+    cfg: object = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def split_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Separate Hydra's flags (with their values) from the overrides."""
+    flags, overrides, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("-"):
+            flags.append(a)
+            if a in _VALUE_FLAGS and "=" not in a and i + 1 < len(args):
+                flags.append(args[i + 1])
+                i += 1
+        else:
+            overrides.append(a)
+        i += 1
+    return flags, overrides
+
+
+def translate_run_dir(args: list[str]) -> list[str]:
+    """``run_dir=DIR`` → ``hydra.run.dir=DIR`` (and ``hydra.sweep.dir`` under ``-m``)."""
+    multirun = bool({"-m", "--multirun"} & set(args))
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    return [f"{key}={a.split('=', 1)[1]}" if a.startswith("run_dir=") else a for a in args]
+
+
+def quote(value: str) -> str:
+    """A Hydra override value that stays one literal string (paths with spaces, ':' or '$')."""
+    if _SAFE_VALUE.match(value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def hydra_error_line(e: BaseException) -> str:
+    """One line for a Hydra/OmegaConf compose error."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(e, MissingConfigException):
+        m = re.search(r"Could not find '([^']+)'", str(e))
+        missing = m.group(1) if m else (e.missing_cfg_file or "?")
+        group, _, option = missing.rpartition("/")
+        choices = [o for o in (e.options or []) if not o.startswith(("base_", "schema_"))]
+        if group and choices:
+            return f"unknown {group} option '{option}'; choose from: {', '.join(choices)}"
+        return f"config not found: {missing}"
+    if isinstance(e, OverrideParseException):
+        lines = [ln for ln in str(e).splitlines() if ln and not ln.startswith("See https")]
+        return "cannot parse override: " + " ".join(lines)
+    cause = e.__cause__ or e.__context__
+    full_key = getattr(cause, "full_key", None)
+    if cause is not None and full_key:
+        msg = str(getattr(cause, "msg", None) or cause).splitlines()[0]
+        if type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError"):
+            parent, _, leaf = full_key.rpartition(".")
+            hint = _close_key(e, parent, leaf)
+            return f"unknown key '{full_key}'" + (f"; did you mean '{hint}'?" if hint else
+                                                  f" (add a new key with +{full_key}=...)")
+        return f"{full_key}: {msg}"
+    return " ".join(str(e).split())
+
+
+def _close_key(e, parent: str, leaf: str) -> str | None:
+    node = getattr(getattr(e, "__cause__", None), "parent_node", None)
+    keys = list(node.keys()) if node is not None and hasattr(node, "keys") else []
+    match = difflib.get_close_matches(leaf, [str(k) for k in keys], n=1)
+    return f"{parent + '.' if parent else ''}{match[0]}" if match else None
+
+
+def _compose(config_name: str, overrides: list[str], hydra_cfg: bool = False):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from simpo_cli.config import CONF_DIR, register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra_cfg)
+
+
+def compose_config(config_name: str, overrides: list[str], hydra_cfg: bool = False):
+    """Compose like ``hydra.main`` does; raise ``ConfigError`` with one line per bad override.
+
+    On failure each override is retried on its own (on top of the group choices, so an option's
+    keys are checked against the chosen option's schema) to report every bad one at once.
+    ``SIMPO_DEBUG=1`` re-raises Hydra's own exception instead.
+    """
+    try:
+        return _compose(config_name, overrides, hydra_cfg)
+    except Exception as first:  # noqa: BLE001 - Hydra raises several unrelated types
+        if os.environ.get("SIMPO_DEBUG"):
+            raise
+        problems, good = [], []
+        groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0].lstrip("+~")]
+        for group in groups:
+            try:
+                _compose(config_name, [group])
+                good.append(group)
+            except Exception as e:  # noqa: BLE001
+                problems.append(hydra_error_line(e))
+        for o in overrides:
+            if o in groups:
+                continue
+            try:  # on top of the valid group choices only, so each bad key is reported once
+                _compose(config_name, [*good, o])
+            except Exception as e:  # noqa: BLE001
+                problems.append(hydra_error_line(e))
+        raise ConfigError(list(dict.fromkeys(problems)) or [hydra_error_line(first)]) from None
+
+
+def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
+    """Checks that need the run directory: ``resume`` and an existing run's checkpoints."""
+    from simpo_cli.reliability import resume_checkpoint
+
+    problems = []
+    resume = cfg.get("resume")
+    if resume == "auto" and not explicit:
+        problems.append("resume=auto needs the run directory to continue: add run_dir=<dir>")
+    else:
+        try:
+            resume_checkpoint(resume, run_dir / "checkpoints")
+        except UserError as e:
+            problems.append(str(e))
+    from simpo_cli.validate import writable
+
+    if explicit and not writable(run_dir):  # else it lies under paths.output_root, checked already
+        problems.append(f"run directory is not writable: {run_dir}")
+    return problems
+
+
+def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
+    """The stage validator's problems, as a list (empty: valid). Its warnings are muted unless
+    ``warn`` (the job validates again inside Hydra, where they are logged once)."""
+    import logging
+
+    from simpo_cli.validate import validate_stage
+
+    logger = logging.getLogger("simpo_cli")
+    level = logger.level
+    if not warn:
+        logger.setLevel(logging.ERROR)
+    try:
+        validate_stage(stage, cfg)
+    except ConfigError as e:
+        return list(e.problems)
+    except UserError as e:
+        return [str(e)]
+    finally:
+        logger.setLevel(level)
+    return []
+
+
+def preflight(stage: str, config_name: str, args: list[str], warn: bool = False) -> Plan:
+    """Compose + validate before Hydra starts the job. Raises ``ConfigError`` (all problems)."""
+    from omegaconf import OmegaConf
+
+    args = translate_run_dir(args)
+    flags, overrides = split_args(args)
+    if _NO_RUN_FLAGS & set(flags):
+        if {"--cfg", "-c"} & set(flags):
+            compose_config(config_name, overrides)  # one-line errors for --cfg too
+        return Plan(args)
+    if {"-m", "--multirun"} & set(flags):
+        return _preflight_sweep(stage, config_name, args, overrides, warn)
+    cfg = compose_config(config_name, overrides, hydra_cfg=True)
+    try:
+        run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir")).expanduser().absolute()
+    except Exception as e:  # noqa: BLE001 - a bad interpolation in paths.* or hydra.run.dir
+        raise ConfigError([f"hydra.run.dir: {hydra_error_line(e)}"]) from None
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    OmegaConf.set_struct(cfg, True)
+    explicit = any(o.startswith("hydra.run.dir=") for o in overrides)
+    problems = validate_composed(stage, cfg, warn) + run_dir_problems(cfg, run_dir, explicit)
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))
+    pinned = [a for a in args if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={quote(str(run_dir))}"]
+    root = next((p for p in run_dir.parents if p.exists()), None)
+    return Plan(pinned, run_dir, run_dir.exists(), root, cfg)
+
+
+def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: list[str],
+                     warn: bool = False) -> Plan:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("SIMPO_DEBUG"):
+            raise
+        raise ConfigError([hydra_error_line(e)]) from None
+    problems: list[str] = []
+    for job in jobs[:MAX_SWEEP_CHECKS]:
+        try:
+            cfg = compose_config(config_name, job)
+        except ConfigError as e:
+            problems += e.problems
+            continue
+        problems += validate_composed(stage, cfg, warn)
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))
+    return Plan(args)
