@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from simpo_cli.data.records import detect_format, is_local, normalise, read_records, resolve_path
+from simpo_cli.data.sft import looks_like_sft
 from simpo_cli.data.tokenize import encode_pair, truncate, uses_template
 from simpo_cli.errors import DataError, UserError
 
@@ -62,6 +63,9 @@ def _tokenize_all(records, source: str, data_cfg, tokenizer, hp) -> tuple[dict, 
         stats.records += 1
         if not isinstance(record, dict):
             raise DataError(source, index, None, "expected a JSON object")
+        if index == 0 and looks_like_sft(record, data_cfg.columns):
+            raise UserError(f"{source}: records are SFT conversations, not preference pairs "
+                            "('chosen'/'rejected'); run `simpo sft` on them, or give pairs to `simpo train`")
         if fmt == "auto":
             fmt = detect_format(record, data_cfg.columns)
         pair = normalise(record, fmt, data_cfg.columns, source, index)
