@@ -132,6 +132,9 @@ def to_messages(record: dict, fmt: str, columns: Any, source: str, index: int) -
         if not isinstance(turns, list) or not turns:
             raise DataError(source, index, name, "expected a non-empty message list")
         messages = [_message(t, source, index, name) for t in turns]
+        system = record.get("system")  # LLaMA-Factory's ShareGPT layout keeps it beside the turns
+        if isinstance(system, str) and system and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": system})
         if not any(m["role"] == "assistant" for m in messages):
             raise DataError(source, index, name, "no assistant turn to learn from")
         return messages
@@ -157,13 +160,23 @@ def encode_conversation(messages: list[dict], tokenizer) -> SFTTokens:
     mask is exact. Works for any template that renders a conversation as a prefix of its
     continuation (Zephyr, Llama-3, Mistral, Gemma, ChatML); raises ``ValueError`` otherwise.
     """
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    from jinja2 import TemplateError
+
+    def render(turns: list[dict], generation_prompt: bool = False) -> str:
+        try:
+            return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+        except TemplateError as e:  # e.g. "Conversation roles must alternate" from the template itself
+            raise ValueError(f"the chat template rejects this conversation: {e}") from None
+
+    full = render(messages)
     cuts: list[tuple[int, int]] = []  # [start, end) character spans of assistant replies
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        # A conversation that opens with an assistant turn (a greeting) has no prompt before it to
+        # locate the role header against, so that turn is context, not a target.
+        if message["role"] != "assistant" or i == 0:
             continue
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
-        upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        before = render(messages[:i], generation_prompt=True)
+        upto = render(messages[: i + 1])
         if not (upto.startswith(before) and full.startswith(upto)):
             raise ValueError("the chat template does not render a conversation as a prefix of its "
                              "continuation, so assistant turns cannot be located; set model.chat_template")
