@@ -137,8 +137,6 @@ def _print_sft_summary(result) -> None:
     from rich.table import Table
 
     table = Table(title="simpo sft", show_header=False)
-    table.add_row("run directory", str(result.run_dir))
-    table.add_row("model", str(result.run_dir / "model"))
     table.add_row("steps", str(result.steps))
     if result.final_loss is not None:
         table.add_row("final training loss", f"{result.final_loss:.4f}")
@@ -147,6 +145,9 @@ def _print_sft_summary(result) -> None:
                       f"{result.heldout_before:.4f} -> {result.heldout_after:.4f} "
                       f"({100 * result.heldout_reduction:.1f}% lower)")
     Console().print(table)
+    # Plain lines so the paths are never wrapped or cut by the table's width.
+    print(f"run directory: {result.run_dir}")
+    print(f"next: simpo train model.name_or_path={result.run_dir}")
 
 
 @_guard

@@ -69,9 +69,6 @@ def validate_sft(cfg) -> None:
     """Raise ``ConfigError`` listing every problem in a composed ``simpo sft`` config."""
     problems: list[str] = []
     hp = cfg.hparams
-    if "beta" in hp:
-        problems.append("hparams is a preference-optimisation preset; `simpo sft` takes "
-                        "hparams=sft-default|sft-paper")
     if cfg.data.get("kind") == "preference":
         problems.append(f"data '{cfg.data.name}' holds preference pairs, not conversations: run "
                         f"`simpo train data={cfg.data.name}`, or pick SFT data (data=alpaca-demo|ultrachat|local)")
