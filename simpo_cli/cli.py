@@ -16,8 +16,21 @@ STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger")}
 STAGE_GROUPS["sft"] = ("model", "data", "hparams", "logger")
 
 
+def _fits_stage(stage: str, group: str, option: str) -> bool:
+    """SFT presets/data are listed under `simpo sft` only, preference ones under the other stages."""
+    from simpo_cli.config import CONF_DIR
+
+    if group == "hparams":
+        return option.startswith("sft-") == (stage == "sft")
+    if group == "data":
+        text = (CONF_DIR / group / f"{option}.yaml").read_text()
+        return f"kind: {'preference' if stage == 'sft' else 'sft'}" not in text
+    return True
+
+
 def _groups_text(stage: str) -> str:
-    lines = [f"  {g:<10} {', '.join(group_options(g))}" for g in STAGE_GROUPS[stage]]
+    lines = [f"  {g:<10} {', '.join(o for o in group_options(g) if _fits_stage(stage, g, o))}"
+             for g in STAGE_GROUPS[stage]]
     return "\n".join(lines)
 
 
@@ -126,6 +139,8 @@ Recipe: hparams=sft-default (tiny model, CPU) | hparams=sft-paper (lr 2e-5, batc
   hparams.packing=true for padding-free packing. A tokenizer without a chat template gets
   default_chat_template (zephyr, a .jinja file or a Jinja string), saved with the model.
 Paper's Base setting: simpo sft model=llama3-base data=ultrachat hparams=sft-paper
+
+Options:
   -m, --multirun        run a sweep: simpo sft -m hparams.learning_rate=1e-5,2e-5
   --cfg job             print the composed config and exit
 Outputs go to outputs/sft/<date>/<time>/ (set paths.output_root or hydra.run.dir).

@@ -109,3 +109,26 @@ def test_sft_lowers_heldout_loss_by_30_percent_then_train_runs(tmp_path):
     run_simpo(["train", f"model.name_or_path={sft}/model", *FAST_TRAIN, "paths.output_root=po"], tmp_path)
     (po,) = run_dirs(tmp_path / "po")
     assert json.loads((po / "meta.json").read_text())["status"] == "completed"
+
+
+def test_run_directory_resolves_to_its_model(tmp_path):
+    from omegaconf import OmegaConf
+
+    from simpo_cli.config import ModelConfig
+    from simpo_cli.modeling import _tokenizer_location, model_location, run_model_dir
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "meta.json").write_text("{}")
+    (run / "model" / "config.json").write_text("{}")
+    (run / "model" / "tokenizer_config.json").write_text("{}")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+    assert run_model_dir(str(run)) == run / "model" and run_model_dir(str(run / "model")) == run / "model"
+    assert run_model_dir(str(plain)) is None and run_model_dir("meta-llama/Meta-Llama-3-8B") is None
+    cfg = OmegaConf.structured(ModelConfig(name="tiny-llama", name_or_path=str(run), tokenizer="pkg:tiny-tokenizer"))
+    # The run's own tokenizer (and template) wins over the preset's.
+    assert model_location(cfg) == str(run / "model") and _tokenizer_location(cfg) == str(run / "model")
+    cfg.name_or_path = str(plain)
+    assert model_location(cfg) == str(plain) and _tokenizer_location(cfg).endswith("tiny-tokenizer")
