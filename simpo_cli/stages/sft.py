@@ -134,7 +134,7 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
             tokenizer.save_pretrained(str(tmp))
             shutil.rmtree(run.model_dir, ignore_errors=True)
             tmp.rename(run.model_dir)
-        result = SFTResult(run.path, output.global_step, losses[-1] if losses else None, before, after,
+        result = SFTResult(run.path, output.global_step, losses[-1] if losses else output.training_loss, before, after,
                            len(eval_ds), heldout_source)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
                    heldout_loss_before=before, heldout_loss_after=after,

@@ -15,7 +15,8 @@ FAST_SFT = ["trainer.max_steps=2", "data.max_samples=40", "data.eval_size=4", "h
 
 def test_sft_defaults_and_paper_preset():
     cfg = compose([], "sft")
-    assert (cfg.stage, cfg.model.name, cfg.data.name, cfg.hparams.max_length) == ("sft", "tiny-llama", "alpaca-demo", 256)
+    assert (cfg.stage, cfg.model.name, cfg.data.name, cfg.hparams.max_length) == (
+        "sft", "tiny-llama", "alpaca-demo", 256)
     assert cfg.data.path == "pkg:data/alpaca_en_demo.json" and cfg.default_chat_template == "zephyr"
     cfg = compose(["model=llama3-base", "data=ultrachat", "hparams=sft-paper"], "sft")
     hp = cfg.hparams
