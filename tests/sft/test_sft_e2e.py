@@ -91,6 +91,7 @@ def test_sft_from_a_base_tokenizer_then_train_from_the_run(tmp_path, base_tokeni
     assert AutoTokenizer.from_pretrained(po / "model").chat_template == ZEPHYR_TEMPLATE
 
 
+@pytest.mark.slow  # the packed loss itself is checked fast in test_sft_data; this is the CLI path
 def test_packed_sft_run(tmp_path):
     run_simpo(["sft", *FAST_SFT, "hparams.packing=true", "trainer.save_model=false", "paths.output_root=out"],
               tmp_path)
