@@ -9,8 +9,8 @@ Supported layouts (``data.format``, or ``auto`` = detected from the first record
 
 Every record becomes a message list with at least one assistant turn. The loss covers every
 assistant turn (its content and the template's end-of-turn token), never the user/system turns or
-the template's role headers: the same rule as TRL's ``assistant_only_loss`` and the
-alignment-handbook's SFT recipes.
+the template's role headers: the same rule as TRL's ``assistant_only_loss``. A conversation that
+opens with an assistant turn keeps that turn as context only.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ CACHE_VERSION = "1"
 IGNORE_INDEX = -100
 
 # Zephyr's layout (the alignment-handbook's DEFAULT_CHAT_TEMPLATE), for tokenizers without a chat
-# template: "<|user|>\n...</s>\n<|assistant|>\n...</s>". Each turn ends with EOS, so an SFT model
-# learns to stop, and a conversation renders as a prefix of its continuation.
+# template: "<s><|user|>\n...</s>\n<|assistant|>\n...</s>". Each turn ends with EOS, so an SFT model
+# learns to stop, and a conversation renders as a prefix of its continuation. Unlike the handbook's,
+# it writes BOS itself (rendered text is tokenised without special tokens, here and in train) and
+# puts no newline after the last turn.
 ZEPHYR_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token }}"
