@@ -17,10 +17,24 @@ from simpo_cli.config import group_options
 STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger")}
 STAGE_CONFIGS = {"train": "config"}  # stage -> primary config name (for `simpo validate --stage`)
 _PLAN = None  # preflight.Plan of the running command: lets a failed job remove its fresh run dir
+STAGE_GROUPS["sft"] = ("model", "data", "hparams", "logger")
+
+
+def _fits_stage(stage: str, group: str, option: str) -> bool:
+    """SFT presets/data are listed under `simpo sft` only, preference ones under the other stages."""
+    from simpo_cli.config import CONF_DIR
+
+    if group == "hparams":
+        return option.startswith("sft-") == (stage == "sft")
+    if group == "data":
+        text = (CONF_DIR / group / f"{option}.yaml").read_text()
+        return f"kind: {'preference' if stage == 'sft' else 'sft'}" not in text
+    return True
 
 
 def _groups_text(stage: str) -> str:
-    lines = [f"  {g:<10} {', '.join(group_options(g))}" for g in STAGE_GROUPS[stage]]
+    lines = [f"  {g:<10} {', '.join(o for o in group_options(g) if _fits_stage(stage, g, o))}"
+             for g in STAGE_GROUPS[stage]]
     return "\n".join(lines)
 
 
@@ -31,6 +45,8 @@ def _objectives_text() -> str:
 
 
 def stage_help(stage: str) -> str:
+    if stage == "sft":
+        return SFT_HELP.format(groups=_groups_text("sft"))
     return f"""Usage: simpo {stage} [OVERRIDES...] [-m] [--cfg job] [--help]
 
 Config groups (group=option):
@@ -152,6 +168,59 @@ def _train_task(cfg):
     return result.after.get("rewards/accuracies")
 
 
+SFT_HELP = """Usage: simpo sft [OVERRIDES...] [-m] [--cfg job] [--help]
+
+Supervised fine-tuning on conversations, loss on assistant tokens only (every assistant turn).
+The output <run dir>/model (weights + tokenizer with its chat template) starts `simpo train`:
+  simpo train model.name_or_path=<run dir>/model   (or model.name_or_path=<run dir>)
+
+Config groups (group=option):
+{groups}
+
+Data: data=alpaca-demo (bundled, default) | data=ultrachat | data=local data.path=FILE
+  (messages / Alpaca instruction-input-output / ShareGPT conversations, detected per file).
+Held-out loss: data.eval_split, else data.eval_size (fraction or count) carved from data.split.
+Recipe: hparams=sft-default (tiny model, CPU) | hparams=sft-paper (lr 2e-5, batch 128, 2048 tokens);
+  hparams.packing=true for padding-free packing. A tokenizer without a chat template gets
+  default_chat_template (zephyr, a .jinja file or a Jinja string), saved with the model.
+Paper's Base setting: simpo sft model=llama3-base data=ultrachat hparams=sft-paper
+
+Options:
+  -m, --multirun        run a sweep: simpo sft -m hparams.learning_rate=1e-5,2e-5
+  --cfg job             print the composed config and exit
+Outputs go to outputs/sft/<date>/<time>/ (set paths.output_root or hydra.run.dir).
+"""
+
+
+def _print_sft_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="simpo sft", show_header=False)
+    table.add_row("steps", str(result.steps))
+    if result.final_loss is not None:
+        table.add_row("final training loss", f"{result.final_loss:.4f}")
+    if result.heldout_after is not None:
+        table.add_row(f"held-out assistant-token loss ({result.heldout_size} records: {result.heldout_source})",
+                      f"{result.heldout_before:.4f} -> {result.heldout_after:.4f} "
+                      f"({100 * result.heldout_reduction:.1f}% lower)")
+    Console().print(table)
+    # Plain lines so the paths are never wrapped or cut by the table's width.
+    print(f"run directory: {result.run_dir}")
+    print(f"next: simpo train model.name_or_path={result.run_dir}")
+
+
+@_guard
+def _sft_task(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    from simpo_cli.stages.sft import run_sft
+
+    result = run_sft(cfg, HydraConfig.get().runtime.output_dir)
+    _print_sft_summary(result)
+    return result.heldout_after
+
+
 app = typer.Typer(
     help="simpo-cli: declarative preference-optimisation runs (SimPO and its baselines).",
     add_completion=False,
@@ -226,6 +295,15 @@ def _validate_task(stage: str, args: list[str], check_data: bool) -> None:
             source, stats = check_preference_data(cfg.data, tokenizer, cfg.hparams, split)
             typer.echo(f"data: ok ({source}: {stats.records} records, {stats.kept} pairs kept, "
                        f"dropped {dict(stats.dropped) or 'none'})")
+
+
+@app.command(context_settings=STAGE, add_help_option=False)
+def sft(ctx: typer.Context) -> None:
+    """Supervised fine-tuning, loss on assistant tokens: simpo sft [OVERRIDES...] (see simpo sft --help)."""
+    if {"--help", "-h"} & set(ctx.args):
+        typer.echo(stage_help("sft"))
+        raise typer.Exit()
+    _run_hydra("sft", "sft", ctx.args, _sft_task)
 
 
 def main() -> None:

@@ -54,6 +54,11 @@ class DataColumns:
     chosen: str = "chosen"
     rejected: str = "rejected"
     conversations: str = "conversations"  # ShareGPT-style history
+    # SFT records (simpo sft): OpenAI-style message lists, or Alpaca instruction/input/output
+    messages: str = "messages"
+    instruction: str = "instruction"
+    input: str = "input"
+    output: str = "output"
 
 
 @dataclass
@@ -69,6 +74,12 @@ class DataConfig:
     max_samples: Optional[int] = None
     strict: bool = False  # turn every dropped row into an error
     num_proc: Optional[int] = None
+    # What the records are: preference | sft; null = tell from the records. A stage given the
+    # other kind stops with one line naming the right command.
+    kind: Optional[str] = None
+    # simpo sft: records carved from `split` (seeded) as the held-out set when eval_split is null;
+    # < 1 is a fraction, >= 1 a count.
+    eval_size: float = 0.05
 
 
 @dataclass
@@ -93,6 +104,26 @@ class HParams:
     global_batch_size: Optional[int] = None
     max_length: int = 2048
     max_prompt_length: int = 1800
+
+
+@dataclass
+class SFTHParams:
+    """The SFT recipe (``simpo sft``): the fields of ``HParams`` that apply, plus packing."""
+
+    learning_rate: float = 2e-5
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    global_batch_size: Optional[int] = None
+    max_length: int = 2048
+    # Padding-free packing: each micro-batch is one row of concatenated conversations whose
+    # position_ids restart per conversation, so attention stays within a conversation.
+    packing: bool = False
 
 
 @dataclass
@@ -155,6 +186,21 @@ class TrainConfig:
     resume: Optional[str] = None
 
 
+@dataclass
+class SFTConfig:
+    stage: str = "sft"
+    seed: int = 42
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    hparams: SFTHParams = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    # Chat template for a tokenizer that has none (base models): `zephyr` (built in), a .jinja
+    # file or a Jinja string. It is saved with the SFT model's tokenizer.
+    default_chat_template: str = "zephyr"
+
+
 def register_configs() -> None:
     """Store every schema in Hydra's ConfigStore (idempotent)."""
     from simpo_cli.objectives import OBJECTIVES
@@ -164,6 +210,8 @@ def register_configs() -> None:
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="data", name="base_data", node=DataConfig)
     cs.store(group="hparams", name="base_hparams", node=HParams)
+    cs.store(name="base_sft", node=SFTConfig)
+    cs.store(group="hparams", name="base_sft_hparams", node=SFTHParams)
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
     for name, spec in OBJECTIVES.items():
         # Not in the "objective" group itself, so `objective=glob(*)` sweeps only the YAML options.

@@ -17,7 +17,34 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
+def run_model_dir(name_or_path: str | None) -> Path | None:
+    """The saved model of a simpo run, when ``name_or_path`` points at one: a run directory (it
+    holds ``meta.json`` and ``model/``) or that ``model/`` directory itself. ``None`` otherwise."""
+    if not name_or_path:
+        return None
+    path = Path(name_or_path).expanduser()
+    if (path / "meta.json").is_file() and (path / "model" / "config.json").is_file():
+        return path / "model"
+    if (path / "config.json").is_file() and (path.parent / "meta.json").is_file():
+        return path
+    return None
+
+
+def model_location(model_cfg) -> str | None:
+    """``model.name_or_path``, with a simpo run directory resolved to its ``model/``."""
+    run_model = run_model_dir(model_cfg.name_or_path)
+    return str(run_model) if run_model else model_cfg.name_or_path
+
+
 def _tokenizer_location(model_cfg) -> str:
+    # A simpo run's model carries the tokenizer (and chat template) it was trained with: it wins
+    # over the preset's model.tokenizer, so `simpo sft`'s template reaches train/eval unchanged.
+    run_model = run_model_dir(model_cfg.name_or_path)
+    if run_model is not None and (run_model / "tokenizer_config.json").is_file():
+        if model_cfg.tokenizer and model_cfg.tokenizer != str(run_model):
+            log.info("using the tokenizer saved with %s instead of model.tokenizer=%s",
+                     run_model, model_cfg.tokenizer)
+        return str(run_model)
     loc = model_cfg.tokenizer or model_cfg.name_or_path
     if loc is None:
         raise UserError(f"model '{model_cfg.name}': set model.tokenizer or model.name_or_path")
@@ -80,7 +107,7 @@ def load_model(model_cfg, tokenizer):
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     try:
-        return AutoModelForCausalLM.from_pretrained(model_cfg.name_or_path, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(model_location(model_cfg), **kwargs)
     except OSError as e:
         raise UserError(f"cannot load model '{model_cfg.name_or_path}': {str(e).splitlines()[0]}") from None
 
@@ -91,7 +118,7 @@ def model_fingerprint(model_cfg, model) -> str:
     if model_cfg.name_or_path is None:
         return "tiny:" + hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str)
                                         .encode() + str(model_cfg.tiny.seed).encode()).hexdigest()[:16]
-    path = Path(model_cfg.name_or_path)
+    path = Path(model_location(model_cfg))
     if path.is_dir():
         listing = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
         return "local:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]

@@ -57,6 +57,40 @@ def _train_problems(cfg) -> list[str]:
                         f"per_device_train_batch_size ({hp.per_device_train_batch_size})")
     if OmegaConf.is_missing(cfg.data, "path"):
         problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl")
+    if cfg.data.get("kind") == "sft":
+        problems.append(f"data '{cfg.data.name}' holds SFT conversations, not preference pairs: run "
+                        f"`simpo sft data={cfg.data.name}`, or pick pairs (data=demo-prefs|ultrafeedback|local)")
+    path = cfg.model.name_or_path
+    if path and path.startswith(("/", "./", "../")) and not Path(path).exists():
+        problems.append(f"model.name_or_path: local path not found: {path}")
+    out = Path(cfg.paths.output_root)
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        problems.append(f"paths.output_root is not writable: {out}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def validate_sft(cfg) -> None:
+    """Raise ``ConfigError`` listing every problem in a composed ``simpo sft`` config."""
+    problems: list[str] = []
+    hp = cfg.hparams
+    if cfg.data.get("kind") == "preference":
+        problems.append(f"data '{cfg.data.name}' holds preference pairs, not conversations: run "
+                        f"`simpo train data={cfg.data.name}`, or pick SFT data (data=alpaca-demo|ultrachat|local)")
+    if hp.learning_rate <= 0:
+        problems.append(f"hparams.learning_rate must be > 0, got {hp.learning_rate}")
+    if hp.max_length < 2:
+        problems.append(f"hparams.max_length must be >= 2, got {hp.max_length}")
+    if hp.per_device_train_batch_size < 1:
+        problems.append("hparams.per_device_train_batch_size must be >= 1")
+    if hp.get("global_batch_size") is not None and hp.global_batch_size % hp.per_device_train_batch_size:
+        problems.append(f"hparams.global_batch_size ({hp.global_batch_size}) must be a multiple of "
+                        f"per_device_train_batch_size ({hp.per_device_train_batch_size})")
+    if OmegaConf.is_missing(cfg.data, "path"):
+        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl")
+    if cfg.data.get("eval_split") is None and not cfg.data.eval_size > 0:
+        problems.append("set data.eval_size (> 0) or data.eval_split: the held-out loss needs records")
     path = cfg.model.name_or_path
     if path and path.startswith(("/", "./", "../")) and not Path(path).exists():
         problems.append(f"model.name_or_path: local path not found: {path}")

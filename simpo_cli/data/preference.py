@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from simpo_cli.data.records import detect_format, is_local, normalise, read_records, resolve_path
+from simpo_cli.data.sft import looks_like_sft
 from simpo_cli.data.tokenize import encode_pair, truncate, uses_template
 from simpo_cli.errors import DataError, UserError
 
@@ -100,6 +101,9 @@ def _tokenize_all(records, source: str, data_cfg, tokenizer, hp) -> tuple[dict, 
         try:
             if not isinstance(record, dict):
                 raise DataError(source, index, None, f"expected a JSON object, got {type(record).__name__}")
+            if index == 0 and looks_like_sft(record, c):
+                raise UserError(f"{source}: records are SFT conversations, not preference pairs "
+                                "('chosen'/'rejected'); run `simpo sft` on them, or give pairs to `simpo train`")
             rec_fmt = detect_format(record, c) if fmt == "auto" else fmt
             pair = normalise(record, rec_fmt, c, source, index)
         except DataError as e:
