@@ -146,10 +146,14 @@ class RewardModelScorer:
 
     @torch.inference_mode()
     def score_sequences(self, sequences: list[list[int]]) -> list[float]:
+        """One reward per token-id sequence, in input order. Sequences are batched by length (less
+        padding); the batches depend only on ``sequences``, so equal inputs give equal scores."""
         pad = self.model.config.pad_token_id
-        scores: list[float] = []
-        for start in range(0, len(sequences), self.cfg.batch_size):
-            chunk = sequences[start:start + self.cfg.batch_size]
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        scores: list[float] = [0.0] * len(sequences)
+        for start in range(0, len(order), self.cfg.batch_size):
+            rows = order[start:start + self.cfg.batch_size]
+            chunk = [sequences[i] for i in rows]
             width = max(len(s) for s in chunk)
             input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -157,7 +161,8 @@ class RewardModelScorer:
                 input_ids[i, :len(s)] = torch.tensor(s)
                 attention_mask[i, :len(s)] = 1
             out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
-            scores.extend(reward_values(out).cpu().tolist())
+            for i, value in zip(rows, reward_values(out).cpu().tolist()):
+                scores[i] = value
         return scores
 
     def score_candidates(self, prompts: list[list[dict]], candidates: list[list[str]]) -> list[list[float]]:

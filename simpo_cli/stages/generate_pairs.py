@@ -10,7 +10,8 @@ Output directory (``output_dir``, deterministic so that rerunning the same comma
   data.path=<output_dir>`` reads the directory as is.
 - ``candidates/candidates-NNNNN.jsonl``: every prompt of the shard with all its candidates, their
   scores, the indices chosen/rejected or the reason the prompt was dropped.
-- ``meta.json`` (settings, status, counts, throughput) and ``config.yaml``.
+- ``settings.json`` (everything that changes the output; a rerun with other settings is refused),
+  ``meta.json`` (status, counts, throughput, attempts) and ``config.yaml``.
 
 Shard ``k`` holds prompts ``[k * shard_size, (k + 1) * shard_size)`` of the source. A shard is
 written whole and atomically (temporary file, then rename), candidates first, then pairs; a shard
@@ -31,7 +32,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.errors import ConfigError, UserError
-from simpo_cli.rundir import RunDir, write_atomic
+from simpo_cli.rundir import RunDir, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 BACKENDS = ("transformers", "vllm")
@@ -102,21 +103,41 @@ def shard_names(k: int) -> tuple[str, str]:
     return f"pairs-{k:05d}.jsonl", f"candidates/candidates-{k:05d}.jsonl"
 
 
+SETTINGS_FILE = "settings.json"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:  # only written atomically, so only a foreign file gets here
+        raise UserError(f"{path}: not valid JSON; pass output_dir=<new dir> or overwrite=true") from None
+
+
 def _prepare_output(out: Path, settings: dict, overwrite: bool) -> dict:
     """Check an existing ``out`` was made with the same settings (``overwrite`` wipes its shards
-    instead), remove temporary files a killed run left behind; returns the previous meta (or {})."""
-    meta_file = out / "meta.json"
-    previous = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    instead), remove temporary files a killed run left behind; returns the previous meta (or {}).
+
+    The settings live in their own file, written once (atomically) before the first shard, so that
+    a kill at any moment (even while ``meta.json`` is being rewritten) leaves them readable.
+    """
+    previous = _read_json(out / "meta.json")
+    settings_file = out / SETTINGS_FILE
     if overwrite:
-        for p in [*out.glob("pairs-*.jsonl"), *out.glob("candidates/candidates-*.jsonl")]:
-            p.unlink()
+        for p in [*out.glob("pairs-*.jsonl"), *out.glob("candidates/candidates-*.jsonl"), settings_file]:
+            p.unlink(missing_ok=True)
         previous = {}
-    elif previous and previous.get("settings") != settings:
-        changes = _diff(previous.get("settings") or {}, settings)
+    recorded = _read_json(settings_file)
+    if recorded and recorded != settings:
+        changes = _diff(recorded, settings)
         raise UserError(f"{out} holds pairs generated with other settings ({'; '.join(changes[:4])}); "
                         "rerun with the same settings to resume, or pass output_dir=<new dir> "
                         "or overwrite=true to start again")
-    for p in [*out.glob(".pairs-*"), *out.glob("candidates/.candidates-*")]:
+    if not recorded:
+        if [*out.glob("pairs-*.jsonl")]:
+            raise UserError(f"{out} holds pairs-*.jsonl shards but no {SETTINGS_FILE}, so they cannot be "
+                            "resumed safely; pass output_dir=<new dir> or overwrite=true")
+        write_json(settings_file, settings)
+    for p in [*out.glob(".pairs-*"), *out.glob("candidates/.candidates-*"), *out.glob(f".{SETTINGS_FILE}.*")]:
         p.unlink()  # write_atomic's temporary files from an interrupted write
     return previous
 
@@ -234,7 +255,9 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
                     continue
                 ids = {p.index: encode_prompt(p.messages, tokenizer, template) for p in shard}
                 ok = {i: len(t) <= g.max_prompt_length for i, t in ids.items()}
-                todo = [p for p in shard if ok[p.index]]
+                # Similar lengths share a batch (less padding); the order is a pure function of the
+                # shard, so a resumed run forms the same batches as an uninterrupted one.
+                todo = sorted((p for p in shard if ok[p.index]), key=lambda p: len(ids[p.index]))
                 samples, scores = {}, {}
                 for b in range(0, len(todo), g.batch_size):
                     batch = todo[b:b + g.batch_size]
