@@ -69,7 +69,8 @@ def validate_generate_pairs(cfg) -> None:
         problems.append(f"scorer.batch_size must be >= 1, got {cfg.scorer.batch_size}")
     if OmegaConf.is_missing(cfg.data, "path"):
         problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/prompts.jsonl")
-    if OmegaConf.is_missing(cfg.scorer, "name_or_path"):
+    # (A ``???`` in an option YAML does not override the schema's None when merged, hence no is_missing.)
+    if cfg.scorer.name_or_path is None and cfg.scorer.tiny is None:
         problems.append(f"scorer '{cfg.scorer.name}' needs a model: scorer.name_or_path=<hub id or dir>")
     if problems:
         raise ConfigError(problems)
