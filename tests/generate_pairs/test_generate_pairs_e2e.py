@@ -167,3 +167,23 @@ def test_real_model_presets_compose():
     assert cfg.generation.n == 5 and cfg.generation.temperature == 0.8
     assert cfg.scorer.trust_remote_code and cfg.data.split == "train_prefs"
     assert cfg.output_dir.endswith("generate-pairs/llama3-instruct_ultrafeedback-prompts_armorm_n5_seed42")
+
+
+def test_help_names_the_scorer_group_and_resume():
+    from simpo_cli.cli import generate_pairs_help
+
+    text = generate_pairs_help()
+    assert "scorer" in text and "tiny" in text and "armorm" in text and "resumes" in text
+    assert "simpo train data=generated data.path=<output_dir>" in text
+
+
+def test_a_malformed_shard_line_names_file_and_line(tmp_path):
+    from simpo_cli.data.records import read_jsonl_dir
+
+    (tmp_path / "pairs-00000.jsonl").write_text('{"prompt": "a"}\n')
+    (tmp_path / "pairs-00001.jsonl").write_text('{"prompt": "b"}\n{"prompt": \n')
+    with pytest.raises(UserError, match=r"pairs-00001.jsonl:2: malformed JSON line"):
+        read_jsonl_dir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="found none"):
+        read_jsonl_dir(tmp_path / "empty")
