@@ -72,7 +72,6 @@ def test_writes_ultrafeedback_pairs_candidates_and_meta(reference):
     assert too_long and all(c["candidates"] == [] for c in too_long)
 
 
-@pytest.mark.slow  # two CLI runs (~30-70 s on 2 shared cores)
 def test_simpo_train_reads_the_generated_directory(reference, tmp_path):
     run_simpo(["train", "data=generated", f"data.path={reference}", *FAST_TRAIN, "trainer.evaluate=false",
                "trainer.save_model=false", "paths.output_root=out"], tmp_path, env={"OMP_NUM_THREADS": "1"})
@@ -82,7 +81,7 @@ def test_simpo_train_reads_the_generated_directory(reference, tmp_path):
     assert meta["data"]["fingerprint"].startswith("sha256:")
 
 
-@pytest.mark.slow  # two CLI runs (~30-70 s on 2 shared cores)
+@pytest.mark.slow  # two CLI runs: ~40 s on 2 shared cores
 def test_sigkill_mid_run_then_rerun_matches_an_uninterrupted_run(reference, tmp_path):
     args = [sys.executable, "-m", "simpo_cli", "generate-pairs", *GEN, "output_dir=gen"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
