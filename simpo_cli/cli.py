@@ -30,6 +30,7 @@ def _fits_stage(stage: str, group: str, option: str) -> bool:
         text = (CONF_DIR / group / f"{option}.yaml").read_text()
         return f"kind: {'preference' if stage == 'sft' else 'sft'}" not in text
     return True
+STAGE_GROUPS["generate-pairs"] = ("model", "data", "scorer")
 
 
 def _groups_text(stage: str) -> str:
@@ -221,6 +222,59 @@ def _sft_task(cfg):
     return result.heldout_after
 
 
+def generate_pairs_help() -> str:
+    return f"""Usage: simpo generate-pairs [OVERRIDES...] [--cfg job] [--help]
+
+Sample generation.n responses per prompt with the model, score them with the scorer, keep the best
+as chosen and the worst as rejected (the paper's on-policy Instruct data). Rerunning the same
+command resumes an interrupted run (kill -9 included) without losing or repeating a prompt.
+
+Config groups (group=option):
+{_groups_text("generate-pairs")}
+
+Settings: generation.n=5 generation.temperature=0.8 generation.top_p=1.0 generation.top_k=0
+generation.max_new_tokens=1024 generation.max_prompt_length=1800 generation.batch_size=8
+generation.shard_size=128 generation.backend=transformers|vllm seed=42 scorer.batch_size=8
+output_dir=<dir> (default outputs/generate-pairs/<model>_<data>_<scorer>_n<n>_seed<seed>)
+overwrite=true (start again) progress_bar=false
+
+Examples:
+  simpo generate-pairs data.max_samples=64 generation.max_new_tokens=32      (tiny model, CPU)
+  simpo generate-pairs model=llama3-instruct data=ultrafeedback-prompts scorer=armorm \\
+      generation.batch_size=64 generation.max_new_tokens=2048
+Then: simpo train data=generated data.path=<output_dir>
+"""
+
+
+def _print_generate_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="simpo generate-pairs", show_header=False)
+    table.add_row("output directory", str(result.run_dir))
+    table.add_row("prompts", str(result.prompts))
+    table.add_row("pairs", str(result.pairs))
+    for reason, count in sorted(result.dropped.items()):
+        table.add_row(f"dropped: {reason}", str(count))
+    if result.shards_done_before:
+        table.add_row("shards already done (resumed)", str(result.shards_done_before))
+    if result.samples_per_second:
+        table.add_row("samples/s", f"{result.samples_per_second:.2f}")
+    table.add_row("train on it", f"simpo train data=generated data.path={result.run_dir}")
+    Console().print(table)
+
+
+@_guard
+def _generate_pairs_task(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    from simpo_cli.stages.generate_pairs import run_generate_pairs
+
+    result = run_generate_pairs(cfg, HydraConfig.get().runtime.output_dir)
+    _print_generate_summary(result)
+    return result.pairs
+
+
 app = typer.Typer(
     help="simpo-cli: declarative preference-optimisation runs (SimPO and its baselines).",
     add_completion=False,
@@ -304,6 +358,15 @@ def sft(ctx: typer.Context) -> None:
         typer.echo(stage_help("sft"))
         raise typer.Exit()
     _run_hydra("sft", "sft", ctx.args, _sft_task)
+
+
+@app.command("generate-pairs", context_settings=STAGE, add_help_option=False)
+def generate_pairs(ctx: typer.Context) -> None:
+    """Sample, score and pair responses (on-policy data): simpo generate-pairs [OVERRIDES...]."""
+    if {"--help", "-h"} & set(ctx.args):
+        typer.echo(generate_pairs_help())
+        raise typer.Exit()
+    _run_hydra("generate-pairs", "generate-pairs", ctx.args, _generate_pairs_task)
 
 
 def main() -> None:

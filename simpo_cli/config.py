@@ -201,6 +201,57 @@ class SFTConfig:
     default_chat_template: str = "zephyr"
 
 
+@dataclass
+class ScorerConfig:
+    """How ``simpo generate-pairs`` scores candidates (``conf/scorer/*.yaml``)."""
+
+    name: str = MISSING
+    type: str = "reward-model"  # reward-model | pairrm
+    # Hub id or local directory; ``null`` (reward-model) builds ``tiny`` from its config instead.
+    name_or_path: Optional[str] = None
+    tokenizer: Optional[str] = None  # ``null`` = name_or_path; ``pkg:<dir>`` = bundled
+    revision: Optional[str] = None
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
+    attn_implementation: Optional[str] = None
+    trust_remote_code: bool = False  # RLHFlow/ArmoRM-Llama3-8B-v0.1 ships its own model class
+    chat_template: Optional[str] = None  # replaces the reward model tokenizer's template
+    batch_size: int = 8  # sequences per forward pass
+    max_length: int = 4096  # prompt + response tokens; longer inputs keep their last tokens
+    tiny: Optional[TinyModelConfig] = None
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling for ``simpo generate-pairs``: ``n`` responses per prompt (PAPER.md, Instruct setting)."""
+
+    backend: str = "transformers"  # transformers | vllm (optional extra, untested in CI)
+    n: int = 5
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 1024
+    max_prompt_length: int = 1800  # prompts longer than this (tokens, templated) are dropped and counted
+    batch_size: int = 8  # prompts per generate() call (x n sequences)
+    shard_size: int = 128  # prompts per output shard: the unit of atomic writes and of resume
+    vllm_gpu_memory_utilization: float = 0.5  # leaves room for the reward model on the same GPU
+    vllm_tensor_parallel_size: int = 1
+
+
+@dataclass
+class GeneratePairsConfig:
+    stage: str = "generate-pairs"
+    seed: int = 42
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING  # where the prompts come from
+    scorer: ScorerConfig = MISSING
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    # Deterministic, so rerunning the same command resumes in the same directory.
+    output_dir: str = MISSING
+    overwrite: bool = False  # discard what output_dir holds and start again
+    progress_bar: bool = True
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
 def register_configs() -> None:
     """Store every schema in Hydra's ConfigStore (idempotent)."""
     from simpo_cli.objectives import OBJECTIVES
@@ -213,6 +264,8 @@ def register_configs() -> None:
     cs.store(name="base_sft", node=SFTConfig)
     cs.store(group="hparams", name="base_sft_hparams", node=SFTHParams)
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
+    cs.store(name="base_generate_pairs", node=GeneratePairsConfig)
+    cs.store(group="scorer", name="base_scorer", node=ScorerConfig)
     for name, spec in OBJECTIVES.items():
         # Not in the "objective" group itself, so `objective=glob(*)` sweeps only the YAML options.
         cs.store(group="objective_schema", name=name, node=spec.params)

@@ -16,8 +16,10 @@ GROUP_FILES = sorted(p for p in CONF_DIR.rglob("*.yaml") if p.parent != CONF_DIR
 @pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: str(p.relative_to(CONF_DIR)))
 def test_every_group_option_composes(path: Path):
     group, option = path.parent.relative_to(CONF_DIR).as_posix(), path.stem
-    cfg = compose([f"{group}={option}"] + (["data.path=x.jsonl"] if option == "local" else []),
-                  "sft" if option.startswith("sft-") else "config")  # SFT recipes belong to simpo sft
+    stage_config = {"scorer": "generate-pairs"}.get(group, "config")  # groups only one stage has
+    if option.startswith("sft-"):
+        stage_config = "sft"  # SFT recipes belong to simpo sft
+    cfg = compose([f"{group}={option}"] + (["data.path=x.jsonl"] if option == "local" else []), stage_config)
     assert cfg[group.split("/")[0]] is not None
 
 

@@ -45,6 +45,13 @@ def data_fingerprint(data_cfg, split: str) -> str:
         file = Path(resolve_path(data_cfg.path))
         if file.is_file():
             return "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()
+        if file.is_dir():  # a directory of JSONL shards: hash names and contents in order
+            from simpo_cli.data.records import jsonl_shards
+
+            digest = hashlib.sha256()
+            for shard in jsonl_shards(file):
+                digest.update(shard.name.encode() + b"\0" + shard.read_bytes() + b"\0")
+            return "sha256:" + digest.hexdigest()
     return f"hub:{data_cfg.path}[{split}]"
 
 

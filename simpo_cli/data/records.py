@@ -46,6 +46,8 @@ def read_records(path: str, split: str) -> tuple[Iterable[dict], str]:
 
         return datasets.load_dataset(resolved, split=split), f"{resolved}[{split}]"
     file = Path(resolved)
+    if file.is_dir():
+        return read_jsonl_dir(file), str(file)
     if not file.is_file():
         raise UserError(f"data file not found: {file}")
     if file.suffix == ".parquet":
@@ -69,6 +71,29 @@ def read_records(path: str, split: str) -> tuple[Iterable[dict], str]:
     if not isinstance(data, list):
         raise UserError(f"{file}: expected a JSON list of records, got {type(data).__name__}")
     return data, str(file)
+
+
+def jsonl_shards(directory: Path) -> list[Path]:
+    """The ``*.jsonl`` files directly in ``directory``, sorted by name (``simpo generate-pairs``
+    writes ``pairs-00000.jsonl``, ``pairs-00001.jsonl``, ...)."""
+    return sorted(p for p in Path(directory).glob("*.jsonl") if p.is_file())
+
+
+def read_jsonl_dir(directory: Path) -> list[dict]:
+    """Records of every JSONL shard in ``directory``, in shard order. Raises ``UserError`` for a
+    directory without shards or a malformed line (naming ``file:line``)."""
+    shards = jsonl_shards(directory)
+    if not shards:
+        raise UserError(f"{directory}: a data directory must hold *.jsonl shards, found none")
+    records = []
+    for shard in shards:
+        for lineno, line in enumerate(shard.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{shard}:{lineno}: malformed JSON line ({e.msg})") from None
+    return records
 
 
 def detect_format(record: dict, columns: Any) -> str:

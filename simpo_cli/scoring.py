@@ -1,0 +1,209 @@
+"""Score sampled responses and pick the preference pair (PAPER.md, Instruct setting: the highest
+scored response becomes ``chosen``, the lowest ``rejected``).
+
+Scorers (``scorer.type``): ``reward-model`` (any ``AutoModelForSequenceClassification`` with one
+output, RLHFlow/ArmoRM-Llama3-8B-v0.1 via ``trust_remote_code``, or a tiny seeded one for tests)
+and ``pairrm`` (llm-blender/PairRM; optional extra, not exercised in CI). Every scorer maps
+``(prompts, candidates)`` to one float per candidate, higher = better.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from simpo_cli.data.tokenize import plain_prompt
+from simpo_cli.errors import UserError
+
+DROP_IDENTICAL = "all candidates identical"
+DROP_FEW = "fewer than 2 distinct non-empty candidates"
+DROP_TIE = "best and worst scores tie"
+DROP_NONFINITE = "non-finite score"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Indices into the candidates (``None`` when the prompt is dropped, with the reason)."""
+
+    chosen: int | None
+    rejected: int | None
+    dropped: str | None = None
+
+
+def select_pair(texts: list[str], scores: list[float]) -> Selection:
+    """Best-scored candidate → chosen, worst → rejected.
+
+    Duplicate texts count once (with the score of their first occurrence) and whitespace-only
+    responses are never selected, so chosen and rejected always differ as text. Among equal
+    scores the lowest index wins, making the choice deterministic. Dropped (with the reason):
+    all candidates identical (the paper's rule); fewer than two distinct non-empty candidates;
+    best and worst scores equal (no preference); a NaN/inf score.
+
+    Example: texts ["a", "b", "a", "c"], scores [1.0, 3.0, 9.0, -2.0] → chosen 1 ("b", 3.0),
+    rejected 3 ("c", -2.0); the second "a" (9.0) is a duplicate of index 0 and is ignored.
+    """
+    if len(set(texts)) <= 1:
+        return Selection(None, None, DROP_IDENTICAL)
+    if not all(math.isfinite(s) for s in scores):
+        return Selection(None, None, DROP_NONFINITE)
+    first: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        if text.strip() and text not in first:
+            first[text] = i
+    if len(first) < 2:
+        return Selection(None, None, DROP_FEW)
+    idx = sorted(first.values())
+    best = max(idx, key=lambda i: (scores[i], -i))
+    worst = min(idx, key=lambda i: (scores[i], i))
+    if scores[best] == scores[worst]:
+        return Selection(None, None, DROP_TIE)
+    return Selection(best, worst)
+
+
+def build_tiny_reward_model(tiny_cfg, tokenizer):
+    """A randomly initialised ``*ForSequenceClassification`` (one output) from ``scorer.tiny``;
+    seeded like ``modeling.build_tiny_model``, so its scores are identical on every build."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.for_model(
+        tiny_cfg.architecture, vocab_size=len(tokenizer), hidden_size=tiny_cfg.hidden_size,
+        intermediate_size=tiny_cfg.intermediate_size, num_hidden_layers=tiny_cfg.num_hidden_layers,
+        num_attention_heads=tiny_cfg.num_attention_heads, num_key_value_heads=tiny_cfg.num_key_value_heads,
+        max_position_embeddings=tiny_cfg.max_position_embeddings, num_labels=1,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tiny_cfg.seed)
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    return model
+
+
+def reward_values(output) -> torch.Tensor:
+    """The reward per sequence, ``[B]`` float32, from a model output: ``.score`` (ArmoRM's custom
+    head: its preference score) if present, else ``.logits`` ``[B, 1]``.
+
+    Raises ``UserError`` for a classifier with more than one output (not a reward model).
+    """
+    values = getattr(output, "score", None)
+    if values is None:
+        values = output.logits
+    values = values.float().reshape(values.shape[0], -1)
+    if values.shape[1] != 1:
+        raise UserError(f"the reward model returns {values.shape[1]} values per sequence; "
+                        "scorer=reward-model needs a model with a single output (num_labels=1)")
+    return values[:, 0]
+
+
+class RewardModelScorer:
+    """Scores ``prompt + response`` conversations with a sequence-classification reward model,
+    ``batch_size`` sequences per forward pass (right padding; the model reads the last non-pad
+    token, as transformers' ``*ForSequenceClassification`` and TRL's RewardTrainer do)."""
+
+    def __init__(self, cfg, device: torch.device | str = "cpu"):
+        from simpo_cli.data.tokenize import uses_template
+        from simpo_cli.modeling import DTYPES, load_tokenizer
+
+        self.cfg, self.device = cfg, torch.device(device)
+        self.tokenizer = load_tokenizer(cfg)  # ScorerConfig has ModelConfig's tokenizer fields
+        self.template = uses_template(self.tokenizer, "auto")
+        if cfg.name_or_path is None:
+            if cfg.tiny is None:
+                raise UserError(f"scorer '{cfg.name}': set scorer.name_or_path or scorer.tiny")
+            model = build_tiny_reward_model(cfg.tiny, self.tokenizer)
+        else:
+            from transformers import AutoModelForSequenceClassification
+
+            if cfg.dtype not in DTYPES:
+                raise UserError(f"scorer.dtype must be one of {', '.join(DTYPES)}, got '{cfg.dtype}'")
+            kwargs = {"dtype": DTYPES[cfg.dtype], "revision": cfg.revision,
+                      "trust_remote_code": cfg.trust_remote_code}
+            if cfg.attn_implementation:
+                kwargs["attn_implementation"] = cfg.attn_implementation
+            try:
+                model = AutoModelForSequenceClassification.from_pretrained(cfg.name_or_path, **kwargs)
+            except OSError as e:
+                raise UserError(f"cannot load reward model '{cfg.name_or_path}': "
+                                f"{str(e).splitlines()[0]}") from None
+        if getattr(model.config, "pad_token_id", None) is None:
+            # Batched scoring needs it to find each sequence's last real token.
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model = model.to(self.device).eval()
+
+    def encode(self, messages: list[dict]) -> list[int]:
+        if self.template:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        else:
+            ids = self.tokenizer(plain_prompt(messages[:-1]) + " " + messages[-1]["content"]).input_ids
+        limit = self.cfg.max_length
+        if len(ids) > limit:  # keep the response end, which the reward is read from, and a leading BOS
+            keep_bos = self.tokenizer.bos_token_id is not None and ids[0] == self.tokenizer.bos_token_id
+            ids = ids[:1] + ids[len(ids) - limit + 1:] if keep_bos else ids[len(ids) - limit:]
+        return ids
+
+    @torch.inference_mode()
+    def score_sequences(self, sequences: list[list[int]]) -> list[float]:
+        """One reward per token-id sequence, in input order. Sequences are batched by length (less
+        padding); the batches depend only on ``sequences``, so equal inputs give equal scores."""
+        pad = self.model.config.pad_token_id
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        scores: list[float] = [0.0] * len(sequences)
+        for start in range(0, len(order), self.cfg.batch_size):
+            rows = order[start:start + self.cfg.batch_size]
+            chunk = [sequences[i] for i in rows]
+            width = max(len(s) for s in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, s in enumerate(chunk):
+                input_ids[i, :len(s)] = torch.tensor(s)
+                attention_mask[i, :len(s)] = 1
+            out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
+            for i, value in zip(rows, reward_values(out).cpu().tolist()):
+                scores[i] = value
+        return scores
+
+    def score_candidates(self, prompts: list[list[dict]], candidates: list[list[str]]) -> list[list[float]]:
+        """``prompts[i]``: the message history; ``candidates[i]``: its responses. Returns one
+        reward per candidate (same nesting)."""
+        seqs = [self.encode(p + [{"role": "assistant", "content": c}]) for p, cs in zip(prompts, candidates)
+                for c in cs]
+        flat = self.score_sequences(seqs)
+        out, pos = [], 0
+        for cs in candidates:
+            out.append(flat[pos:pos + len(cs)])
+            pos += len(cs)
+        return out
+
+
+class PairRMScorer:
+    """llm-blender/PairRM (the SimPO Instruct runs' ranker): ``Blender.rank(..., return_scores=True)``
+    gives each candidate a score from pairwise comparisons with the others. UNTESTED in this
+    project's CI (optional extra ``pairrm``); PairRM reads plain text, so a multi-turn history is
+    flattened with ``plain_prompt``."""
+
+    def __init__(self, cfg, device: torch.device | str = "cpu"):
+        try:
+            import llm_blender
+        except ImportError:
+            raise UserError("scorer=pairrm needs llm-blender: pip install 'simpo-cli[pairrm]'") from None
+        self.cfg = cfg
+        self.blender = llm_blender.Blender()
+        self.blender.loadranker(cfg.name_or_path, device=str(device))
+
+    def score_candidates(self, prompts: list[list[dict]], candidates: list[list[str]]) -> list[list[float]]:
+        scores = self.blender.rank([plain_prompt(p) for p in prompts], candidates, return_scores=True,
+                                   batch_size=self.cfg.batch_size)
+        return [[float(s) for s in row] for row in scores]
+
+
+SCORERS = {"reward-model": RewardModelScorer, "pairrm": PairRMScorer}
+
+
+def load_scorer(cfg, device: torch.device | str = "cpu"):
+    """The scorer named by ``cfg.type``; raises ``UserError`` for an unknown type."""
+    if cfg.type not in SCORERS:
+        raise UserError(f"unknown scorer.type '{cfg.type}'; choose from: {', '.join(sorted(SCORERS))}")
+    return SCORERS[cfg.type](cfg, device)
