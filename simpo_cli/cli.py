@@ -12,7 +12,8 @@ import typer
 
 from simpo_cli.config import group_options
 
-STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger")}
+STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger"),
+                "eval": ("model", "data", "objective", "hparams", "benchmark")}
 
 
 def _groups_text(stage: str) -> str:
@@ -128,6 +129,50 @@ def train(ctx: typer.Context) -> None:
         typer.echo(stage_help("train"))
         raise typer.Exit()
     _run_hydra("train", "config", ctx.args, _train_task)
+
+
+def _print_eval_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result.summary
+    table = Table(title="simpo eval", show_header=False)
+    table.add_row("output directory", str(result.out_dir))
+    pairs = s.get("pairs")
+    if pairs:
+        for key, value in pairs["reward_accuracy"].items():
+            if isinstance(value, float):
+                table.add_row(f"reward accuracy ({key})", f"{value:.4f}")
+        kl = pairs.get("kl_chosen")
+        if kl:
+            table.add_row("KL(policy||ref) per token, chosen", f"{kl['per_token']:.4f}")
+    for name, b in s.get("benchmarks", {}).items():
+        table.add_row(f"{name} answers", f"{b['file']} ({b['n_prompts']} prompts)")
+    if s.get("judge"):
+        j = s["judge"]
+        table.add_row("judge win rate", f"{j['win_rate']:.3f} [{j['ci'][0]:.3f}, {j['ci'][1]:.3f}]")
+    Console().print(table)
+
+
+@_guard
+def _eval_task(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    from simpo_cli.stages.eval import run_eval
+
+    hc = HydraConfig.get()
+    result = run_eval(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
+    _print_eval_summary(result)
+    return (result.summary.get("pairs") or {}).get("reward_accuracy", {}).get("objective")
+
+
+@app.command(name="eval", context_settings=STAGE, add_help_option=False)
+def eval_(ctx: typer.Context) -> None:
+    """Evaluate a model: simpo eval run=<train run dir> [OVERRIDES...] (see simpo eval --help)."""
+    if {"--help", "-h"} & set(ctx.args):
+        typer.echo(stage_help("eval"))
+        raise typer.Exit()
+    _run_hydra("eval", "eval", ctx.args, _eval_task)
 
 
 def main() -> None:

@@ -150,6 +150,9 @@ def register_configs() -> None:
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
     for name, spec in OBJECTIVES.items():
         cs.store(group="objective", name=f"schema_{name}", node=spec.params)
+    from simpo_cli.eval_config import register_eval_configs  # simpo eval
+
+    register_eval_configs(cs)
 
 
 def group_options(group: str) -> list[str]:
