@@ -66,7 +66,7 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
     with open_dict(cfg):
         for section in SECTIONS:
             if section not in chosen_groups and section in saved:
-                cfg[section] = saved[section]
+                cfg[section] = _typed_section(cfg, section, saved[section], run)
         if "seed" not in {o.key_or_group for o in parsed} and "seed" in saved:
             cfg.seed = saved.seed
         for k, v in composed.items():
@@ -77,6 +77,32 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
             cfg.model.name_or_path = str(run / "model")
             cfg.model.tokenizer = None  # the run saved its tokenizer next to the model
     return {"path": str(run), "meta": meta, "start_model": start_model}
+
+
+def _typed_section(cfg, section: str, value, run: Path):
+    """``value`` (a section of a saved config.yaml) as a node of the section's schema, so that the
+    schema's types and defaults still hold (a plain dict cannot replace a structured node)."""
+    import dataclasses
+
+    from omegaconf.errors import OmegaConfBaseException
+
+    if section == "objective":
+        from simpo_cli.objectives import OBJECTIVES
+
+        spec = OBJECTIVES.get(value.get("name"))
+        if spec is None:
+            raise UserError(f"run={run}: config.yaml uses objective '{value.get('name')}', which this "
+                            f"version of simpo-cli does not know (known: {', '.join(sorted(OBJECTIVES))})")
+        schema = spec.params
+    else:
+        schema = OmegaConf.get_type(cfg, section)
+    if not dataclasses.is_dataclass(schema):
+        return value
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), value)
+    except OmegaConfBaseException as e:
+        raise UserError(f"run={run}: config.yaml section '{section}' does not fit this version's schema: "
+                        f"{str(e).splitlines()[0]}") from None
 
 
 def validate_eval(cfg) -> None:
