@@ -101,13 +101,14 @@ def max_new_tokens_for(bench_cfg, model_name: str, cap: int | None) -> int:
     return min(n, cap) if cap else n
 
 
-def render_prompt(tokenizer, messages: list[dict]) -> str:
-    """The generation prompt: the tokenizer's chat template with the assistant header, or (no
-    template) the same plain-text convention as training (``simpo_cli.data.tokenize.plain_prompt``)
-    with BOS."""
+def render_prompt(tokenizer, messages: list[dict], template: bool = True) -> str:
+    """The generation prompt, rendered as training rendered prompts (``simpo_cli.data.tokenize``):
+    with ``template`` the tokenizer's chat template plus the assistant header, else the plain-text
+    convention (``plain_prompt``) after BOS. ``template``: ``uses_template(tokenizer,
+    data.chat_template)``."""
     from simpo_cli.data.tokenize import plain_prompt
 
-    if getattr(tokenizer, "chat_template", None):
+    if template:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     bos = tokenizer.bos_token or ""
     return bos + plain_prompt(messages)
@@ -115,7 +116,8 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
 
 @torch.no_grad()
 def generate(model, tokenizer, conversations: list[list[dict]], temperatures: list[float], *, top_p: float,
-             max_new_tokens: int, batch_size: int, stop_token_ids: list[int]) -> list[tuple[str, int]]:
+             max_new_tokens: int, batch_size: int, stop_token_ids: list[int],
+             template: bool = True) -> list[tuple[str, int]]:
     """Answer each conversation (its last message is the user's): returns ``(text, n_tokens)`` per
     conversation, in input order. Rows with the same temperature are batched together, left-padded;
     temperature 0 is greedy. ``n_tokens`` counts generated tokens up to (not including) the first
@@ -132,7 +134,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], temperatures: li
             for i in chunk:
                 groups.setdefault(temperatures[i], []).append(i)
             for temp, idx in groups.items():
-                texts = [render_prompt(tokenizer, conversations[i]) for i in idx]
+                texts = [render_prompt(tokenizer, conversations[i], template) for i in idx]
                 enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
                 sampling = {"do_sample": True, "temperature": temp, "top_p": top_p} if temp > 1e-4 else {"do_sample": False}
                 seqs = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=stops,
@@ -152,7 +154,7 @@ def _config_eos(model) -> list[int]:
 
 
 def answer_benchmark(model, tokenizer, prompts: list[BenchPrompt], bench_cfg, model_name: str, *,
-                     max_new_tokens: int, batch_size: int, stop_token_ids: list[int]):
+                     max_new_tokens: int, batch_size: int, stop_token_ids: list[int], template: bool = True):
     """Generate every turn of every prompt; turn k+1 sees the user turns and this model's answers
     1..k in its history (MT-Bench). Returns ``(answers, token_counts, temperatures)``: per prompt, a
     list with one entry per turn."""
@@ -170,7 +172,8 @@ def answer_benchmark(model, tokenizer, prompts: list[BenchPrompt], bench_cfg, mo
                     msgs.append({"role": "assistant", "content": answers[i][k]})
             convs.append(msgs)
         results = generate(model, tokenizer, convs, [temps[i] for i in active], top_p=bench_cfg.top_p,
-                           max_new_tokens=max_new_tokens, batch_size=batch_size, stop_token_ids=stop_token_ids)
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, stop_token_ids=stop_token_ids,
+                           template=template)
         for i, (text, n) in zip(active, results):
             answers[i].append(text)
             counts[i].append(n)

@@ -138,7 +138,6 @@ def _print_eval_summary(result) -> None:
 
     s = result.summary
     table = Table(title="simpo eval", show_header=False)
-    table.add_row("output directory", str(result.out_dir))
     pairs = s.get("pairs")
     if pairs:
         for key, value in pairs["reward_accuracy"].items():
@@ -153,6 +152,21 @@ def _print_eval_summary(result) -> None:
         j = s["judge"]
         table.add_row("judge win rate", f"{j['win_rate']:.3f} [{j['ci'][0]:.3f}, {j['ci'][1]:.3f}]")
     Console().print(table)
+    print(f"eval directory: {result.out_dir}")
+
+
+EVAL_HELP = """
+simpo eval:
+  simpo eval run=<train run dir>            policy = <run>/model, reference = the run's start model;
+                                            model/data/objective/hparams come from the run's config
+  simpo eval run=<dir> data.path=heldout.jsonl data.max_samples=null   held-out pairs from a file
+  simpo eval model=llama3-instruct model.name_or_path=/path data=local data.path=pairs.jsonl
+  eval.benchmarks=[alpaca_eval,arena_hard,mt_bench]   eval.limit=N   eval.max_new_tokens=N
+  eval.pairs=false   reference.enabled=false   reference.name_or_path=/path/to/sft
+  judge.reward_model=/path/to/rm judge.baseline=/path/to/model_outputs.json   (local win rate)
+Outputs: eval.json, report.md, pairs.jsonl, margins.png, loglik_vs_length.png and the answer files,
+in <run>/eval/<date>/<time>/ (without run=: <paths.output_root>/eval/<date>/<time>/).
+"""
 
 
 @_guard
@@ -171,7 +185,7 @@ def _eval_task(cfg):
 def eval_(ctx: typer.Context) -> None:
     """Evaluate a model: simpo eval run=<train run dir> [OVERRIDES...] (see simpo eval --help)."""
     if {"--help", "-h"} & set(ctx.args):
-        typer.echo(stage_help("eval"))
+        typer.echo(stage_help("eval") + EVAL_HELP)
         raise typer.Exit()
     _run_hydra("eval", "eval", ctx.args, _eval_task)
 

@@ -50,7 +50,7 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
         return None
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    run = Path(cfg.run)
+    run = Path(cfg.run).resolve()
     if not (run / "config.yaml").is_file():
         raise UserError(f"run={run}: no config.yaml there; pass a `simpo train` run directory")
     meta = json.loads((run / "meta.json").read_text()) if (run / "meta.json").is_file() else {}
@@ -76,7 +76,8 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
         if "model.name_or_path" not in keys:
             cfg.model.name_or_path = str(run / "model")
             cfg.model.tokenizer = None  # the run saved its tokenizer next to the model
-    return {"path": str(run), "meta": meta, "start_model": start_model}
+    trained_on = (saved.data.path, saved.data.split) if "data" in saved else None
+    return {"path": str(run), "meta": meta, "start_model": start_model, "trained_on": trained_on}
 
 
 def _typed_section(cfg, section: str, value, run: Path):
@@ -252,7 +253,8 @@ def _report(summary: dict) -> str:
         ra, ll, sp = p["reward_accuracy"], p["avg_logps"], p["spearman_avg_logps_vs_length"]
         fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
         lines += ["", f"## Preference pairs ({p['n_pairs']} pairs, {p['source']}, split `{p['split']}`"
-                  f"{'' if p['held_out'] else ', NOT held out: the training split'})", "",
+                  + {True: ", held out", False: ", NOT held out: the run's training pairs",
+                     None: ", held-out status unknown (no run= given)"}[p["held_out"]] + ")", "",
                   "| metric | value |", "|---|---|",
                   f"| reward accuracy (objective reward) | {fmt(ra['objective'])} |",
                   f"| reward accuracy (length-normalised, SimPO) | {fmt(ra['length_normalized'])} |",
@@ -289,6 +291,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     from transformers import set_seed
 
     from simpo_cli import benchmarks as B
+    from simpo_cli.data.tokenize import uses_template
     from simpo_cli.modeling import load_model, load_tokenizer
     from simpo_cli.validate import resolve_hparams
 
@@ -324,14 +327,16 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
                 ref = score_pairs(ref_model, ds, tokenizer.pad_token_id, ev.batch_size, ev.logps_path)
                 del ref_model
                 summary["reference"] = ref_cfg.name_or_path or f"tiny:{ref_cfg.name} (seed {ref_cfg.tiny.seed})"
-            train_split = run_info is not None and split == cfg.data.split and not ev.split and not cfg.data.eval_split
+            # Held out unless these are the very pairs the run trained on (same file/Hub id, same split).
+            train_split = run_info is not None and run_info["trained_on"] == (cfg.data.path, split)
             pairs, arrays = pair_metrics(cfg, pol, ref, ev.histogram_bins)
             margin_reward = "objective" if "objective" in arrays["margins"] else "length_normalized"
-            pairs.update(source=cfg.data.path, split=split, held_out=not train_split, data=stats.as_dict(),
+            held_out = None if run_info is None or run_info["trained_on"] is None else not train_split
+            pairs.update(source=cfg.data.path, split=split, held_out=held_out, data=stats.as_dict(),
                          margin_reward=margin_reward)
             if train_split:
-                log.warning("eval pairs come from the run's training split '%s' (no data.eval_split): "
-                            "the metrics are not held out", split)
+                log.warning("eval pairs are the run's training pairs (%s, split '%s'): the metrics are not "
+                            "held out; pass data.path=<held-out file> or data.eval_split", cfg.data.path, split)
             summary["pairs"] = pairs
             write_atomic(out.path / "pairs.jsonl", pair_rows(pol, ref, arrays))
             from simpo_cli import plots
@@ -355,7 +360,8 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             set_seed(cfg.seed)  # each benchmark's samples reproducible on its own
             answers, counts, temps = B.answer_benchmark(
                 model, tokenizer, prompts, bc, cfg.model.name, max_new_tokens=max_new,
-                batch_size=ev.generation_batch_size, stop_token_ids=list(ev.stop_token_ids))
+                batch_size=ev.generation_batch_size, stop_token_ids=list(ev.stop_token_ids),
+                template=uses_template(tokenizer, cfg.data.chat_template))
             rel, text = B.format_answers(bc.format, prompts, answers, counts, model_id)
             write_atomic(out.path / rel, text)
             files.append(rel)
