@@ -39,6 +39,7 @@ class EvalOptions:
     batch_size: int = 4  # pairs per forward pass
     histogram_bins: int = 20
     logps_path: str = "auto"  # auto | chunked | plain (see simpo_cli.logps)
+    device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:1 ...
     benchmarks: List[str] = field(default_factory=lambda: ["alpaca_eval", "arena_hard", "mt_bench"])
     limit: Optional[int] = None  # first N prompts of each benchmark (smoke runs)
     max_new_tokens: Optional[int] = None  # caps every benchmark's preset

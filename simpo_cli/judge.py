@@ -57,7 +57,7 @@ class RewardModelJudge:
     that logit (higher = better). Conversations are rendered with the judge tokenizer's chat
     template, or as ``user\\n\\nassistant`` paragraphs when it has none."""
 
-    def __init__(self, path: str, max_length: int = 2048, batch_size: int = 4):
+    def __init__(self, path: str, max_length: int = 2048, batch_size: int = 4, device: str = "cpu"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         try:
@@ -72,6 +72,7 @@ class RewardModelJudge:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.max_length, self.batch_size = max_length, batch_size
+        self.model.to(device)
 
     def _text(self, messages: list[dict]) -> str:
         if getattr(self.tokenizer, "chat_template", None):
@@ -85,7 +86,7 @@ class RewardModelJudge:
         for s in range(0, len(conversations), self.batch_size):
             texts = [self._text(c) for c in conversations[s : s + self.batch_size]]
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_length, add_special_tokens=False)
+                                 max_length=self.max_length, add_special_tokens=False).to(self.model.device)
             scores += self.model(**enc).logits[:, 0].float().tolist()
         return scores
 

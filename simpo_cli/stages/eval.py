@@ -232,6 +232,15 @@ def pair_rows(pol: dict, ref: dict | None, arrays: dict) -> str:
 # --------------------------------------------------------------------------- the stage
 
 
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"eval.device: unknown device '{name}' (auto, cpu, cuda, cuda:N)") from None
+
+
 def _reference_cfg(cfg, run_info: dict | None):
     """The reference model's config (see ``ReferenceConfig``), or ``None``."""
     if not cfg.reference.enabled:
@@ -306,26 +315,33 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     try:
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
-        model = load_model(cfg.model, tokenizer).eval()
+        device = _device(ev.device)
+        model = load_model(cfg.model, tokenizer).eval().to(device)
         ref_cfg = _reference_cfg(cfg, run_info)
         summary = {"model_id": model_id, "model": cfg.model.name_or_path or f"tiny:{cfg.model.name}",
                    "reference": None, "run": run_info["path"] if run_info else None,
-                   "objective": cfg.objective.name, "beta": cfg.hparams.beta}
+                   "objective": cfg.objective.name, "beta": cfg.hparams.beta,
+                   "gamma": cfg.hparams.get("gamma"), "seed": cfg.seed, "device": str(device)}
 
         if ev.pairs:
             from simpo_cli.data.preference import build_preference_dataset
 
             split = ev.split or cfg.data.eval_split or cfg.data.split
             ds, stats = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, split=split)
+            if len(ds) == 0:
+                raise UserError(f"data {cfg.data.path} [{split}]: no usable pairs (dropped: "
+                                f"{dict(stats.dropped) or 'none'}); pass eval.pairs=false to skip pair metrics")
             pol = score_pairs(model, ds, tokenizer.pad_token_id, ev.batch_size, ev.logps_path)
             ref = None
             if ref_cfg is not None:
-                ref_model = load_model(ref_cfg, tokenizer).eval()
+                ref_model = load_model(ref_cfg, tokenizer).eval().to(device)
                 if ref_model.get_input_embeddings().num_embeddings != model.get_input_embeddings().num_embeddings:
                     raise UserError("reference model's vocabulary differs from the policy's; "
                                     "KL needs the same tokenizer (set reference.enabled=false)")
                 ref = score_pairs(ref_model, ds, tokenizer.pad_token_id, ev.batch_size, ev.logps_path)
                 del ref_model
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
                 summary["reference"] = ref_cfg.name_or_path or f"tiny:{ref_cfg.name} (seed {ref_cfg.tiny.seed})"
             # Held out unless these are the very pairs the run trained on (same file/Hub id, same split).
             train_split = run_info is not None and run_info["trained_on"] == (cfg.data.path, split)
@@ -379,7 +395,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             from simpo_cli.judge import RewardModelJudge, judge_answers, read_answers
 
             j = cfg.judge
-            judge = RewardModelJudge(j.reward_model, j.max_length, j.batch_size)
+            judge = RewardModelJudge(j.reward_model, j.max_length, j.batch_size, device)
             prompts, answers = generated[j.benchmark]
             key = "instruction" if cfg.benchmarks[j.benchmark].format == "alpaca_eval" else "question_id"
             res = judge_answers(judge, prompts, answers, read_answers(j.baseline), key=key,
