@@ -13,7 +13,7 @@ import typer
 from simpo_cli.config import group_options
 
 STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger"),
-                "eval": ("model", "data", "objective", "hparams", "benchmark")}
+                "eval": ("model", "data", "objective", "hparams")}
 
 
 def _groups_text(stage: str) -> str:

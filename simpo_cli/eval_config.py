@@ -14,7 +14,7 @@ BENCHMARK_FORMATS = ("alpaca_eval", "arena_hard", "mt_bench")
 
 @dataclass
 class BenchmarkConfig:
-    """One prompt set and its decoding preset (``conf/benchmark/*.yaml``).
+    """One prompt set and its decoding preset (``benchmarks:`` in ``conf/eval.yaml``).
 
     Temperature of a prompt, first match wins: ``temperature`` (when set), the prompt's category in
     ``category_temperature`` (MT-Bench), the model family in ``families`` (``model.name`` starts with
@@ -93,4 +93,3 @@ def register_eval_configs(cs) -> None:
     # ${simpo.or:a,b}: a unless it is null/empty, else b (oc.select keeps an explicit null)
     OmegaConf.register_new_resolver("simpo.or", lambda a, b: a if a else b, replace=True)
     cs.store(name="base_eval", node=EvalConfig)
-    cs.store(group="benchmark", name="base_benchmark", node=BenchmarkConfig)
