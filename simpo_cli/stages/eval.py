@@ -44,8 +44,9 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
     run's saved config, then re-apply the user's command-line ``overrides`` on top (a group
     choice such as ``data=local`` takes the composed group; a key such as ``hparams.beta=3`` is
     set on the run's value). The policy becomes ``<run>/model`` unless ``model.name_or_path`` is
-    overridden. Returns ``{"path", "meta", "start_model"}`` (the run's own model section: the
-    reference) or ``None`` without a run. Raises ``UserError`` for a missing or unfinished run."""
+    overridden. Returns ``{"path", "meta", "start_model", "trained_on"}`` (``start_model``: the
+    run's starting model, the reference; ``trained_on``: the run's ``(data.path, data.split)``) or
+    ``None`` without a run. Raises ``UserError`` for a missing or unfinished run."""
     if not cfg.get("run"):
         return None
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -72,7 +73,13 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
         for k, v in composed.items():
             if k.split(".")[0] not in chosen_groups:
                 OmegaConf.update(cfg, k, v, merge=False)
+        # The reference: the weights the run started from, loaded with the settings in effect now
+        # (so model.dtype=... applies to both), whatever the policy's path is overridden to.
         start_model = OmegaConf.create(OmegaConf.to_container(cfg.model))
+        if "model" in saved:
+            for key in ("name_or_path", "tokenizer", "tiny"):
+                if key in saved.model:
+                    start_model[key] = saved.model[key]
         if "model.name_or_path" not in keys:
             cfg.model.name_or_path = str(run / "model")
             cfg.model.tokenizer = None  # the run saved its tokenizer next to the model
