@@ -315,6 +315,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     resolve_hparams(cfg)
     validate_eval(cfg)
     ev = cfg.eval
+    device = _device(ev.device)
     out = RunDir(out_dir)
     out.start(cfg, "eval")
     files: list[str] = []
@@ -322,7 +323,6 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     try:
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
-        device = _device(ev.device)
         model = load_model(cfg.model, tokenizer).eval().to(device)
         ref_cfg = _reference_cfg(cfg, run_info)
         summary = {"model_id": model_id, "model": cfg.model.name_or_path or f"tiny:{cfg.model.name}",
