@@ -31,6 +31,7 @@ def _fits_stage(stage: str, group: str, option: str) -> bool:
         return f"kind: {'preference' if stage == 'sft' else 'sft'}" not in text
     return True
 STAGE_GROUPS["generate-pairs"] = ("model", "data", "scorer")
+STAGE_GROUPS["eval"] = ("model", "data", "objective", "hparams")
 
 
 def _groups_text(stage: str) -> str:
@@ -367,6 +368,64 @@ def generate_pairs(ctx: typer.Context) -> None:
         typer.echo(generate_pairs_help())
         raise typer.Exit()
     _run_hydra("generate-pairs", "generate-pairs", ctx.args, _generate_pairs_task)
+
+
+def _print_eval_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result.summary
+    table = Table(title="simpo eval", show_header=False)
+    pairs = s.get("pairs")
+    if pairs:
+        for key, value in pairs["reward_accuracy"].items():
+            if isinstance(value, float):
+                table.add_row(f"reward accuracy ({key})", f"{value:.4f}")
+        kl = pairs.get("kl_chosen")
+        if kl:
+            table.add_row("KL(policy||ref) per token, chosen", f"{kl['per_token']:.4f}")
+    for name, b in s.get("benchmarks", {}).items():
+        table.add_row(f"{name} answers", f"{b['file']} ({b['n_prompts']} prompts)")
+    if s.get("judge"):
+        j = s["judge"]
+        table.add_row("judge win rate", f"{j['win_rate']:.3f} [{j['ci'][0]:.3f}, {j['ci'][1]:.3f}]")
+    Console().print(table)
+    print(f"eval directory: {result.out_dir}")
+
+
+EVAL_HELP = """
+simpo eval:
+  simpo eval run=<train run dir>            policy = <run>/model, reference = the run's start model;
+                                            model/data/objective/hparams come from the run's config
+  simpo eval run=<dir> data.path=heldout.jsonl data.max_samples=null   held-out pairs from a file
+  simpo eval model=llama3-instruct model.name_or_path=/path data=local data.path=pairs.jsonl
+  eval.benchmarks=[alpaca_eval,arena_hard,mt_bench]   eval.limit=N   eval.max_new_tokens=N
+  eval.pairs=false   reference.enabled=false   reference.name_or_path=/path/to/sft
+  judge.reward_model=/path/to/rm judge.baseline=/path/to/model_outputs.json   (local win rate)
+Outputs: eval.json, report.md, pairs.jsonl, margins.png, loglik_vs_length.png and the answer files,
+in <run>/eval/<date>/<time>/ (without run=: <paths.output_root>/eval/<date>/<time>/).
+"""
+
+
+@_guard
+def _eval_task(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    from simpo_cli.stages.eval import run_eval
+
+    hc = HydraConfig.get()
+    result = run_eval(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
+    _print_eval_summary(result)
+    return (result.summary.get("pairs") or {}).get("reward_accuracy", {}).get("objective")
+
+
+@app.command(name="eval", context_settings=STAGE, add_help_option=False)
+def eval_(ctx: typer.Context) -> None:
+    """Evaluate a model: simpo eval run=<train run dir> [OVERRIDES...] (see simpo eval --help)."""
+    if {"--help", "-h"} & set(ctx.args):
+        typer.echo(stage_help("eval") + EVAL_HELP)
+        raise typer.Exit()
+    _run_hydra("eval", "eval", ctx.args, _eval_task)
 
 
 def main() -> None:

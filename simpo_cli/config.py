@@ -269,6 +269,9 @@ def register_configs() -> None:
     for name, spec in OBJECTIVES.items():
         # Not in the "objective" group itself, so `objective=glob(*)` sweeps only the YAML options.
         cs.store(group="objective_schema", name=name, node=spec.params)
+    from simpo_cli.eval_config import register_eval_configs  # simpo eval
+
+    register_eval_configs(cs)
 
 
 def group_options(group: str) -> list[str]:

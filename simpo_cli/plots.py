@@ -1,0 +1,54 @@
+"""PNG plots of ``simpo eval`` (matplotlib, headless Agg backend), written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def margin_histogram(path: Path, margins, bins: int, title: str, xlabel: str) -> None:
+    """Histogram of reward margins r(y_w) − r(y_l) with the zero line (paper Fig. 4/6 style)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(margins, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(m, bins=bins, color="#4C72B0", edgecolor="white")
+    ax.axvline(0.0, color="black", linewidth=1, linestyle="--")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("pairs")
+    ax.set_title(f"{title}\nmean {m.mean():.3f}, accuracy {np.mean(m > 0):.1%} (n={m.size})")
+    _save(fig, Path(path))
+    plt.close(fig)
+
+
+def loglik_vs_length(path: Path, series: dict, title: str) -> None:
+    """Scatter of average log-likelihood (nats/token) against response length (tokens), one colour
+    per series ``{label: (lengths, avg_logps, spearman)}`` (paper Fig. 2b/c)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (label, (lengths, avg, rho)), color in zip(series.items(), ("#4C72B0", "#DD8452", "#55A868")):
+        ax.scatter(lengths, avg, s=14, alpha=0.7, color=color, label=f"{label} (Spearman ρ = {rho:.3f})")
+    ax.set_xlabel("response length (tokens)")
+    ax.set_ylabel("average log-likelihood (nats/token)")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    _save(fig, Path(path))
+    plt.close(fig)

@@ -1,0 +1,420 @@
+"""``simpo eval``: the paper's analysis metrics on held-out pairs, and benchmark answers for the
+external judges.
+
+Outputs (all written atomically into ``out_dir``):
+
+- ``eval.json``: every number below plus the settings used; ``report.md``: a short summary.
+- ``pairs.jsonl``: per pair, summed log-probs, response lengths and rewards of chosen and rejected.
+- ``margins.png`` (reward-margin histogram), ``loglik_vs_length.png`` (paper Fig. 2b/c).
+- ``alpaca_eval/model_outputs.json``, ``arena-hard-v0.1/model_answer/<id>.jsonl``,
+  ``mt_bench/model_answer/<id>.jsonl`` in each tool's own format (see ``simpo_cli.benchmarks``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from simpo_cli import metrics as M
+from simpo_cli.errors import ConfigError, UserError
+from simpo_cli.rundir import RunDir, write_atomic, write_json
+
+log = logging.getLogger(__name__)
+SECTIONS = ("model", "data", "objective", "hparams")
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    summary: dict = field(default_factory=dict)  # eval.json's content
+    files: list[str] = field(default_factory=list)  # relative paths written
+
+
+# --------------------------------------------------------------------------- config
+
+
+def apply_run(cfg, overrides: list[str]) -> dict | None:
+    """With ``cfg.run`` set, replace ``model``/``data``/``objective``/``hparams``/``seed`` by the
+    run's saved config, then re-apply the user's command-line ``overrides`` on top (a group
+    choice such as ``data=local`` takes the composed group; a key such as ``hparams.beta=3`` is
+    set on the run's value). The policy becomes ``<run>/model`` unless ``model.name_or_path`` is
+    overridden. Returns ``{"path", "meta", "start_model", "trained_on"}`` (``start_model``: the
+    run's starting model, the reference; ``trained_on``: the run's ``(data.path, data.split)``) or
+    ``None`` without a run. Raises ``UserError`` for a missing or unfinished run."""
+    if not cfg.get("run"):
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    run = Path(cfg.run).resolve()
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"run={run}: no config.yaml there; pass a `simpo train` run directory")
+    meta = json.loads((run / "meta.json").read_text()) if (run / "meta.json").is_file() else {}
+    if not (run / "model").is_dir():
+        raise UserError(f"run={run}: no model/ directory (run status: {meta.get('status', 'unknown')}; "
+                        "was it trained with trainer.save_model=false?)")
+    saved = OmegaConf.load(run / "config.yaml")
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    chosen_groups = {o.key_or_group for o in parsed if o.key_or_group in SECTIONS}
+    keys = [o.key_or_group for o in parsed if "." in o.key_or_group and not o.is_delete()
+            and o.key_or_group.split(".")[0] in SECTIONS]
+    composed = {k: OmegaConf.select(cfg, k) for k in keys}
+    with open_dict(cfg):
+        for section in SECTIONS:
+            if section not in chosen_groups and section in saved:
+                cfg[section] = _typed_section(cfg, section, saved[section], run)
+        if "seed" not in {o.key_or_group for o in parsed} and "seed" in saved:
+            cfg.seed = saved.seed
+        for k, v in composed.items():
+            if k.split(".")[0] not in chosen_groups:
+                OmegaConf.update(cfg, k, v, merge=False)
+        # The reference: the weights the run started from, loaded with the settings in effect now
+        # (so model.dtype=... applies to both), whatever the policy's path is overridden to.
+        start_model = OmegaConf.create(OmegaConf.to_container(cfg.model))
+        if "model" in saved:
+            for key in ("name_or_path", "tokenizer", "tiny"):
+                if key in saved.model:
+                    start_model[key] = saved.model[key]
+        if "model.name_or_path" not in keys:
+            cfg.model.name_or_path = str(run / "model")
+            cfg.model.tokenizer = None  # the run saved its tokenizer next to the model
+    trained_on = (saved.data.path, saved.data.split) if "data" in saved else None
+    return {"path": str(run), "meta": meta, "start_model": start_model, "trained_on": trained_on}
+
+
+def _typed_section(cfg, section: str, value, run: Path):
+    """``value`` (a section of a saved config.yaml) as a node of the section's schema, so that the
+    schema's types and defaults still hold (a plain dict cannot replace a structured node)."""
+    import dataclasses
+
+    from omegaconf.errors import OmegaConfBaseException
+
+    if section == "objective":
+        from simpo_cli.objectives import OBJECTIVES
+
+        spec = OBJECTIVES.get(value.get("name"))
+        if spec is None:
+            raise UserError(f"run={run}: config.yaml uses objective '{value.get('name')}', which this "
+                            f"version of simpo-cli does not know (known: {', '.join(sorted(OBJECTIVES))})")
+        schema = spec.params
+    else:
+        schema = OmegaConf.get_type(cfg, section)
+    if not dataclasses.is_dataclass(schema):
+        return value
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), value)
+    except OmegaConfBaseException as e:
+        raise UserError(f"run={run}: config.yaml section '{section}' does not fit this version's schema: "
+                        f"{str(e).splitlines()[0]}") from None
+
+
+def validate_eval(cfg) -> None:
+    """Raise ``ConfigError`` listing every problem in a composed ``simpo eval`` config."""
+    from simpo_cli.eval_config import BENCHMARK_FORMATS
+
+    problems = []
+    ev = cfg.eval
+    for name in ev.benchmarks:
+        if name not in cfg.benchmarks:
+            problems.append(f"eval.benchmarks: unknown benchmark '{name}'; choose from: "
+                            f"{', '.join(sorted(cfg.benchmarks))}")
+        elif cfg.benchmarks[name].format not in BENCHMARK_FORMATS:
+            problems.append(f"benchmarks.{name}.format must be one of {', '.join(BENCHMARK_FORMATS)}")
+    if ev.limit is not None and ev.limit < 1:
+        problems.append(f"eval.limit must be >= 1, got {ev.limit}")
+    if ev.max_new_tokens is not None and ev.max_new_tokens < 1:
+        problems.append(f"eval.max_new_tokens must be >= 1, got {ev.max_new_tokens}")
+    for key in ("batch_size", "generation_batch_size", "histogram_bins"):
+        if ev[key] < 1:
+            problems.append(f"eval.{key} must be >= 1, got {ev[key]}")
+    if ev.logps_path not in ("auto", "chunked", "plain"):
+        problems.append(f"eval.logps_path must be auto, chunked or plain, got '{ev.logps_path}'")
+    if ev.pairs and OmegaConf.is_missing(cfg.data, "path"):
+        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl (or eval.pairs=false)")
+    j = cfg.judge
+    if j.reward_model:
+        if not j.baseline:
+            problems.append("judge.reward_model needs judge.baseline (an answers file to compare against)")
+        if j.benchmark not in ev.benchmarks:
+            problems.append(f"judge.benchmark '{j.benchmark}' is not in eval.benchmarks {list(ev.benchmarks)}")
+        if not 0 < j.confidence < 1:
+            problems.append(f"judge.confidence must be in (0, 1), got {j.confidence}")
+    if problems:
+        raise ConfigError(problems)
+
+
+# --------------------------------------------------------------------------- pair metrics
+
+
+@torch.no_grad()
+def score_pairs(model, dataset, pad_token_id: int, batch_size: int, path: str = "auto") -> dict:
+    """Summed response log-probs (nats) and response lengths (tokens) of every pair, ``[B]`` numpy
+    arrays ``chosen``, ``rejected``, ``chosen_lengths``, ``rejected_lengths``, ``index``; computed
+    with ``PreferenceCollator`` + ``sequence_logps``, exactly as in training."""
+    from simpo_cli.data.preference import PreferenceCollator
+    from simpo_cli.logps import sequence_logps
+
+    collate = PreferenceCollator(pad_token_id)
+    model.eval()
+    device = next(model.parameters()).device
+    out = {k: [] for k in ("chosen", "rejected", "chosen_lengths", "rejected_lengths", "index")}
+    for s in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(s, min(s + batch_size, len(dataset)))])
+        b = batch["index"].shape[0]
+        res = sequence_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                             batch["response_mask"].to(device), path=path)
+        logps, lengths = res.logps.float().cpu(), res.lengths.cpu()
+        out["chosen"].append(logps[:b]), out["rejected"].append(logps[b:])
+        out["chosen_lengths"].append(lengths[:b]), out["rejected_lengths"].append(lengths[b:])
+        out["index"].append(batch["index"])
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def pair_metrics(cfg, pol: dict, ref: dict | None, bins: int) -> tuple[dict, dict]:
+    """The paper's held-out metrics from per-pair log-probs. Returns ``(summary, per_pair_arrays)``.
+
+    Rewards: the run's objective (its own ``fn`` on these log-probs; ``None`` when it needs a
+    reference and there is none), SimPO's length-normalised ``β·log π(y|x)/|y|`` (Eq. 4) and the
+    summed ``log π(y|x)``."""
+    from simpo_cli.objectives import PreferenceLogps, get_objective
+    from simpo_cli.stages.train import objective_kwargs
+
+    spec = get_objective(cfg.objective.name)
+    t = {k: torch.as_tensor(v) for k, v in pol.items()}
+    logps = PreferenceLogps(t["chosen"], t["rejected"], t["chosen_lengths"], t["rejected_lengths"],
+                            torch.as_tensor(ref["chosen"]) if ref else None,
+                            torch.as_tensor(ref["rejected"]) if ref else None)
+    beta = float(cfg.hparams.beta)
+    avg_c = M.average_logps(pol["chosen"], pol["chosen_lengths"])
+    avg_r = M.average_logps(pol["rejected"], pol["rejected_lengths"])
+    rewards = {"length_normalized": (beta * avg_c, beta * avg_r), "summed": (pol["chosen"], pol["rejected"])}
+    if not spec.needs_reference or ref is not None:
+        out = spec.fn(logps, **objective_kwargs(cfg))
+        rewards["objective"] = (out.chosen_rewards.numpy().astype(np.float64),
+                                out.rejected_rewards.numpy().astype(np.float64))
+    margins = {k: c - r for k, (c, r) in rewards.items()}
+    lengths_all = np.concatenate([pol["chosen_lengths"], pol["rejected_lengths"]])
+    summary = {
+        "n_pairs": int(len(avg_c)),
+        "reward_accuracy": {k: M.reward_accuracy(*rewards[k]) if k in rewards else None
+                            for k in ("objective", "length_normalized", "summed")},
+        "margins": {k: M.margin_summary(m, bins) for k, m in margins.items()},
+        "avg_logps": {"chosen": float(avg_c.mean()), "rejected": float(avg_r.mean())},
+        "summed_logps": {"chosen": float(pol["chosen"].mean()), "rejected": float(pol["rejected"].mean())},
+        "response_length": {"chosen": M.length_stats(pol["chosen_lengths"]),
+                            "rejected": M.length_stats(pol["rejected_lengths"])},
+        "spearman_avg_logps_vs_length": {
+            "chosen": M.spearman(avg_c, pol["chosen_lengths"]),
+            "rejected": M.spearman(avg_r, pol["rejected_lengths"]),
+            "all": M.spearman(np.concatenate([avg_c, avg_r]), lengths_all)},
+        "kl_chosen": M.kl_estimate(pol["chosen"], ref["chosen"], pol["chosen_lengths"]) if ref else None,
+    }
+    if "objective" not in rewards:
+        summary["reward_accuracy"]["objective_note"] = (f"objective '{spec.name}' needs a reference model "
+                                                        "and none was available")
+    arrays = {"avg_c": avg_c, "avg_r": avg_r, "rewards": rewards, "margins": margins}
+    return summary, arrays
+
+
+def pair_rows(pol: dict, ref: dict | None, arrays: dict) -> str:
+    rows = []
+    for i in range(len(pol["index"])):
+        row = {"index": int(pol["index"][i]),
+               "chosen_logps": float(pol["chosen"][i]), "rejected_logps": float(pol["rejected"][i]),
+               "chosen_length": int(pol["chosen_lengths"][i]), "rejected_length": int(pol["rejected_lengths"][i]),
+               "chosen_avg_logps": float(arrays["avg_c"][i]), "rejected_avg_logps": float(arrays["avg_r"][i])}
+        for name, (c, r) in arrays["rewards"].items():
+            row[f"chosen_reward_{name}"], row[f"rejected_reward_{name}"] = float(c[i]), float(r[i])
+        if ref is not None:
+            row["ref_chosen_logps"], row["ref_rejected_logps"] = float(ref["chosen"][i]), float(ref["rejected"][i])
+        rows.append(json.dumps(row))
+    return "\n".join(rows) + "\n"
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"eval.device: unknown device '{name}' (auto, cpu, cuda, cuda:N)") from None
+
+
+def _reference_cfg(cfg, run_info: dict | None):
+    """The reference model's config (see ``ReferenceConfig``), or ``None``."""
+    if not cfg.reference.enabled:
+        return None
+    if cfg.reference.name_or_path:
+        ref = OmegaConf.create(OmegaConf.to_container(cfg.model))
+        ref.name_or_path, ref.tokenizer = cfg.reference.name_or_path, None
+        return ref
+    return run_info["start_model"] if run_info else None
+
+
+def _report(summary: dict) -> str:
+    lines = [f"# simpo eval: {summary['model_id']}", "",
+             f"- model: `{summary['model']}`", f"- reference: `{summary['reference']}`"]
+    if summary.get("run"):
+        lines.append(f"- run: `{summary['run']}`")
+    p = summary.get("pairs")
+    if p:
+        ra, ll, sp = p["reward_accuracy"], p["avg_logps"], p["spearman_avg_logps_vs_length"]
+        fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
+        lines += ["", f"## Preference pairs ({p['n_pairs']} pairs, {p['source']}, split `{p['split']}`"
+                  + {True: ", held out", False: ", NOT held out: the run's training pairs",
+                     None: ", held-out status unknown (no run= given)"}[p["held_out"]] + ")", "",
+                  "| metric | value |", "|---|---|",
+                  f"| reward accuracy (objective reward) | {fmt(ra['objective'])} |",
+                  f"| reward accuracy (length-normalised, SimPO) | {fmt(ra['length_normalized'])} |",
+                  f"| reward accuracy (summed log-prob) | {fmt(ra['summed'])} |",
+                  f"| mean margin ({p['margin_reward']} reward) | {fmt(p['margins'][p['margin_reward']]['mean'])} |",
+                  f"| avg log-likelihood chosen / rejected (nats/token) | {fmt(ll['chosen'])} / {fmt(ll['rejected'])} |",
+                  f"| Spearman(avg log-likelihood, length) chosen / rejected | {fmt(sp['chosen'])} / {fmt(sp['rejected'])} |"]
+        kl = p.get("kl_chosen")
+        lines.append(f"| KL(π_θ‖π_ref) on chosen, per token / per response (nats) | "
+                     + (f"{fmt(kl['per_token'])} / {fmt(kl['per_sequence'])} |" if kl else "n/a (no reference) |"))
+        lines += ["", "![margins](margins.png)", "", "![log-likelihood vs length](loglik_vs_length.png)"]
+    if summary.get("benchmarks"):
+        lines += ["", "## Benchmark answers", "", "| benchmark | file | prompts | mean tokens (per turn) | hit max_new_tokens |",
+                  "|---|---|---|---|---|"]
+        for name, b in summary["benchmarks"].items():
+            st = b["length_tokens"]
+            lines.append(f"| {name} | `{b['file']}` | {b['n_prompts']} | {st.get('mean', 0):.1f} | "
+                         f"{st.get('truncated_fraction', 0):.1%} |")
+    j = summary.get("judge")
+    if j:
+        lines += ["", f"## Local judge ({j['benchmark']}, reward model `{j['reward_model']}`)", "",
+                  f"Win rate vs `{j['baseline']}`: **{j['win_rate']:.3f}** "
+                  f"({j['confidence']:.0%} bootstrap CI {j['ci'][0]:.3f}–{j['ci'][1]:.3f}; "
+                  f"{j['wins']} wins, {j['ties']} ties, {j['losses']} losses of {j['n']})"]
+    return "\n".join(lines) + "\n"
+
+
+def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> EvalResult:
+    """Evaluate a model; everything lands in ``out_dir`` (see the module docstring).
+
+    ``overrides``: the command-line overrides, re-applied on top of ``cfg.run``'s saved config.
+    Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes, before loading a model
+    where possible."""
+    from transformers import set_seed
+
+    from simpo_cli import benchmarks as B
+    from simpo_cli.data.tokenize import uses_template
+    from simpo_cli.modeling import load_model, load_tokenizer
+    from simpo_cli.validate import resolve_hparams
+
+    run_info = apply_run(cfg, overrides or [])
+    resolve_hparams(cfg)
+    validate_eval(cfg)
+    ev = cfg.eval
+    device = _device(ev.device)
+    out = RunDir(out_dir)
+    out.start(cfg, "eval")
+    files: list[str] = []
+    model_id = ev.model_id or f"{cfg.model.name}-{cfg.objective.name}"
+    try:
+        set_seed(cfg.seed)
+        tokenizer = load_tokenizer(cfg.model)
+        model = load_model(cfg.model, tokenizer).eval().to(device)
+        ref_cfg = _reference_cfg(cfg, run_info)
+        summary = {"model_id": model_id, "model": cfg.model.name_or_path or f"tiny:{cfg.model.name}",
+                   "reference": None, "run": run_info["path"] if run_info else None,
+                   "objective": cfg.objective.name, "beta": cfg.hparams.beta,
+                   "gamma": cfg.hparams.get("gamma"), "seed": cfg.seed, "device": str(device)}
+
+        if ev.pairs:
+            from simpo_cli.data.preference import build_preference_dataset
+
+            split = ev.split or cfg.data.eval_split or cfg.data.split
+            ds, stats = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, split=split)
+            if len(ds) == 0:
+                raise UserError(f"data {cfg.data.path} [{split}]: no usable pairs (dropped: "
+                                f"{dict(stats.dropped) or 'none'}); pass eval.pairs=false to skip pair metrics")
+            pol = score_pairs(model, ds, tokenizer.pad_token_id, ev.batch_size, ev.logps_path)
+            ref = None
+            if ref_cfg is not None:
+                ref_model = load_model(ref_cfg, tokenizer).eval().to(device)
+                if ref_model.get_input_embeddings().num_embeddings != model.get_input_embeddings().num_embeddings:
+                    raise UserError("reference model's vocabulary differs from the policy's; "
+                                    "KL needs the same tokenizer (set reference.enabled=false)")
+                ref = score_pairs(ref_model, ds, tokenizer.pad_token_id, ev.batch_size, ev.logps_path)
+                del ref_model
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                summary["reference"] = ref_cfg.name_or_path or f"tiny:{ref_cfg.name} (seed {ref_cfg.tiny.seed})"
+            # Held out unless these are the very pairs the run trained on (same file/Hub id, same split).
+            train_split = run_info is not None and run_info["trained_on"] == (cfg.data.path, split)
+            pairs, arrays = pair_metrics(cfg, pol, ref, ev.histogram_bins)
+            margin_reward = "objective" if "objective" in arrays["margins"] else "length_normalized"
+            held_out = None if run_info is None or run_info["trained_on"] is None else not train_split
+            pairs.update(source=cfg.data.path, split=split, held_out=held_out, data=stats.as_dict(),
+                         margin_reward=margin_reward)
+            if train_split:
+                log.warning("eval pairs are the run's training pairs (%s, split '%s'): the metrics are not "
+                            "held out; pass data.path=<held-out file> or data.eval_split", cfg.data.path, split)
+            summary["pairs"] = pairs
+            write_atomic(out.path / "pairs.jsonl", pair_rows(pol, ref, arrays))
+            from simpo_cli import plots
+
+            plots.margin_histogram(out.path / "margins.png", arrays["margins"][margin_reward], ev.histogram_bins,
+                                   f"{model_id}: reward margins ({margin_reward} reward)", "r(y_w) − r(y_l)")
+            plots.loglik_vs_length(
+                out.path / "loglik_vs_length.png",
+                {"chosen": (pol["chosen_lengths"], arrays["avg_c"], pairs["spearman_avg_logps_vs_length"]["chosen"]),
+                 "rejected": (pol["rejected_lengths"], arrays["avg_r"],
+                              pairs["spearman_avg_logps_vs_length"]["rejected"])},
+                f"{model_id}: average log-likelihood vs length")
+            files += ["pairs.jsonl", "margins.png", "loglik_vs_length.png"]
+
+        generated = {}
+        summary["benchmarks"] = {}
+        for name in ev.benchmarks:
+            bc = cfg.benchmarks[name]
+            prompts = B.load_prompts(bc, ev.limit)
+            max_new = B.max_new_tokens_for(bc, cfg.model.name, ev.max_new_tokens)
+            set_seed(cfg.seed)  # each benchmark's samples reproducible on its own
+            answers, counts, temps = B.answer_benchmark(
+                model, tokenizer, prompts, bc, cfg.model.name, max_new_tokens=max_new,
+                batch_size=ev.generation_batch_size, stop_token_ids=list(ev.stop_token_ids),
+                template=uses_template(tokenizer, cfg.data.chat_template))
+            rel, text = B.format_answers(bc.format, prompts, answers, counts, model_id)
+            write_atomic(out.path / rel, text)
+            files.append(rel)
+            generated[name] = (prompts, answers)
+            flat_tokens = [n for c in counts for n in c]
+            flat_chars = [len(a) for ans in answers for a in ans]
+            summary["benchmarks"][name] = {
+                "file": rel, "format": bc.format, "n_prompts": len(prompts), "n_turns": len(flat_tokens),
+                "max_new_tokens": max_new, "top_p": bc.top_p,
+                "temperatures": {str(t): temps.count(t) for t in sorted(set(temps))},
+                "length_tokens": M.length_stats(flat_tokens, max_new), "length_chars": M.length_stats(flat_chars)}
+            log.info("%s: %d prompts answered -> %s", name, len(prompts), rel)
+
+        if cfg.judge.reward_model:
+            from simpo_cli.judge import RewardModelJudge, judge_answers, read_answers
+
+            j = cfg.judge
+            judge = RewardModelJudge(j.reward_model, j.max_length, j.batch_size, device)
+            prompts, answers = generated[j.benchmark]
+            key = "instruction" if cfg.benchmarks[j.benchmark].format == "alpaca_eval" else "question_id"
+            res = judge_answers(judge, prompts, answers, read_answers(j.baseline), key=key,
+                                n_resamples=j.n_resamples, confidence=j.confidence, seed=cfg.seed)
+            summary["judge"] = {"benchmark": j.benchmark, "reward_model": j.reward_model, "baseline": j.baseline, **res}
+
+        summary["files"] = files + ["eval.json", "report.md"]
+        write_json(out.path / "eval.json", summary)
+        write_atomic(out.path / "report.md", _report(summary))
+        files += ["eval.json", "report.md"]
+        out.finish("completed", files=files)
+        return EvalResult(out.path, summary, files)
+    except BaseException as e:
+        out.finish("failed", error=f"{type(e).__name__}: {e}")
+        raise
