@@ -11,6 +11,7 @@ from typing import Callable
 import typer
 
 from simpo_cli.config import group_options
+from simpo_cli.sweep import sweep_job
 
 STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger")}
 
@@ -96,14 +97,16 @@ def _print_train_summary(result) -> None:
 
 
 @_guard
+@sweep_job  # multirun: skip completed jobs, record a failed one and go on (simpo_cli/sweep.py)
 def _train_task(cfg):
     from hydra.core.hydra_config import HydraConfig
 
     from simpo_cli.stages.train import run_train
+    from simpo_cli.sweep import metric_value
 
     result = run_train(cfg, HydraConfig.get().runtime.output_dir)
     _print_train_summary(result)
-    return result.after.get("rewards/accuracies")
+    return metric_value(result, cfg.sweep.metric)  # what a sweeper (Optuna) optimises
 
 
 app = typer.Typer(
@@ -128,6 +131,16 @@ def train(ctx: typer.Context) -> None:
         typer.echo(stage_help("train"))
         raise typer.Exit()
     _run_hydra("train", "config", ctx.args, _train_task)
+    _exit_if_sweep_failed()
+
+
+def _exit_if_sweep_failed() -> None:
+    from simpo_cli.sweep import failed_jobs
+
+    failed = failed_jobs()
+    if failed:
+        _fail(f"{len(failed)} sweep job(s) failed: "
+              + ", ".join(f"#{j.get('job')} ({' '.join(j.get('overrides', []))})" for j in failed), 1)
 
 
 def main() -> None:

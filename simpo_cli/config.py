@@ -126,6 +126,17 @@ class PathsConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Multirun behaviour (``simpo train -m``, ``simpo sweep``); see simpo_cli/sweep.py."""
+
+    # Returned to the sweeper (Optuna optimises it): ``final_loss`` or a pair metric after
+    # training (rewards/accuracies, rewards/margins, loss, ...).
+    metric: str = "rewards/accuracies"
+    # A job whose overrides match a completed run in the sweep directory is not run again.
+    skip_completed: bool = True
+
+
+@dataclass
 class TrainConfig:
     stage: str = "train"
     seed: int = 42
@@ -136,6 +147,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register_configs() -> None:
