@@ -39,6 +39,7 @@ Objectives:
 Overrides use Hydra syntax: objective=simpo model=llama3-instruct hparams=llama3-instruct
 hparams.beta=2.5 trainer.max_steps=10 data=local data.path=pairs.jsonl
   -m, --multirun        run a sweep: simpo {stage} -m hparams.beta=2.0,2.5 hparams.gamma=0.5,1.0
+                        or a sweep file: -m +sweep=simpo_grid (sweeps/); then simpo report <sweep dir>
   --cfg job             print the composed config and exit
   --info                show Hydra's config search path and defaults tree
 Outputs go to outputs/{stage}/<date>/<time>/ (set paths.output_root or hydra.run.dir).

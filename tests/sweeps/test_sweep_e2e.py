@@ -7,6 +7,9 @@ import csv
 import io
 import json
 
+import pytest
+from omegaconf import OmegaConf
+
 from tests.helpers import FAST_TRAIN, run_simpo
 
 
@@ -52,3 +55,22 @@ def test_grid_survives_a_failed_job_and_rerun_skips_finished_ones(tmp_path):
     run_simpo(["report", str(sweep)], tmp_path)
     rows = list(csv.DictReader(io.StringIO((sweep / "report" / "report.csv").read_text())))
     assert [r["status"] for r in rows] == ["completed"] * 4
+
+
+@pytest.mark.slow
+def test_optuna_study_gets_the_metric_and_survives_failed_trials(tmp_path):
+    """4 seeded TPE trials over beta in (-1, 1): those with beta <= 0 fail validation, are recorded
+    as failed and Optuna samples on; the best value is the metric the completed job returned."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install 'simpo-cli[optuna]'")
+    sweep = tmp_path / "tpe"
+    proc = run_simpo(["sweep", "simpo_optuna", "hydra.sweeper.n_trials=4", "hparams.beta=interval(-1.0, 1.0)",
+                      "hparams.learning_rate=1e-3", *FAST_TRAIN, f"hydra.sweep.dir={sweep}"], tmp_path, check=False)
+    assert proc.returncode == 1 and "sweep job(s) failed" in proc.stderr
+    metas = {d.name: _json(d / "meta.json") for d in sweep.iterdir() if (d / "meta.json").is_file()}
+    assert len(metas) == 4
+    done = [m for m in metas.values() if m["status"] == "completed"]
+    failed = [m for m in metas.values() if m["status"] == "failed"]
+    assert done and failed and all("hparams.beta must be > 0" in m["error"] for m in failed)
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert best.best_value == max(m["pairs_after"]["rewards/accuracies"] for m in done)
+    assert best.best_params["hparams.beta"] > 0
