@@ -170,6 +170,17 @@ class PathsConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Multirun behaviour (``simpo train -m``, ``simpo sweep``); see simpo_cli/sweep.py."""
+
+    # Returned to the sweeper (Optuna optimises it): ``final_loss`` or a pair metric after
+    # training (rewards/accuracies, rewards/margins, loss, ...).
+    metric: str = "rewards/accuracies"
+    # A job whose overrides match a completed run in the sweep directory is not run again.
+    skip_completed: bool = True
+
+
+@dataclass
 class TrainConfig:
     stage: str = "train"
     seed: int = 42
@@ -184,6 +195,7 @@ class TrainConfig:
     # auto: continue from the newest complete checkpoint of the run directory (run_dir=...), or
     # start fresh if it has none; never/null: start fresh; or a checkpoint directory.
     resume: Optional[str] = None
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 @dataclass
