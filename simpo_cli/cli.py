@@ -11,8 +11,9 @@ from typing import Callable
 import typer
 
 from simpo_cli.config import group_options
+from simpo_cli.distributed import launches
 
-STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger")}
+STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger", "distributed")}
 
 
 def _groups_text(stage: str) -> str:
@@ -95,7 +96,18 @@ def _print_train_summary(result) -> None:
     Console().print(table)
 
 
+def _precheck_train(cfg) -> None:
+    from simpo_cli.distributed import num_processes
+    from simpo_cli.stages.train import gradient_accumulation
+    from simpo_cli.validate import resolve_hparams, validate_train
+
+    resolve_hparams(cfg)
+    validate_train(cfg)
+    gradient_accumulation(cfg.hparams, world=num_processes(cfg))  # global batch divisible by N x per-device
+
+
 @_guard
+@launches("train", precheck=_precheck_train)  # distributed=ddp|fsdp|zero2|zero3: via accelerate launch
 def _train_task(cfg):
     from hydra.core.hydra_config import HydraConfig
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -126,6 +126,20 @@ class PathsConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """How many processes run a stage and how the model is sharded across them. Any option but
+    ``none`` makes ``simpo <stage>`` re-launch itself through ``accelerate launch`` with
+    ``accelerate`` written to ``<run dir>/accelerate.yaml`` (see ``simpo_cli/distributed.py``)."""
+
+    name: str = "none"  # none | ddp | fsdp | zero2 | zero3
+    num_processes: Optional[int] = None  # null: one per visible GPU (1 without a GPU)
+    main_process_port: int = 0  # 0: a free port
+    # An accelerate config file's keys (as `accelerate config` writes them). mixed_precision and
+    # num_processes are filled in from trainer.bf16/fp16 and num_processes at launch.
+    accelerate: Optional[Dict[str, Any]] = None
+
+
+@dataclass
 class TrainConfig:
     stage: str = "train"
     seed: int = 42
@@ -136,6 +150,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 def register_configs() -> None:
@@ -148,6 +163,7 @@ def register_configs() -> None:
     cs.store(group="data", name="base_data", node=DataConfig)
     cs.store(group="hparams", name="base_hparams", node=HParams)
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
+    cs.store(group="distributed", name="base_distributed", node=DistributedConfig)
     for name, spec in OBJECTIVES.items():
         cs.store(group="objective", name=f"schema_{name}", node=spec.params)
 

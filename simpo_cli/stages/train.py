@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset, data_fingerprint
+from simpo_cli.distributed import is_main_process, world_size
 from simpo_cli.modeling import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.objectives import get_objective
 from simpo_cli.rundir import RunDir
@@ -38,8 +39,11 @@ def objective_kwargs(cfg) -> dict:
     return kwargs
 
 
-def gradient_accumulation(hp) -> int:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def gradient_accumulation(hp, world: int | None = None) -> int:
+    """Micro-batches per optimizer step: ``global_batch_size / (per_device_train_batch_size x world)``
+    when the global batch is set, else ``gradient_accumulation_steps``. ``world`` defaults to the
+    launcher's ``WORLD_SIZE`` (1 without one). Raises ``UserError`` if it does not divide."""
+    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
     if hp.get("global_batch_size") is None:
         return hp.gradient_accumulation_steps
     per_step = hp.per_device_train_batch_size * world
@@ -49,6 +53,19 @@ def gradient_accumulation(hp) -> int:
         raise UserError(f"hparams.global_batch_size ({hp.global_batch_size}) is not divisible by "
                         f"per_device_train_batch_size x processes ({per_step})")
     return hp.global_batch_size // per_step
+
+
+def batch_plan(hp, args) -> dict:
+    """Per-device batch, processes, accumulation and the resulting global batch (pairs per
+    optimizer step), as recorded in ``meta.json["batch"]`` and logged at start."""
+    world = world_size()
+    plan = {"per_device_train_batch_size": args.per_device_train_batch_size, "world_size": world,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "global_batch_size": args.per_device_train_batch_size * world * args.gradient_accumulation_steps}
+    if is_main_process():
+        log.info("batch: %(per_device_train_batch_size)d per device x %(world_size)d process(es) x "
+                 "%(gradient_accumulation_steps)d accumulation = %(global_batch_size)d pairs per step", plan)
+    return plan
 
 
 def training_arguments(cfg, run: RunDir):
@@ -112,12 +129,18 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     run.start(cfg, "train")
     try:
         set_seed(cfg.seed)
+        # Before the model loads: it sets up the process group and, under ZeRO-3, makes
+        # from_pretrained create the model already partitioned.
+        args = training_arguments(cfg, run)
+        run.update(batch=batch_plan(cfg.hparams, args))
         tokenizer = load_tokenizer(cfg.model)
-        train_ds, stats = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir)
-        eval_ds = None
-        if cfg.data.eval_split:
-            eval_ds, _ = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir,
-                                                  split=cfg.data.eval_split)
+        # Rank 0 tokenises and fills the cache; the other ranks then read it (no concurrent writes).
+        with args.main_process_first(desc="tokenising the pairs"):
+            train_ds, stats = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir)
+            eval_ds = None
+            if cfg.data.eval_split:
+                eval_ds, _ = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir,
+                                                      split=cfg.data.eval_split)
         model = load_model(cfg.model, tokenizer)
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
                    model={"fingerprint": model_fingerprint(cfg.model, model),
@@ -125,7 +148,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         _setup_wandb(cfg, run)
         trainer = PreferenceTrainer(
             model=model,
-            args=training_arguments(cfg, run),
+            args=args,
             data_collator=PreferenceCollator(tokenizer.pad_token_id),
             train_dataset=train_ds,
             processing_class=tokenizer,
@@ -133,18 +156,25 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             objective=spec,
             objective_kwargs=objective_kwargs(cfg),
         )
+        if trainer.accelerator.num_processes != world_size():
+            raise RuntimeError(f"WORLD_SIZE={world_size()} but accelerate formed {trainer.accelerator.num_processes} "
+                               "process(es): every rank would train alone (on CPU set ACCELERATE_USE_CPU=true)")
         pairs = eval_ds if eval_ds is not None else train_ds
         before = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
         output = trainer.train()
         after = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-        if cfg.trainer.save_model and trainer.is_world_process_zero():
+        if cfg.trainer.save_model:
             tmp = run.path / "model.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
+            if trainer.is_world_process_zero():
+                shutil.rmtree(tmp, ignore_errors=True)
+            # Every rank calls save_model: under ZeRO-3/FSDP it gathers the sharded weights
+            # (a collective); only the main process writes.
             trainer.save_model(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            shutil.rmtree(run.model_dir, ignore_errors=True)
-            tmp.rename(run.model_dir)
+            if trainer.is_world_process_zero():
+                tokenizer.save_pretrained(str(tmp))
+                shutil.rmtree(run.model_dir, ignore_errors=True)
+                tmp.rename(run.model_dir)
         result = TrainResult(run.path, output.global_step, losses[-1] if losses else None, before, after,
                              cfg.data.eval_split or cfg.data.split)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
