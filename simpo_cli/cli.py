@@ -114,8 +114,11 @@ def _train_task(cfg):
 
     from simpo_cli.stages.train import run_train
 
+    from simpo_cli.distributed import is_main_process
+
     result = run_train(cfg, HydraConfig.get().runtime.output_dir)
-    _print_train_summary(result)
+    if is_main_process():  # one summary per run, not one per process
+        _print_train_summary(result)
     return result.after.get("rewards/accuracies")
 
 

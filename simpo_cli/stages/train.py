@@ -144,7 +144,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         model = load_model(cfg.model, tokenizer)
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
                    model={"fingerprint": model_fingerprint(cfg.model, model),
-                          "parameters": sum(p.numel() for p in model.parameters())})
+                          # ds_numel: a ZeRO-3 partitioned parameter's numel() is 0
+                          "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())})
         _setup_wandb(cfg, run)
         trainer = PreferenceTrainer(
             model=model,
@@ -159,6 +160,9 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         if trainer.accelerator.num_processes != world_size():
             raise RuntimeError(f"WORLD_SIZE={world_size()} but accelerate formed {trainer.accelerator.num_processes} "
                                "process(es): every rank would train alone (on CPU set ACCELERATE_USE_CPU=true)")
+        run.update(distributed={"name": cfg.distributed.name,
+                                "type": trainer.accelerator.distributed_type.value,
+                                "num_processes": trainer.accelerator.num_processes})
         pairs = eval_ds if eval_ds is not None else train_ds
         before = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
         output = trainer.train()
