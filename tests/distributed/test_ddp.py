@@ -11,11 +11,13 @@ one process consumes as consecutive micro-batches), so loss, gradient norm and e
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from tests.helpers import FAST_TRAIN, compose, read_jsonl, run_dirs, run_simpo
+
+# Three interpreters (the parent and two ranks) load torch + transformers: ~60-120 s on 2 shared cores.
+pytestmark = pytest.mark.slow
 
 STEP = [o for o in FAST_TRAIN if not o.startswith("trainer.max_steps")] + [
     "trainer.max_steps=1", "hparams.global_batch_size=4", "trainer.evaluate=false",
@@ -78,17 +80,3 @@ def test_only_the_main_process_writes(ddp_run):
     assert (run / "config.yaml").exists() and (run / ".hydra" / "overrides.yaml").exists()
     assert not [p for p in run.iterdir() if p.name.startswith(".") and p.name != ".hydra"], \
         "no temporary files left behind"
-
-
-def test_indivisible_global_batch_fails_before_launch(tmp_path):
-    """hparams.global_batch_size must divide by per-device batch x processes; said once, before any
-    process starts (4 / (2 x 3) does not divide)."""
-    proc = run_simpo(["train", "distributed=ddp", "distributed.num_processes=3", *STEP,
-                      f"paths.output_root={tmp_path / 'outputs'}"], tmp_path, check=False,
-                     env={"OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines[-1] == ("simpo: error: hparams.global_batch_size (4) is not divisible by "
-                         "per_device_train_batch_size x processes (6)"), proc.stderr
-    assert "accelerate launch" not in proc.stderr and "Traceback" not in proc.stderr
-    assert not run_dirs(tmp_path / "outputs")
