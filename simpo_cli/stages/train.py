@@ -112,6 +112,27 @@ def _setup_wandb(cfg, run: RunDir) -> None:
         os.environ.setdefault("WANDB_ENTITY", cfg.logger.entity)
 
 
+def prepared_in_train(trainer) -> bool:
+    """True when the model can only run once ``Trainer.train`` has prepared it: DeepSpeed (the
+    engine places it and, under ZeRO-3, installs the hooks that gather its partitioned weights)
+    and FSDP (the wrapper shards it)."""
+    return bool(trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled)
+
+
+def _pair_metrics_at_start(trainer, pairs):
+    """A callback that scores ``pairs`` at ``on_train_begin``: after the model is prepared, before
+    the first optimizer step, so the numbers are the same "before" metrics."""
+    from transformers import TrainerCallback
+
+    class PairMetricsAtStart(TrainerCallback):
+        metrics: dict = {}  # set on_train_begin
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.metrics = trainer.pair_metrics(pairs)
+
+    return PairMetricsAtStart()
+
+
 def run_train(cfg, run_dir: str | Path) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` with ``cfg.objective``; everything lands in ``run_dir``.
 
@@ -164,8 +185,12 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
                                 "type": trainer.accelerator.distributed_type.value,
                                 "num_processes": trainer.accelerator.num_processes})
         pairs = eval_ds if eval_ds is not None else train_ds
-        before = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
+        start = _pair_metrics_at_start(trainer, pairs) if cfg.trainer.evaluate and prepared_in_train(trainer) else None
+        if start is not None:
+            trainer.add_callback(start)
+        before = trainer.pair_metrics(pairs) if cfg.trainer.evaluate and start is None else {}
         output = trainer.train()
+        before = start.metrics if start is not None else before
         after = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
         if cfg.trainer.save_model:
