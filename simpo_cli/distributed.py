@@ -82,6 +82,25 @@ def accelerate_config(cfg) -> dict:
     return acc
 
 
+def check_environment(cfg) -> None:
+    """Refuse, in one line, what would otherwise fail later in every process: FSDP and DeepSpeed
+    without a GPU (accelerate's plugins need a CUDA device; on CPU use ``distributed=ddp``), and
+    DeepSpeed without the ``deepspeed`` package. Raises ``UserError``."""
+    import importlib.util
+
+    import torch
+
+    from simpo_cli.errors import UserError
+
+    acc = cfg.distributed.get("accelerate") or {}
+    kind = acc.get("distributed_type")
+    if kind in ("FSDP", "DEEPSPEED") and (cfg.trainer.use_cpu or not torch.cuda.is_available()):
+        raise UserError(f"distributed={cfg.distributed.name} needs CUDA GPUs (none visible or trainer.use_cpu=true); "
+                        "on CPU use distributed=ddp")
+    if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise UserError(f"distributed={cfg.distributed.name} needs DeepSpeed: pip install 'simpo-cli[deepspeed]'")
+
+
 def write_accelerate_config(cfg, path: Path) -> dict:
     """Write ``accelerate_config(cfg)`` as YAML to ``path`` (atomically); returns the dict."""
     import yaml
@@ -147,6 +166,7 @@ def launches(stage: str, precheck: Callable | None = None) -> Callable:
             dist = cfg.get("distributed")
             if dist is None or dist.name == "none" or inside_launcher():
                 return task(cfg)
+            check_environment(cfg)
             if precheck is not None:
                 precheck(cfg)
             return relaunch(stage, cfg)

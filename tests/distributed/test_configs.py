@@ -154,11 +154,12 @@ def test_launches_relaunches_outside_a_launcher_only(monkeypatch):
     for var in ("LOCAL_RANK", dist.LAUNCHED_ENV):
         monkeypatch.delenv(var, raising=False)
 
+    monkeypatch.setattr(dist, "check_environment", lambda cfg: calls.append(("check",)))
     task(compose([]))  # distributed=none: in place
     task(compose(["distributed=ddp"]))  # outside a launcher: check, then re-launch
     monkeypatch.setenv("LOCAL_RANK", "0")  # inside torchrun / accelerate launch: in place
     task(compose(["distributed=ddp"]))
-    assert calls == [("task",), ("precheck",), ("relaunch", "train"), ("task",)]
+    assert calls == [("task",), ("check",), ("precheck",), ("relaunch", "train"), ("task",)]
 
 
 def test_launch_command_pins_the_run_directory(tmp_path):
@@ -169,3 +170,27 @@ def test_launch_command_pins_the_run_directory(tmp_path):
     assert cmd[cmd.index("-m", 3):][:3] == ["-m", "simpo_cli", "train"]
     assert f"hydra.run.dir='{tmp_path / 'run 1'}'" in cmd
     assert "hydra.output_subdir=null" in cmd and "hparams.beta=2.5" in cmd
+
+
+def test_sharded_options_refuse_cpu_and_missing_deepspeed(monkeypatch):
+    import importlib.util
+
+    import torch
+
+    from simpo_cli.distributed import check_environment
+    from simpo_cli.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    check_environment(compose(["distributed=ddp"]))  # gloo on CPU is fine
+    for option in ("fsdp", "zero2", "zero3"):
+        with pytest.raises(UserError, match=f"distributed={option} needs CUDA GPUs"):
+            check_environment(compose([f"distributed={option}"]))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_environment(compose(["distributed=fsdp"]))
+    with pytest.raises(UserError, match="needs CUDA GPUs"):
+        check_environment(compose(["distributed=fsdp", "trainer.use_cpu=true"]))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "deepspeed" else real_find_spec(name, *a))
+    with pytest.raises(UserError, match=r"distributed=zero3 needs DeepSpeed: pip install 'simpo-cli\[deepspeed\]'"):
+        check_environment(compose(["distributed=zero3"]))
