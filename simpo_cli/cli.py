@@ -11,7 +11,7 @@ from typing import Callable
 import typer
 
 from simpo_cli.config import group_options
-from simpo_cli.distributed import launches
+from simpo_cli.distributed import is_main_process, launches
 
 STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger", "distributed")}
 
@@ -113,8 +113,6 @@ def _train_task(cfg):
     from hydra.core.hydra_config import HydraConfig
 
     from simpo_cli.stages.train import run_train
-
-    from simpo_cli.distributed import is_main_process
 
     result = run_train(cfg, HydraConfig.get().runtime.output_dir)
     if is_main_process():  # one summary per run, not one per process
