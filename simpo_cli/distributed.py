@@ -164,6 +164,8 @@ def launches(stage: str, precheck: Callable | None = None) -> Callable:
         @functools.wraps(task)
         def wrapped(cfg):
             dist = cfg.get("distributed")
+            if inside_launcher() and not is_main_process():
+                logging.getLogger("simpo_cli").setLevel(logging.WARNING)  # progress lines once, from rank 0
             if dist is None or dist.name == "none" or inside_launcher():
                 return task(cfg)
             check_environment(cfg)

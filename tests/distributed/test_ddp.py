@@ -75,6 +75,8 @@ def test_only_the_main_process_writes(ddp_run):
     records = read_jsonl(run / "metrics.jsonl")
     assert [r["step"] for r in records if "loss" in r] == [1], "one metrics line per step, not one per rank"
     assert proc.stdout.count("run directory:") == 1, proc.stdout
+    output = proc.stdout + proc.stderr
+    assert output.count("pairs kept") == 1 and output.count("pairs per step") == 1, "progress logged by rank 0 only"
     launch = (run / "accelerate.yaml").read_text()
     assert "num_processes: 2" in launch and "use_cpu: true" in launch
     assert (run / "config.yaml").exists() and (run / ".hydra" / "overrides.yaml").exists()
