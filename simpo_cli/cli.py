@@ -13,9 +13,10 @@ from typing import Callable
 import typer
 
 from simpo_cli.config import group_options
+from simpo_cli.distributed import is_main_process, launches
 from simpo_cli.sweep import sweep_job
 
-STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger")}
+STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger", "distributed")}
 STAGE_CONFIGS = {"train": "config"}  # stage -> primary config name (for `simpo validate --stage`)
 _PLAN = None  # preflight.Plan of the running command: lets a failed job remove its fresh run dir
 STAGE_GROUPS["sft"] = ("model", "data", "hparams", "logger")
@@ -161,8 +162,19 @@ def _print_train_summary(result) -> None:
     print(f"run directory: {result.run_dir}")
 
 
+def _precheck_train(cfg) -> None:
+    from simpo_cli.distributed import num_processes
+    from simpo_cli.stages.train import gradient_accumulation
+    from simpo_cli.validate import resolve_hparams, validate_train
+
+    resolve_hparams(cfg)
+    validate_train(cfg)
+    gradient_accumulation(cfg.hparams, world=num_processes(cfg))  # global batch divisible by N x per-device
+
+
 @_guard
 @sweep_job  # multirun: skip completed jobs, record a failed one and go on (simpo_cli/sweep.py)
+@launches("train", precheck=_precheck_train)  # distributed=ddp|fsdp|zero2|zero3: via accelerate launch
 def _train_task(cfg):
     from hydra.core.hydra_config import HydraConfig
 
@@ -170,7 +182,8 @@ def _train_task(cfg):
     from simpo_cli.sweep import metric_value
 
     result = run_train(cfg, HydraConfig.get().runtime.output_dir)
-    _print_train_summary(result)
+    if is_main_process():  # one summary per run, not one per process
+        _print_train_summary(result)
     return metric_value(result, cfg.sweep.metric)  # what a sweeper (Optuna) optimises
 
 

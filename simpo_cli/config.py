@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -181,6 +181,20 @@ class SweepConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """How many processes run a stage and how the model is sharded across them. Any option but
+    ``none`` makes ``simpo <stage>`` re-launch itself through ``accelerate launch`` with
+    ``accelerate`` written to ``<run dir>/accelerate.yaml`` (see ``simpo_cli/distributed.py``)."""
+
+    name: str = "none"  # none | ddp | fsdp | zero2 | zero3
+    num_processes: Optional[int] = None  # null: one per visible GPU (1 without a GPU)
+    main_process_port: int = 0  # 0: a free port
+    # An accelerate config file's keys (as `accelerate config` writes them). mixed_precision and
+    # num_processes are filled in from trainer.bf16/fp16 and num_processes at launch.
+    accelerate: Optional[Dict[str, Any]] = None
+
+
+@dataclass
 class TrainConfig:
     stage: str = "train"
     seed: int = 42
@@ -196,6 +210,7 @@ class TrainConfig:
     # start fresh if it has none; never/null: start fresh; or a checkpoint directory.
     resume: Optional[str] = None
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 @dataclass
@@ -278,6 +293,7 @@ def register_configs() -> None:
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
     cs.store(name="base_generate_pairs", node=GeneratePairsConfig)
     cs.store(group="scorer", name="base_scorer", node=ScorerConfig)
+    cs.store(group="distributed", name="base_distributed", node=DistributedConfig)
     for name, spec in OBJECTIVES.items():
         # Not in the "objective" group itself, so `objective=glob(*)` sweeps only the YAML options.
         cs.store(group="objective_schema", name=name, node=spec.params)

@@ -63,10 +63,16 @@ def write_json(path: Path, data: dict) -> None:
 class RunDir:
     """``config.yaml`` (resolved), ``meta.json``, ``metrics.jsonl``, ``model/``, ``checkpoints/``."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, main: bool | None = None):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.meta: dict = {}
+        # In a multi-process run only rank 0 writes; the others keep ``meta`` in memory only.
+        if main is None:
+            from simpo_cli.distributed import is_main_process
+
+            main = is_main_process()
+        self.main = main
 
     @property
     def metrics(self) -> Path:
@@ -81,7 +87,8 @@ class RunDir:
         return self.path / "checkpoints"
 
     def start(self, cfg, stage: str) -> None:
-        write_atomic(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if self.main:
+            write_atomic(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         self.meta = {"stage": stage, "status": "running", "started": now(), "ended": None,
                      "command": " ".join(sys.argv), "git_sha": git_sha(), "seed": cfg.get("seed"),
                      "versions": package_versions()}
@@ -95,4 +102,5 @@ class RunDir:
         self.update(status=status, ended=now(), **fields)
 
     def save_meta(self) -> None:
-        write_json(self.path / "meta.json", self.meta)
+        if self.main:
+            write_json(self.path / "meta.json", self.meta)

@@ -133,6 +133,9 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
             b = batch["input_ids"].shape[0] // 2
             loss_sum, count = loss_sum + loss.item() * b, count + b
         model.train(was_training)
+        # Each process scored its shard of the pairs: sum over processes, like the rewards.
+        loss_sum, count = self.accelerator.reduce(
+            torch.tensor([loss_sum, float(count)], device=self.args.device), reduction="sum").tolist()
         return {"loss": loss_sum / max(count, 1), **self._averages("eval")}
 
 

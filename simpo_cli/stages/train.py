@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset, data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
+from simpo_cli.distributed import is_main_process, world_size
 from simpo_cli.modeling import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.errors import Interrupted
 from simpo_cli.objectives import get_objective
@@ -43,8 +44,11 @@ def objective_kwargs(cfg) -> dict:
     return kwargs
 
 
-def gradient_accumulation(hp) -> int:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def gradient_accumulation(hp, world: int | None = None) -> int:
+    """Micro-batches per optimizer step: ``global_batch_size / (per_device_train_batch_size x world)``
+    when the global batch is set, else ``gradient_accumulation_steps``. ``world`` defaults to the
+    launcher's ``WORLD_SIZE`` (1 without one). Raises ``UserError`` if it does not divide."""
+    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
     if hp.get("global_batch_size") is None:
         return hp.gradient_accumulation_steps
     per_step = hp.per_device_train_batch_size * world
@@ -54,6 +58,19 @@ def gradient_accumulation(hp) -> int:
         raise UserError(f"hparams.global_batch_size ({hp.global_batch_size}) is not divisible by "
                         f"per_device_train_batch_size x processes ({per_step})")
     return hp.global_batch_size // per_step
+
+
+def batch_plan(hp, args) -> dict:
+    """Per-device batch, processes, accumulation and the resulting global batch (pairs per
+    optimizer step), as recorded in ``meta.json["batch"]`` and logged at start."""
+    world = world_size()
+    plan = {"per_device_train_batch_size": args.per_device_train_batch_size, "world_size": world,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "global_batch_size": args.per_device_train_batch_size * world * args.gradient_accumulation_steps}
+    if is_main_process():
+        log.info("batch: %(per_device_train_batch_size)d per device x %(world_size)d process(es) x "
+                 "%(gradient_accumulation_steps)d accumulation = %(global_batch_size)d pairs per step", plan)
+    return plan
 
 
 def training_arguments(cfg, run: RunDir):
@@ -101,6 +118,27 @@ def _setup_wandb(cfg, run: RunDir) -> None:
         os.environ.setdefault("WANDB_ENTITY", cfg.logger.entity)
 
 
+def prepared_in_train(trainer) -> bool:
+    """True when the model can only run once ``Trainer.train`` has prepared it: DeepSpeed (the
+    engine places it and, under ZeRO-3, installs the hooks that gather its partitioned weights)
+    and FSDP (the wrapper shards it)."""
+    return bool(trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled)
+
+
+def _pair_metrics_at_start(trainer, pairs):
+    """A callback that scores ``pairs`` at ``on_train_begin``: after the model is prepared, before
+    the first optimizer step, so the numbers are the same "before" metrics."""
+    from transformers import TrainerCallback
+
+    class PairMetricsAtStart(TrainerCallback):
+        metrics: dict = {}  # set on_train_begin
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.metrics = trainer.pair_metrics(pairs)
+
+    return PairMetricsAtStart()
+
+
 def run_train(cfg, run_dir: str | Path) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` with ``cfg.objective``; everything lands in ``run_dir``.
 
@@ -127,12 +165,18 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         run.update(resumed_from=checkpoint)
     try:
         set_seed(cfg.seed)
+        # Before the model loads: it sets up the process group and, under ZeRO-3, makes
+        # from_pretrained create the model already partitioned.
+        args = training_arguments(cfg, run)
+        run.update(batch=batch_plan(cfg.hparams, args))
         tokenizer = load_tokenizer(cfg.model)
-        train_ds, stats = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec)
-        eval_ds = None
-        if cfg.data.eval_split:
-            eval_ds, _ = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec,
-                                       split=cfg.data.eval_split)
+        # Rank 0 tokenises and fills the cache; the other ranks then read it (no concurrent writes).
+        with args.main_process_first(desc="tokenising the pairs"):
+            train_ds, stats = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec)
+            eval_ds = None
+            if cfg.data.eval_split:
+                eval_ds, _ = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec,
+                                           split=cfg.data.eval_split)
         model = load_model(cfg.model, tokenizer)
         ref_model = None
         if spec.needs_reference:
@@ -143,11 +187,12 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             run.update(reference=ref_info)
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
                    model={"fingerprint": model_fingerprint(cfg.model, model),
-                          "parameters": sum(p.numel() for p in model.parameters())})
+                          # ds_numel: a ZeRO-3 partitioned parameter's numel() is 0
+                          "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())})
         _setup_wandb(cfg, run)
         trainer = PreferenceTrainer(
             model=model,
-            args=training_arguments(cfg, run),
+            args=args,
             data_collator=make_collator(spec, tokenizer.pad_token_id),
             train_dataset=train_ds,
             processing_class=tokenizer,
@@ -157,19 +202,33 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             ref_model=ref_model,
             nan_skip_budget=cfg.trainer.nan_skip_budget,
         )
+        if trainer.accelerator.num_processes != world_size():
+            raise RuntimeError(f"WORLD_SIZE={world_size()} but accelerate formed {trainer.accelerator.num_processes} "
+                               "process(es): every rank would train alone (on CPU set ACCELERATE_USE_CPU=true)")
+        run.update(distributed={"name": cfg.distributed.name,
+                                "type": trainer.accelerator.distributed_type.value,
+                                "num_processes": trainer.accelerator.num_processes})
         pairs = eval_ds if eval_ds is not None else train_ds
-        before = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
+        start = _pair_metrics_at_start(trainer, pairs) if cfg.trainer.evaluate and prepared_in_train(trainer) else None
+        if start is not None:
+            trainer.add_callback(start)
+        before = trainer.pair_metrics(pairs) if cfg.trainer.evaluate and start is None else {}
         output = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.raise_if_interrupted(run.path)
+        before = start.metrics if start is not None else before
         after = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-        if cfg.trainer.save_model and trainer.is_world_process_zero():
+        if cfg.trainer.save_model:
             tmp = run.path / "model.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
+            if trainer.is_world_process_zero():
+                shutil.rmtree(tmp, ignore_errors=True)
+            # Every rank calls save_model: under ZeRO-3/FSDP it gathers the sharded weights
+            # (a collective); only the main process writes.
             trainer.save_model(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            shutil.rmtree(run.model_dir, ignore_errors=True)
-            tmp.rename(run.model_dir)
+            if trainer.is_world_process_zero():
+                tokenizer.save_pretrained(str(tmp))
+                shutil.rmtree(run.model_dir, ignore_errors=True)
+                tmp.rename(run.model_dir)
         final_loss = losses[-1] if losses else output.training_loss
         result = TrainResult(run.path, output.global_step, final_loss, before, after,
                              cfg.data.eval_split or cfg.data.split)
