@@ -84,7 +84,6 @@ def _print_train_summary(result) -> None:
     from rich.table import Table
 
     table = Table(title="simpo train", show_header=False)
-    table.add_row("run directory", str(result.run_dir))
     table.add_row("steps", str(result.steps))
     if result.final_loss is not None:
         table.add_row("final loss", f"{result.final_loss:.4f}")
@@ -93,6 +92,8 @@ def _print_train_summary(result) -> None:
             table.add_row(f"{key} ({result.pairs_split} pairs)",
                           f"{result.before[key]:.4f} -> {result.after[key]:.4f}")
     Console().print(table)
+    # Plain line so the path is never wrapped or cut by the table's width.
+    print(f"run directory: {result.run_dir}")
 
 
 @_guard

@@ -145,7 +145,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             tokenizer.save_pretrained(str(tmp))
             shutil.rmtree(run.model_dir, ignore_errors=True)
             tmp.rename(run.model_dir)
-        result = TrainResult(run.path, output.global_step, losses[-1] if losses else None, before, after,
+        final_loss = losses[-1] if losses else output.training_loss
+        result = TrainResult(run.path, output.global_step, final_loss, before, after,
                              cfg.data.eval_split or cfg.data.split)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
                    pairs_before=before, pairs_after=after)
