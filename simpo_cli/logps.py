@@ -188,15 +188,37 @@ def default_chunk_size(vocab_size: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(vocab_size, 1))
 
 
+def _pack(input_ids, attention_mask):
+    """Padding-free layout of a ``[N, L]`` batch: its real tokens as one ``[1, T]`` row with
+    ``position_ids`` restarting at 0 for every sequence, and ``flat [N, L]`` giving each kept
+    token's index in that row. transformers reads restarting positions with no attention mask as
+    packed sequences (varlen kernels for flash-attention, a block-diagonal mask otherwise)."""
+    keep = attention_mask.bool()
+    positions = keep.long().cumsum(1) - 1
+    flat = keep.flatten().long().cumsum(0).view_as(keep) - 1
+    return input_ids[keep][None], positions[keep][None], flat
+
+
+def padding_free_default(model) -> bool:
+    """Padding-free is the default only where attention runs as variable-length kernels
+    (flash-attention): eager and sdpa would build a dense ``[T, T]`` block-diagonal mask, which
+    costs more than the padding it saves."""
+    impl = getattr(getattr(_unwrap(model), "config", None), "_attn_implementation", None) or ""
+    return impl.startswith("flash_attention")
+
+
 def sequence_logps(model, input_ids, attention_mask, response_mask, *, path: str = "auto",
-                   chunk_size: int | None = None) -> SequenceLogps:
+                   chunk_size: int | None = None, padding_free: bool | None = False) -> SequenceLogps:
     """Summed response-token log-probs of each row of a ``[N, L]`` batch.
 
     ``response_mask[i, t] = 1`` marks token ``t`` of row ``i`` as scored: its log-prob
     ``log π(x_t | x_<t)`` comes from position ``t-1``. ``path`` is ``auto`` (chunked when
     ``supports_chunked``), ``chunked`` or ``plain``; asking for ``chunked`` on an unsupported model
     raises ``ValueError``. ``chunk_size`` (tokens per head chunk) defaults to
-    ``default_chunk_size(V)``. Log-probs are float32 (float64 for a float64 model). Source: the
+    ``default_chunk_size(V)``. ``padding_free=True`` drops padding and runs the forward on one
+    packed ``[1, T]`` row (rows must be contiguous runs of ``attention_mask == 1``, as
+    ``PreferenceCollator`` makes them); ``None`` = ``padding_free_default(model)``. Same numbers
+    as the padded forward. Log-probs are float32 (float64 for a float64 model). Source: the
     ``get_batch_logps`` of TRL / princeton-nlp/SimPO, minus the full-vocabulary logits.
     """
     if path not in ("auto", "chunked", "plain"):
@@ -209,19 +231,30 @@ def sequence_logps(model, input_ids, attention_mask, response_mask, *, path: str
     supported = supports_chunked(model)
     if path == "chunked" and not supported:
         raise ValueError(f"the chunked log-prob path does not support {type(_unwrap(model)).__name__}")
+    if padding_free is None:
+        padding_free = padding_free_default(model)
+    if padding_free:
+        # Scored token t of row i is predicted at position t-1 of that row.
+        packed_ids, position_ids, flat = _pack(input_ids, attention_mask)
+        inputs = dict(input_ids=packed_ids, position_ids=position_ids)
+        source = flat[:, :-1][mask]
+    else:
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask)
+
+    def scored(states):  # [N, L, ...] (or packed [1, T, ...]) -> [tokens scored, ...]
+        return states[0, source] if padding_free else states[:, :-1][mask]
+
     if path != "plain" and supported:
         inner = _unwrap(model)
-        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                    output_hidden_states=True, logits_to_keep=1)
-        hidden = out.hidden_states[-1][:, :-1][mask]
+        out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        hidden = scored(out.hidden_states[-1])
         head = inner.get_output_embeddings()
         softcap = getattr(inner.config, "final_logit_softcapping", None)
         vocab = head.weight.ds_shape[0] if _is_zero3(head.weight) else head.weight.shape[0]
         token_logps, token_means = _ChunkedHeadLogps.apply(
             hidden, head.weight, head.bias, targets[mask], chunk_size or default_chunk_size(vocab), softcap)
     else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        logits = logits[:, :-1][mask]
+        logits = scored(model(**inputs, use_cache=False).logits)
         logits = logits.to(_compute_dtype(logits.dtype))
         token_logps = logits.gather(1, targets[mask][:, None])[:, 0] - logits.logsumexp(1)
         token_means = logits.detach().mean(1)
