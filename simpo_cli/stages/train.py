@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from simpo_cli.batching import LENGTH_COLUMN, add_length_column
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset, data_fingerprint
 from simpo_cli.modeling import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.objectives import get_objective
@@ -82,6 +83,8 @@ def training_arguments(cfg, run: RunDir):
         remove_unused_columns=False,
         report_to=report_to,
         disable_tqdm=not tr.progress_bar,
+        train_sampling_strategy="group_by_length" if tr.get("group_by_length") else "random",
+        length_column_name=LENGTH_COLUMN,
     )
 
 
@@ -118,6 +121,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         if cfg.data.eval_split:
             eval_ds, _ = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir,
                                                   split=cfg.data.eval_split)
+        if cfg.trainer.group_by_length:
+            train_ds = add_length_column(train_ds)
         model = load_model(cfg.model, tokenizer)
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
                    model={"fingerprint": model_fingerprint(cfg.model, model),
@@ -132,6 +137,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             callbacks=[MetricsJsonlCallback(run.metrics)],
             objective=spec,
             objective_kwargs=objective_kwargs(cfg),
+            padding_free=cfg.trainer.padding_free,
         )
         pairs = eval_ds if eval_ds is not None else train_ds
         before = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
