@@ -186,8 +186,12 @@ def run_trl(args, work: Path, pairs: list[dict], timer: StepTimer):
         from trl import DPOConfig, DPOTrainer
 
         cfg = DPOConfig(loss_type=["sigmoid"], beta=0.1, max_length=max_length, **common_args(args, work))
-        trainer = DPOTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer,
-                             callbacks=[timer.callback])
+        import copy
+
+        # The reference is a frozen copy of the starting policy, run every step (TRL's default
+        # setting; its model-path loader cannot rebuild a model made in code).
+        trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model).eval(), args=cfg, train_dataset=ds,
+                             processing_class=tokenizer, callbacks=[timer.callback])
     output = trainer.train()
     return {"train_loss": output.training_loss}
 
