@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-FULL = dict(vocabs=(512, 32_000, 128_256), prompt_len=256, response_len=768, warmup=1, steps=3)
+FULL = dict(vocabs=(512, 32_000, 128_256), prompt_len=256, response_len=768, warmup=1, steps=2)
 QUICK = dict(vocabs=(512, 32_000), prompt_len=64, response_len=192, warmup=1, steps=2)
 IMPLS = ("simpo", "trl-cpo-simpo", "dpo-cached", "trl-dpo")
 
