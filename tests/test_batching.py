@@ -59,6 +59,7 @@ def test_group_by_length_uses_transformers_sampler_and_cuts_padding(tmp_path, ti
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, LengthGroupedSampler)
     assert sampler.lengths == ds["length"]
+    assert isinstance(trainer._get_eval_sampler(ds), LengthGroupedSampler)  # pair_metrics' batches
     grouped = padding_fraction(ds, 4, order=list(sampler))
     shuffled = padding_fraction(ds, 4, order=torch.randperm(len(ds), generator=torch.Generator().manual_seed(0)).tolist())
     assert grouped < 0.6 * shuffled, (grouped, shuffled)
@@ -66,12 +67,12 @@ def test_group_by_length_uses_transformers_sampler_and_cuts_padding(tmp_path, ti
 
 @pytest.mark.slow
 def test_train_with_group_by_length_and_padding_free(tmp_path):
-    """The real CLI with both switches on; the first logged loss equals the padded run's (same
-    data order needs the same sampler, so both runs group by length)."""
+    """The real CLI with both switches on (pair metrics before/after included); the logged losses
+    equal the padded run's (same data order needs the same sampler, so both runs group by length)."""
     losses = {}
     for padding_free in ("true", "false"):
         out = f"out-{padding_free}"
-        run_simpo(["train", *FAST_TRAIN, "trainer.evaluate=false", "trainer.save_model=false",
+        run_simpo(["train", *FAST_TRAIN, "trainer.save_model=false",
                    "trainer.group_by_length=true", f"trainer.padding_free={padding_free}",
                    f"paths.output_root={out}"], tmp_path)
         (run,) = run_dirs(tmp_path / out)

@@ -122,7 +122,9 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             eval_ds, _ = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir,
                                                   split=cfg.data.eval_split)
         if cfg.trainer.group_by_length:
+            # transformers' eval sampler groups by length too, so the eval pairs need the column.
             train_ds = add_length_column(train_ds)
+            eval_ds = add_length_column(eval_ds) if eval_ds is not None else None
         model = load_model(cfg.model, tokenizer)
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
                    model={"fingerprint": model_fingerprint(cfg.model, model),
