@@ -142,6 +142,11 @@ class TrainerConfig:
     save_model: bool = True
     evaluate: bool = True  # reward accuracy etc. over the pairs before and after training
     progress_bar: bool = True
+    # Batches of pairs of similar length (transformers' LengthGroupedSampler): less padding.
+    group_by_length: bool = False
+    # One packed row per batch, no padding (position_ids restart per sequence). null = on only
+    # for flash-attention, where it runs as varlen kernels (see simpo_cli/logps.py).
+    padding_free: Optional[bool] = None
 
 
 @dataclass

@@ -8,10 +8,17 @@ Two paths give the same numbers (to float rounding):
   backward pass (``_ChunkedHeadLogps``), so no ``[N, L, V]`` tensor ever exists and prompt or
   padding positions are never scored. Used for architectures whose head is a plain linear layer
   (optionally with Gemma-2's final-logit soft-capping); anything else falls back to ``plain``.
+
+Sharded heads: under DeepSpeed ZeRO-3 the head's weight is all-gathered with
+``deepspeed.zero.GatheredParameters`` for the chunked forward and again for its backward (the
+gradient is full-sized, as ZeRO-3's own gradient hooks expect). FSDP-wrapped models and DTensor
+(FSDP2) weights use ``plain``: their parameters may only be unsharded inside FSDP's own forward.
+The ZeRO-3 branch is untested here (no DeepSpeed in the test environment).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +26,9 @@ import torch.nn.functional as F
 
 # Heads that are exactly ``hidden @ W.T`` (+ optional soft-capping) after the final norm.
 CHUNKED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "mixtral"}
+# Logits per chunk (elements): 2**24 floats = 64 MiB in float32, i.e. ~130 tokens at a 128k
+# vocabulary and the whole batch at a small one. Bounds the head's extra memory.
+CHUNK_ELEMENTS = 2**24
 
 
 @dataclass
@@ -39,107 +49,215 @@ def _unwrap(model):
     return model
 
 
+def _is_zero3(param) -> bool:
+    return hasattr(param, "ds_id")
+
+
+def _is_fsdp(model, param) -> bool:
+    if any(type(m).__name__ == "FullyShardedDataParallel" for m in (model, _unwrap(model))):
+        return True
+    return type(param).__name__ == "DTensor" or type(param.data).__name__ == "DTensor"
+
+
 def supports_chunked(model) -> bool:
-    """True when the chunked path computes exactly what the model's own head would."""
+    """True when the chunked path computes exactly what the model's own head would: a plain
+    ``nn.Linear`` head of an architecture in ``CHUNKED_MODEL_TYPES``, not sharded by FSDP, and (for
+    a ZeRO-3-partitioned head) DeepSpeed importable so the weight can be gathered."""
     inner = _unwrap(model)
     config = getattr(inner, "config", None)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
-    if config is None or not isinstance(head, torch.nn.Linear):
+    if config is None or type(head) is not torch.nn.Linear:
         return False
     if getattr(config, "model_type", None) not in CHUNKED_MODEL_TYPES:
         return False
-    # Sharded weights (DeepSpeed ZeRO-3 / FSDP) are not materialised outside the model's forward.
-    return not hasattr(head.weight, "ds_id") and type(model).__name__ != "FullyShardedDataParallel"
+    if _is_fsdp(model, head.weight):
+        return False
+    if _is_zero3(head.weight):
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError:
+            return False
+    return True
+
+
+def _gathered(weight, bias):
+    """All-gather ZeRO-3-partitioned head parameters for the duration of the block; a no-op for
+    ordinary tensors. ``modifier_rank=None``: read-only, every rank gets the full weight."""
+    params = [p for p in (weight, bias) if p is not None and _is_zero3(p)]
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Softmax dtype: half precisions are upcast to float32; float32/float64 are kept (no copy)."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _head(h, weight, bias, softcap):
+    logits = F.linear(h, weight, bias)
+    logits = logits.to(_compute_dtype(logits.dtype))
+    if softcap is None:
+        return logits
+    return logits.div_(softcap).tanh_().mul_(softcap)
 
 
 class _ChunkedHeadLogps(torch.autograd.Function):
-    """log softmax(h W^T + b)[target] for T rows, ``chunk`` rows at a time, in float32.
+    """``log softmax(cap(h W^T + b))[target]`` for ``T`` rows, ``chunk`` rows at a time.
 
-    Forward keeps only the inputs; backward recomputes each chunk's logits, so peak extra memory
-    is one ``[chunk, V]`` block instead of ``[T, V]``."""
+    Forward keeps the inputs and the per-token log-sum-exp ``[T]``; backward recomputes each
+    chunk's logits and turns them in place into the gradient, so the peak extra memory is about
+    two ``[chunk, V]`` blocks instead of ``[T, V]``. Softmax runs in float32 for half-precision
+    models (float64 for float64 models). ``cap(x) = c·tanh(x/c)`` is Gemma-2's final-logit
+    soft-capping (``softcap`` = c, or ``None``)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk, softcap):
-        logps = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
-        logit_means = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
-        for s in range(0, hidden.shape[0], chunk):
-            logits = _head(hidden[s : s + chunk], weight, bias, softcap)
-            logps[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None])[:, 0] - logits.logsumexp(1)
-            logit_means[s : s + chunk] = logits.mean(1)
-        ctx.save_for_backward(hidden, weight, bias, targets)
+        dtype = _compute_dtype(hidden.dtype)
+        n = hidden.shape[0]
+        logps = hidden.new_empty(n, dtype=dtype)
+        lse = hidden.new_empty(n, dtype=dtype)
+        logit_means = hidden.new_empty(n, dtype=dtype)
+        with _gathered(weight, bias):
+            for s in range(0, n, chunk):
+                logits = _head(hidden[s : s + chunk], weight, bias, softcap)
+                torch.logsumexp(logits, 1, out=lse[s : s + chunk])
+                logps[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None])[:, 0] - lse[s : s + chunk]
+                torch.mean(logits, 1, out=logit_means[s : s + chunk])
+        if _is_zero3(weight):
+            # Saving a partitioned parameter would save its empty shard; keep the objects instead.
+            ctx.save_for_backward(hidden, targets, lse)
+            ctx.params = (weight, bias)
+        else:
+            ctx.save_for_backward(hidden, targets, lse, weight, bias)
+            ctx.params = None
         ctx.chunk, ctx.softcap = chunk, softcap
         ctx.mark_non_differentiable(logit_means)
         return logps, logit_means
 
     @staticmethod
     def backward(ctx, grad_logps, _grad_means):
-        hidden, weight, bias, targets = ctx.saved_tensors
-        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        grad_bias = (torch.zeros_like(bias, dtype=torch.float32)
-                     if bias is not None and ctx.needs_input_grad[2] else None)
-        for s in range(0, hidden.shape[0], ctx.chunk):
-            h = hidden[s : s + ctx.chunk]
-            raw = F.linear(h, weight, bias).float()
-            logits = raw if ctx.softcap is None else torch.tanh(raw / ctx.softcap) * ctx.softcap
-            # d logp[target] / d logits = onehot(target) - softmax(logits)
-            grad = -torch.softmax(logits, dim=1)
-            grad.scatter_add_(1, targets[s : s + ctx.chunk, None], torch.ones_like(grad[:, :1]))
-            grad *= grad_logps[s : s + ctx.chunk, None]
-            if ctx.softcap is not None:
-                grad *= 1 - (logits / ctx.softcap) ** 2
-            if grad_hidden is not None:
-                grad_hidden[s : s + ctx.chunk] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
-            if grad_weight is not None:
-                grad_weight += grad.T @ h.float()
-            if grad_bias is not None:
-                grad_bias += grad.sum(0)
-        grad_weight = grad_weight.to(weight.dtype) if grad_weight is not None else None
-        grad_bias = grad_bias.to(bias.dtype) if grad_bias is not None else None
+        if ctx.params is None:
+            hidden, targets, lse, weight, bias = ctx.saved_tensors
+        else:
+            hidden, targets, lse = ctx.saved_tensors
+            weight, bias = ctx.params
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        need_b = need_b and bias is not None
+        cap = ctx.softcap
+        with _gathered(weight, bias):
+            # Every row of grad_hidden is written below, so no zero fill is needed.
+            grad_hidden = torch.empty_like(hidden) if need_h else None
+            acc = _compute_dtype(weight.dtype)
+            grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+            grad_bias = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
+            for s in range(0, hidden.shape[0], ctx.chunk):
+                h, t, e = hidden[s : s + ctx.chunk], targets[s : s + ctx.chunk], slice(s, s + ctx.chunk)
+                grad = F.linear(h, weight, bias)
+                grad = grad.to(_compute_dtype(grad.dtype))
+                if cap is not None:
+                    tanh = grad.div_(cap).tanh_()  # in place: the [chunk, V] block now holds tanh
+                    grad = tanh.mul(cap)  # the capped logits
+                # d logp[t]/d logits = onehot(t) - softmax(logits), built in place
+                grad.sub_(lse[e, None]).exp_().neg_()
+                grad.scatter_add_(1, t[:, None], torch.ones_like(grad[:, :1]))
+                grad.mul_(grad_logps[e, None].to(grad.dtype))
+                if cap is not None:
+                    # d cap(x)/dx = 1 - tanh(x/c)^2
+                    grad.mul_(tanh.square_().neg_().add_(1))
+                    del tanh
+                if need_h:
+                    grad_hidden[e] = grad.to(weight.dtype) @ weight
+                if need_w:
+                    grad_weight.addmm_(grad.T, h.to(acc))
+                if need_b:
+                    grad_bias += grad.sum(0)
+        grad_weight = grad_weight.to(weight.dtype) if need_w else None
+        grad_bias = grad_bias.to(bias.dtype) if need_b else None
         return grad_hidden, grad_weight, grad_bias, None, None, None
-
-
-def _head(h, weight, bias, softcap):
-    logits = F.linear(h, weight, bias).float()
-    return logits if softcap is None else torch.tanh(logits / softcap) * softcap
 
 
 def _row_sums(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
     return torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
 
 
+def default_chunk_size(vocab_size: int) -> int:
+    """Tokens per head chunk so one ``[chunk, V]`` logits block holds ``CHUNK_ELEMENTS`` values."""
+    return max(1, CHUNK_ELEMENTS // max(vocab_size, 1))
+
+
+def _pack(input_ids, attention_mask):
+    """Padding-free layout of a ``[N, L]`` batch: its real tokens as one ``[1, T]`` row with
+    ``position_ids`` restarting at 0 for every sequence, and ``flat [N, L]`` giving each kept
+    token's index in that row. transformers reads restarting positions with no attention mask as
+    packed sequences (varlen kernels for flash-attention, a block-diagonal mask otherwise)."""
+    keep = attention_mask.bool()
+    positions = keep.long().cumsum(1) - 1
+    flat = keep.flatten().long().cumsum(0).view_as(keep) - 1
+    return input_ids[keep][None], positions[keep][None], flat
+
+
+def padding_free_default(model) -> bool:
+    """Padding-free is the default only where attention runs as variable-length kernels
+    (flash-attention): eager and sdpa would build a dense ``[T, T]`` block-diagonal mask, which
+    costs more than the padding it saves."""
+    impl = getattr(getattr(_unwrap(model), "config", None), "_attn_implementation", None) or ""
+    return impl.startswith("flash_attention")
+
+
 def sequence_logps(model, input_ids, attention_mask, response_mask, *, path: str = "auto",
-                   chunk_size: int = 1024) -> SequenceLogps:
+                   chunk_size: int | None = None, padding_free: bool | None = False) -> SequenceLogps:
     """Summed response-token log-probs of each row of a ``[N, L]`` batch.
 
     ``response_mask[i, t] = 1`` marks token ``t`` of row ``i`` as scored: its log-prob
     ``log π(x_t | x_<t)`` comes from position ``t-1``. ``path`` is ``auto`` (chunked when
     ``supports_chunked``), ``chunked`` or ``plain``; asking for ``chunked`` on an unsupported model
-    raises ``ValueError``. Source: the ``get_batch_logps`` of TRL / princeton-nlp/SimPO, minus the
-    full-vocabulary logits.
+    raises ``ValueError``. ``chunk_size`` (tokens per head chunk) defaults to
+    ``default_chunk_size(V)``. ``padding_free=True`` drops padding and runs the forward on one
+    packed ``[1, T]`` row (rows must be contiguous runs of ``attention_mask == 1``, as
+    ``PreferenceCollator`` makes them); ``None`` = ``padding_free_default(model)``. Same numbers
+    as the padded forward. Log-probs are float32 (float64 for a float64 model). Source: the
+    ``get_batch_logps`` of TRL / princeton-nlp/SimPO, minus the full-vocabulary logits.
     """
+    if path not in ("auto", "chunked", "plain"):
+        raise ValueError(f"path must be auto, chunked or plain, got '{path}'")
     targets = input_ids[:, 1:]
     mask = response_mask[:, 1:].bool()
     lengths = mask.sum(1)
     n = input_ids.shape[0]
     rows = torch.arange(n, device=input_ids.device)[:, None].expand_as(mask)[mask]
-    use_chunked = path == "chunked" or (path == "auto" and supports_chunked(model))
-    if path == "chunked" and not supports_chunked(model):
+    supported = supports_chunked(model)
+    if path == "chunked" and not supported:
         raise ValueError(f"the chunked log-prob path does not support {type(_unwrap(model)).__name__}")
-    if use_chunked:
+    if padding_free is None:
+        padding_free = padding_free_default(model)
+    if padding_free:
+        # Scored token t of row i is predicted at position t-1 of that row.
+        packed_ids, position_ids, flat = _pack(input_ids, attention_mask)
+        inputs = dict(input_ids=packed_ids, position_ids=position_ids)
+        source = flat[:, :-1][mask]
+    else:
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask)
+
+    def scored(states):  # [N, L, ...] (or packed [1, T, ...]) -> [tokens scored, ...]
+        return states[0, source] if padding_free else states[:, :-1][mask]
+
+    if path != "plain" and supported:
         inner = _unwrap(model)
-        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                    output_hidden_states=True, logits_to_keep=1)
-        hidden = out.hidden_states[-1][:, :-1][mask]
+        out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        hidden = scored(out.hidden_states[-1])
         head = inner.get_output_embeddings()
         softcap = getattr(inner.config, "final_logit_softcapping", None)
+        vocab = head.weight.ds_shape[0] if _is_zero3(head.weight) else head.weight.shape[0]
         token_logps, token_means = _ChunkedHeadLogps.apply(
-            hidden, head.weight, head.bias, targets[mask], chunk_size, softcap)
+            hidden, head.weight, head.bias, targets[mask], chunk_size or default_chunk_size(vocab), softcap)
     else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        logits = logits[:, :-1][mask].float()
+        logits = scored(model(**inputs, use_cache=False).logits)
+        logits = logits.to(_compute_dtype(logits.dtype))
         token_logps = logits.gather(1, targets[mask][:, None])[:, 0] - logits.logsumexp(1)
         token_means = logits.detach().mean(1)
-    denom = lengths.clamp(min=1).float()
+    denom = lengths.clamp(min=1).to(token_means.dtype)
     return SequenceLogps(_row_sums(token_logps, rows, n), lengths,
                          _row_sums(token_means.detach(), rows, n) / denom)

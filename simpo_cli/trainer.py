@@ -21,13 +21,15 @@ BATCH_KEYS = ("input_ids", "attention_mask", "response_mask")
 
 class PreferenceTrainer(ReliableTrainerMixin, Trainer):
     def __init__(self, *args, objective: ObjectiveSpec, objective_kwargs: dict,
-                 logps_path: str = "auto", ref_model=None, **kwargs):
+                 logps_path: str = "auto", ref_model=None,
+                 padding_free: bool | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         # A live reference (reference.mode=live); None when its log-probs come with the batch.
         self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         self.objective = objective
         self.objective_kwargs = objective_kwargs
         self.logps_path = logps_path
+        self.padding_free = padding_free  # None: padding_free_default(model)
         # compute_loss returns a per-micro-batch mean; Trainer then divides by the accumulation
         # steps, so batch 4 x GA 1 and batch 2 x GA 2 give the same gradient.
         self.model_accepts_loss_kwargs = False
@@ -37,7 +39,8 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
     def preference_logps(self, model, inputs) -> tuple[PreferenceLogps, torch.Tensor]:
         """One forward over the ``[2B, L]`` batch → ``PreferenceLogps`` (summed, ``[B]`` each) and
         the per-row mean logits ``[2B]``."""
-        out = sequence_logps(model, *(inputs[k] for k in BATCH_KEYS), path=self.logps_path)
+        out = sequence_logps(model, *(inputs[k] for k in BATCH_KEYS), path=self.logps_path,
+                             padding_free=self.padding_free)
         b = inputs["input_ids"].shape[0] // 2
         logps = PreferenceLogps(
             chosen=out.logps[:b], rejected=out.logps[b:],

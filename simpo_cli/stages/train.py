@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from simpo_cli.batching import LENGTH_COLUMN, add_length_column
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset, data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.distributed import is_main_process, world_size
@@ -105,6 +106,8 @@ def training_arguments(cfg, run: RunDir):
         remove_unused_columns=False,
         report_to=report_to,
         disable_tqdm=not tr.progress_bar,
+        train_sampling_strategy="group_by_length" if tr.get("group_by_length") else "random",
+        length_column_name=LENGTH_COLUMN,
     )
 
 
@@ -177,6 +180,10 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             if cfg.data.eval_split:
                 eval_ds, _ = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec,
                                            split=cfg.data.eval_split)
+        if cfg.trainer.group_by_length:
+            # transformers' eval sampler groups by length too, so the eval pairs need the column.
+            train_ds = add_length_column(train_ds)
+            eval_ds = add_length_column(eval_ds) if eval_ds is not None else None
         model = load_model(cfg.model, tokenizer)
         ref_model = None
         if spec.needs_reference:
@@ -201,6 +208,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             objective_kwargs=objective_kwargs(cfg),
             ref_model=ref_model,
             nan_skip_budget=cfg.trainer.nan_skip_budget,
+            padding_free=cfg.trainer.padding_free,
         )
         if trainer.accelerator.num_processes != world_size():
             raise RuntimeError(f"WORLD_SIZE={world_size()} but accelerate formed {trainer.accelerator.num_processes} "

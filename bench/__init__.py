@@ -1,0 +1,1 @@
+"""Benchmark of ``simpo train`` against TRL 1.16 (``python -m bench``; see bench/README.md)."""

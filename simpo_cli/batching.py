@@ -1,0 +1,41 @@
+"""Batching that wastes few tokens: length-grouped sampling and the padding-free forward switch.
+
+Length grouping is transformers' own ``LengthGroupedSampler`` (``TrainingArguments(
+train_sampling_strategy="group_by_length")``): megabatches of 50 batches drawn at random, sorted
+by length inside, so a batch's rows are of similar width and little padding is scored. It reads
+the lengths from the dataset's ``length`` column, which ``add_length_column`` fills with the
+width a pair takes in ``PreferenceCollator``'s ``[2B, L]`` batch: prompt + the longer response.
+"""
+
+from __future__ import annotations
+
+LENGTH_COLUMN = "length"
+
+
+def pair_length(example: dict) -> int:
+    """Tokens of the pair's longer row: ``len(prompt) + max(len(chosen), len(rejected))``."""
+    return len(example["prompt_input_ids"]) + max(len(example["chosen_input_ids"]),
+                                                  len(example["rejected_input_ids"]))
+
+
+def add_length_column(dataset):
+    """``dataset`` plus an int ``length`` column (``pair_length`` of each row); a no-op when present."""
+    if LENGTH_COLUMN in dataset.column_names:
+        return dataset
+    p, c, r = (dataset[k] for k in ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids"))
+    return dataset.add_column(LENGTH_COLUMN, [len(a) + max(len(b), len(d)) for a, b, d in zip(p, c, r)])
+
+
+def padding_fraction(dataset, batch_size: int, order=None) -> float:
+    """Share of the ``[2B, L]`` batch cells that are padding when ``dataset`` is cut into batches
+    of ``batch_size`` pairs in ``order`` (default: dataset order). For logs and the benchmark."""
+    order = list(order) if order is not None else list(range(len(dataset)))
+    p, c, r = (dataset[k] for k in ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids"))
+    rows = [(len(p[i]) + len(c[i]), len(p[i]) + len(r[i])) for i in order]
+    cells = real = 0
+    for s in range(0, len(rows), batch_size):
+        chunk = rows[s : s + batch_size]
+        width = max(max(r) for r in chunk)
+        cells += 2 * len(chunk) * width
+        real += sum(sum(r) for r in chunk)
+    return 1 - real / cells if cells else 0.0

@@ -1,0 +1,166 @@
+"""``sequence_logps``: the chunked LM head and the padding-free forward give the numbers (values
+and gradients) of the plain full-logits computation on tiny Llama, Mistral, Qwen2 and Gemma-2
+(with final-logit soft-capping), and anything unsupported falls back to the plain path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from simpo_cli.logps import (
+    _ChunkedHeadLogps,
+    default_chunk_size,
+    padding_free_default,
+    sequence_logps,
+    supports_chunked,
+)
+
+VOCAB = 97
+ARCHS = ["llama", "mistral", "qwen2", "gemma2"]
+
+
+def tiny(arch: str, dtype=torch.float64, attn="eager", **extra):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                  pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    if arch == "gemma2":
+        # A cap of 2 (the real one is 30) so tanh is far from linear on these logits, and a
+        # sliding window shorter than the rows so both attention kinds are exercised. (A window
+        # of at most the longest padding run gives NaN rows in transformers' padded eager
+        # forward: a padding query that sees only padding keys. Not ours; avoided here.)
+        kwargs.update(head_dim=8, final_logit_softcapping=2.0, sliding_window=6)
+    kwargs.update(extra)
+    config = AutoConfig.for_model(arch, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    return model.to(dtype)
+
+
+def batch(seed: int = 0):
+    """4 right-padded rows: prompts of 3-5 tokens, responses of 1-7, widths 6-11."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(3, 7), (5, 1), (4, 4), (3, 3)]
+    width = max(p + r for p, r in shapes)
+    ids = torch.zeros(len(shapes), width, dtype=torch.long)
+    attn, resp = torch.zeros_like(ids), torch.zeros_like(ids)
+    for i, (p, r) in enumerate(shapes):
+        ids[i, : p + r] = torch.randint(3, VOCAB, (p + r,), generator=g)
+        attn[i, : p + r] = 1
+        resp[i, p : p + r] = 1
+    return ids, attn, resp
+
+
+def values_and_grads(model, weights, **kw):
+    model.zero_grad(set_to_none=True)
+    ids, attn, resp = batch()
+    out = sequence_logps(model, ids, attn, resp, **kw)
+    (out.logps * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out, grads
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("variant", [dict(path="chunked", chunk_size=5), dict(path="plain", padding_free=True),
+                                     dict(path="chunked", chunk_size=5, padding_free=True)],
+                         ids=["chunked", "padding-free", "chunked+padding-free"])
+def test_matches_plain_values_and_gradients(arch, variant):
+    """float64, chunk of 5 tokens over 15 scored ones (3 chunks): logps, logits means and every
+    parameter's gradient of ``sum_i w_i * logps_i`` agree with the plain path to 1e-5 (they agree
+    to ~1e-12; the tolerance is the issue's bar)."""
+    model = tiny(arch)
+    assert supports_chunked(model)
+    weights = torch.tensor([0.7, -1.3, 0.4, 2.0], dtype=torch.float64)
+    ref, ref_grads = values_and_grads(model, weights, path="plain")
+    out, grads = values_and_grads(model, weights, **variant)
+    assert out.lengths.tolist() == ref.lengths.tolist() == [7, 1, 4, 3]
+    torch.testing.assert_close(out.logps, ref.logps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.logits_mean, ref.logits_mean, atol=1e-5, rtol=0)
+    assert set(grads) == set(ref_grads) and len(grads) == len(list(model.parameters()))
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_float32_matches_plain(arch):
+    """float32 (what CPU runs use): chunked at the default chunk size equals plain to 1e-5
+    relative (summed log-probs are ~ -30 nats, float32 rounding is ~1e-6 of that)."""
+    model = tiny(arch, dtype=torch.float32)
+    weights = torch.tensor([1.0, -1.0, 0.5, 0.25])
+    ref, ref_grads = values_and_grads(model, weights, path="plain")
+    out, grads = values_and_grads(model, weights, path="chunked")
+    torch.testing.assert_close(out.logps, ref.logps, rtol=1e-5, atol=1e-5)
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_sdpa_padding_free_matches_padded():
+    """sdpa reads the restarting position_ids as packed sequences too (block-diagonal mask)."""
+    model = tiny("llama", attn="sdpa")
+    ids, attn, resp = batch(1)
+    ref = sequence_logps(model, ids, attn, resp, path="plain")
+    out = sequence_logps(model, ids, attn, resp, padding_free=True)
+    torch.testing.assert_close(out.logps, ref.logps, atol=1e-5, rtol=0)
+
+
+def test_head_function_gradcheck_with_bias_and_softcap():
+    """The custom autograd function against finite differences, including a head bias (no tiny
+    config here has one) and soft-capping; 7 rows in chunks of 3."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(7, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(11, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    bias = torch.randn(11, dtype=torch.float64, generator=g, requires_grad=True)
+    targets = torch.randint(0, 11, (7,), generator=g)
+    for cap in (None, 1.5):
+        assert torch.autograd.gradcheck(
+            lambda h, w, b: _ChunkedHeadLogps.apply(h, w, b, targets, 3, cap)[0], (hidden, weight, bias))
+
+
+def test_head_function_hand_values():
+    """V=2, logits (0, log 3) for one token → log-softmax = (log 1/4, log 3/4); target 1 gives
+    log 0.75 = -0.28768 and a mean logit of log(3)/2 = 0.54931."""
+    hidden = torch.tensor([[1.0]], dtype=torch.float64)
+    weight = torch.tensor([[0.0], [float(torch.log(torch.tensor(3.0)))]], dtype=torch.float64)
+    logps, means = _ChunkedHeadLogps.apply(hidden, weight, None, torch.tensor([1]), 1, None)
+    assert logps.item() == pytest.approx(-0.2876821, abs=1e-7)
+    assert means.item() == pytest.approx(0.5493061, abs=1e-7)
+
+
+def test_only_response_positions_reach_the_head(monkeypatch):
+    """Prompt and padding positions are never scored: the head sees exactly 15 rows (7+1+4+3)."""
+    seen = []
+    original = _ChunkedHeadLogps.apply
+    monkeypatch.setattr(_ChunkedHeadLogps, "apply", lambda h, *a: (seen.append(h.shape), original(h, *a))[1])
+    sequence_logps(tiny("llama"), *batch(), path="chunked")
+    assert seen == [torch.Size([15, 32])]
+
+
+def test_unsupported_head_falls_back_to_plain():
+    """A GPT-2 (not in CHUNKED_MODEL_TYPES) uses the plain path under ``auto``; asking for
+    ``chunked`` is an error rather than a different computation."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2, n_positions=64,
+                                                bos_token_id=1, eos_token_id=2)).double().eval()
+    assert not supports_chunked(model)
+    ids, attn, resp = batch()
+    auto = sequence_logps(model, ids, attn, resp)
+    plain = sequence_logps(model, ids, attn, resp, path="plain")
+    torch.testing.assert_close(auto.logps, plain.logps, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="does not support GPT2LMHeadModel"):
+        sequence_logps(model, ids, attn, resp, path="chunked")
+
+
+def test_defaults():
+    """Chunk of 2**24 logits: 130 tokens at Llama-3's 128,256 vocabulary, 524 at 32,000; padding-free
+    by default only for flash-attention."""
+    assert default_chunk_size(128_256) == 130
+    assert default_chunk_size(32_000) == 524
+    assert not padding_free_default(tiny("llama", attn="eager"))
+    assert not padding_free_default(tiny("llama", attn="sdpa"))
+    model = tiny("llama")
+    model.config._attn_implementation = "flash_attention_2"
+    assert padding_free_default(model)
