@@ -228,9 +228,21 @@ def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: l
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from simpo_cli.config import CONF_DIR, register_configs
+
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+        register_configs()
+        GlobalHydra.instance().clear()
+        # The config loader lets glob(...) sweeps (objective='glob(*)') list a group's options.
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+            if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
+                return Plan(args)  # interval/range for a search sweeper (Optuna): each trial validates itself
+            jobs = BasicSweeper.split_arguments(parsed, None)[0]
     except Exception as e:  # noqa: BLE001
         if os.environ.get("SIMPO_DEBUG"):
             raise

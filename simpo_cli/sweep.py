@@ -107,10 +107,17 @@ def metric_value(meta_or_result: Any, metric: str) -> float | None:
     else:
         final_loss, after = meta_or_result.final_loss, meta_or_result.after or {}
     value = final_loss if metric == "final_loss" else after.get(metric)
-    if value is None:
+    if value is None and _in_multirun():
         log.warning("sweep.metric=%s is not among this run's metrics (final_loss, %s)", metric,
                     ", ".join(after) or "no pair metrics: trainer.evaluate=false?")
     return None if value is None else float(value)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _is_rank_zero() -> bool:

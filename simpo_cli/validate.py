@@ -64,11 +64,12 @@ def _train_problems(cfg) -> list[str]:
     if path and path.startswith(("/", "./", "../")) and not Path(path).exists():
         problems.append(f"model.name_or_path: local path not found: {path}")
     out = Path(cfg.paths.output_root)
-    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
+    if not writable(out):
         problems.append(f"paths.output_root is not writable: {out}")
-    if problems:
-        raise ConfigError(problems)
+    ref = cfg.get("reference")
+    if ref is not None and ref.mode not in ("precompute", "live"):
+        problems.append(f"reference.mode must be one of precompute, live, got '{ref.mode}'")
+    return problems
 
 
 def validate_sft(cfg) -> None:
@@ -97,10 +98,8 @@ def validate_sft(cfg) -> None:
     out = Path(cfg.paths.output_root)
     if not writable(out):
         problems.append(f"paths.output_root is not writable: {out}")
-    ref = cfg.get("reference")
-    if ref is not None and ref.mode not in ("precompute", "live"):
-        problems.append(f"reference.mode must be one of precompute, live, got '{ref.mode}'")
-    return problems
+    if problems:
+        raise ConfigError(problems)
 
 
 def writable(path: Path) -> bool:
@@ -119,7 +118,8 @@ def writable(path: Path) -> bool:
     return True
 
 
-DATA_FORMATS = ("auto", "plain", "ultrafeedback", "sharegpt")
+# Preference layouts, KTO's unpaired records, and the SFT layouts (simpo_cli/data/sft.py).
+DATA_FORMATS = ("auto", "plain", "ultrafeedback", "sharegpt", "unpaired", "messages", "alpaca")
 CHAT_TEMPLATE_MODES = ("auto", "always", "never")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
