@@ -50,22 +50,10 @@ def _train_problems(cfg) -> list[str]:
     if hp.max_prompt_length >= hp.max_length:
         problems.append(f"hparams.max_prompt_length ({hp.max_prompt_length}) must be < "
                         f"hparams.max_length ({hp.max_length})")
-    if hp.per_device_train_batch_size < 1:
-        problems.append("hparams.per_device_train_batch_size must be >= 1")
-    if hp.get("global_batch_size") is not None and hp.global_batch_size % hp.per_device_train_batch_size:
-        problems.append(f"hparams.global_batch_size ({hp.global_batch_size}) must be a multiple of "
-                        f"per_device_train_batch_size ({hp.per_device_train_batch_size})")
-    if OmegaConf.is_missing(cfg.data, "path"):
-        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl")
     if cfg.data.get("kind") == "sft":
         problems.append(f"data '{cfg.data.name}' holds SFT conversations, not preference pairs: run "
                         f"`simpo sft data={cfg.data.name}`, or pick pairs (data=demo-prefs|ultrafeedback|local)")
-    path = cfg.model.name_or_path
-    if path and path.startswith(("/", "./", "../")) and not Path(path).exists():
-        problems.append(f"model.name_or_path: local path not found: {path}")
-    out = Path(cfg.paths.output_root)
-    if not writable(out):
-        problems.append(f"paths.output_root is not writable: {out}")
+    problems += _run_problems(cfg)
     ref = cfg.get("reference")
     if ref is not None and ref.mode not in ("precompute", "live"):
         problems.append(f"reference.mode must be one of precompute, live, got '{ref.mode}'")
@@ -83,6 +71,17 @@ def validate_sft(cfg) -> None:
         problems.append(f"hparams.learning_rate must be > 0, got {hp.learning_rate}")
     if hp.max_length < 2:
         problems.append(f"hparams.max_length must be >= 2, got {hp.max_length}")
+    if cfg.data.get("eval_split") is None and not cfg.data.eval_size > 0:
+        problems.append("set data.eval_size (> 0) or data.eval_split: the held-out loss needs records")
+    problems += _run_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _run_problems(cfg) -> list[str]:
+    """Batch, data path, model path and output checks shared by the training stages."""
+    problems: list[str] = []
+    hp = cfg.hparams
     if hp.per_device_train_batch_size < 1:
         problems.append("hparams.per_device_train_batch_size must be >= 1")
     if hp.get("global_batch_size") is not None and hp.global_batch_size % hp.per_device_train_batch_size:
@@ -90,16 +89,13 @@ def validate_sft(cfg) -> None:
                         f"per_device_train_batch_size ({hp.per_device_train_batch_size})")
     if OmegaConf.is_missing(cfg.data, "path"):
         problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl")
-    if cfg.data.get("eval_split") is None and not cfg.data.eval_size > 0:
-        problems.append("set data.eval_size (> 0) or data.eval_split: the held-out loss needs records")
     path = cfg.model.name_or_path
     if path and path.startswith(("/", "./", "../")) and not Path(path).exists():
         problems.append(f"model.name_or_path: local path not found: {path}")
     out = Path(cfg.paths.output_root)
     if not writable(out):
         problems.append(f"paths.output_root is not writable: {out}")
-    if problems:
-        raise ConfigError(problems)
+    return problems
 
 
 def writable(path: Path) -> bool:
