@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from simpo_cli.data.cache import cached_dataset
 from simpo_cli.data.records import detect_format, is_local, normalise, read_records, resolve_path
 from simpo_cli.data.sft import looks_like_sft
 from simpo_cli.data.tokenize import encode_pair, truncate, uses_template
@@ -37,6 +38,11 @@ class DataStats:
                 "prompt_truncated": self.prompt_truncated,
                 "response_truncated": self.response_truncated,
                 "prompt_longer_than_max_length": self.prompt_longer_than_max_length}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataStats":
+        return cls(d["records"], d["kept"], Counter(d["dropped"]), d["prompt_truncated"],
+                   d["response_truncated"], d.get("prompt_longer_than_max_length", 0))
 
 
 def data_fingerprint(data_cfg, split: str) -> str:
@@ -175,33 +181,19 @@ def build_preference_dataset(data_cfg, tokenizer, hp, cache_dir: str | None, spl
     Cached under ``cache_dir/tokenized/<key>``, the key built from the data fingerprint, the
     tokenizer fingerprint and every setting that changes the tokens. Returns ``(dataset, stats)``.
     """
-    import datasets
-
     split = split or data_cfg.split
-    key_src = json.dumps({
+    key = {
         "v": CACHE_VERSION, "data": data_fingerprint(data_cfg, split), "tok": tokenizer_fingerprint(tokenizer),
         "format": data_cfg.format, "columns": dict(data_cfg.columns), "template": data_cfg.chat_template,
         "max_samples": data_cfg.max_samples, "strict": data_cfg.strict,
         "max_length": hp.max_length, "max_prompt_length": hp.max_prompt_length,
-    }, sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
-    cache = Path(cache_dir) / "tokenized" / key if cache_dir else None
-    if cache and (cache / "stats.json").is_file():
-        stats_d = json.loads((cache / "stats.json").read_text())
-        stats = DataStats(stats_d["records"], stats_d["kept"], Counter(stats_d["dropped"]),
-                          stats_d["prompt_truncated"], stats_d["response_truncated"])
-        ds = datasets.load_from_disk(str(cache / "dataset"))
-    else:
+    }
+
+    def build():
         records, source = read_records(data_cfg.path, split)
-        cols, stats = _tokenize_all(records, source, data_cfg, tokenizer, hp)
-        ds = datasets.Dataset.from_dict(cols)
-        if cache:
-            tmp = cache.with_name(cache.name + ".tmp")
-            ds.save_to_disk(str(tmp / "dataset"))
-            (tmp / "stats.json").write_text(json.dumps(stats.as_dict()))
-            if not cache.exists():
-                tmp.rename(cache)
-            ds = datasets.load_from_disk(str(cache / "dataset"))
+        return _tokenize_all(records, source, data_cfg, tokenizer, hp)
+
+    ds, stats = cached_dataset(cache_dir, "tokenized", key, build, DataStats.from_dict)
     log.info("data %s[%s]: %d records, %d pairs kept, dropped %s, truncated prompts %d, responses %d",
              data_cfg.name, split, stats.records, stats.kept, dict(stats.dropped) or "none",
              stats.prompt_truncated, stats.response_truncated)

@@ -15,10 +15,7 @@ opens with an assistant turn keeps that turn as context only.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ from typing import Any
 
 import torch
 
+from simpo_cli.data.cache import cached_dataset
 from simpo_cli.data.records import _message, read_records
 from simpo_cli.errors import DataError, UserError
 
@@ -274,34 +272,24 @@ def build_sft_dataset(data_cfg, tokenizer, max_length: int, cache_dir: str | Non
     Cached under ``cache_dir/tokenized-sft/<key>`` (data + tokenizer/template fingerprint + every
     setting that changes the tokens). Returns ``(dataset, stats)``.
     """
-    import datasets
-
     from simpo_cli.data.preference import data_fingerprint, tokenizer_fingerprint
 
     split = split or data_cfg.split
-    key_src = json.dumps({
+    key = {
         "v": CACHE_VERSION, "data": data_fingerprint(data_cfg, split), "tok": tokenizer_fingerprint(tokenizer),
         "format": data_cfg.format, "columns": dict(data_cfg.columns), "max_samples": data_cfg.max_samples,
         "strict": data_cfg.strict, "max_length": max_length,
-    }, sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
-    cache = Path(cache_dir) / "tokenized-sft" / key if cache_dir else None
-    if cache and (cache / "stats.json").is_file():
-        s = json.loads((cache / "stats.json").read_text())
-        stats = SFTStats(s["records"], s["kept"], s["truncated"], s["assistant_tokens"], s["tokens"],
-                         Counter(s["dropped"]))
-        ds = datasets.load_from_disk(str(cache / "dataset"))
-    else:
+    }
+
+    def build():
         records, source = read_records(data_cfg.path, split)
-        cols, stats = _tokenize_all(records, source, data_cfg, tokenizer, max_length)
-        ds = datasets.Dataset.from_dict(cols)
-        if cache:
-            tmp = cache.with_name(cache.name + f".tmp{random.getrandbits(32):08x}")
-            ds.save_to_disk(str(tmp / "dataset"))
-            (tmp / "stats.json").write_text(json.dumps(stats.as_dict()))
-            if not cache.exists():
-                tmp.rename(cache)
-            ds = datasets.load_from_disk(str(cache / "dataset"))
+        return _tokenize_all(records, source, data_cfg, tokenizer, max_length)
+
+    def load_stats(s: dict) -> SFTStats:
+        return SFTStats(s["records"], s["kept"], s["truncated"], s["assistant_tokens"], s["tokens"],
+                        Counter(s["dropped"]))
+
+    ds, stats = cached_dataset(cache_dir, "tokenized-sft", key, build, load_stats)
     log.info("sft data %s[%s]: %d records, %d kept, dropped %s, truncated %d, %d tokens (%d assistant)",
              data_cfg.name, split, stats.records, stats.kept, dict(stats.dropped) or "none",
              stats.truncated, stats.tokens, stats.assistant_tokens)

@@ -17,14 +17,11 @@ desirable and an undesirable record.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections import Counter
-from pathlib import Path
 
 from simpo_cli.data.preference import (DataStats, build_preference_dataset, data_fingerprint,
                                        tokenizer_fingerprint)
+from simpo_cli.data.cache import cached_dataset
 from simpo_cli.data.records import _message, _text, read_records
 from simpo_cli.data.tokenize import encode_pair, truncate, uses_template
 from simpo_cli.errors import DataError, UserError
@@ -122,33 +119,19 @@ def _tokenize_all(records, source, data_cfg, tokenizer, hp):
 def build_unpaired_dataset(data_cfg, tokenizer, hp, cache_dir: str | None, split: str | None = None):
     """Unpaired records as the preference dataset layout (one side empty per example), cached like
     ``build_preference_dataset``. Returns ``(dataset, stats)``."""
-    import datasets
-
     split = split or data_cfg.split
-    key_src = json.dumps({
+    key = {
         "v": CACHE_VERSION, "unpaired": True, "data": data_fingerprint(data_cfg, split),
         "tok": tokenizer_fingerprint(tokenizer), "columns": dict(data_cfg.columns),
         "template": data_cfg.chat_template, "max_samples": data_cfg.max_samples, "strict": data_cfg.strict,
         "max_length": hp.max_length, "max_prompt_length": hp.max_prompt_length,
-    }, sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
-    cache = Path(cache_dir) / "tokenized" / key if cache_dir else None
-    if cache and (cache / "stats.json").is_file():
-        d = json.loads((cache / "stats.json").read_text())
-        stats = DataStats(d["records"], d["kept"], Counter(d["dropped"]), d["prompt_truncated"],
-                          d["response_truncated"])
-        ds = datasets.load_from_disk(str(cache / "dataset"))
-    else:
+    }
+
+    def build():
         records, source = read_records(data_cfg.path, split)
-        cols, stats = _tokenize_all(records, source, data_cfg, tokenizer, hp)
-        ds = datasets.Dataset.from_dict(cols)
-        if cache:
-            tmp = cache.with_name(f"{cache.name}.tmp")
-            ds.save_to_disk(str(tmp / "dataset"))
-            (tmp / "stats.json").write_text(json.dumps(stats.as_dict()))
-            if not cache.exists():
-                tmp.rename(cache)
-            ds = datasets.load_from_disk(str(cache / "dataset"))
+        return _tokenize_all(records, source, data_cfg, tokenizer, hp)
+
+    ds, stats = cached_dataset(cache_dir, "tokenized", key, build, DataStats.from_dict)
     desirable = sum(1 for c in ds["chosen_input_ids"] if c)
     log.info("data %s[%s]: %d unpaired records, %d kept (%d desirable, %d undesirable), dropped %s",
              data_cfg.name, split, stats.records, stats.kept, desirable, stats.kept - desirable,

@@ -279,7 +279,7 @@ def _report(summary: dict) -> str:
                   f"| avg log-likelihood chosen / rejected (nats/token) | {fmt(ll['chosen'])} / {fmt(ll['rejected'])} |",
                   f"| Spearman(avg log-likelihood, length) chosen / rejected | {fmt(sp['chosen'])} / {fmt(sp['rejected'])} |"]
         kl = p.get("kl_chosen")
-        lines.append(f"| KL(π_θ‖π_ref) on chosen, per token / per response (nats) | "
+        lines.append("| KL(π_θ‖π_ref) on chosen, per token / per response (nats) | "
                      + (f"{fmt(kl['per_token'])} / {fmt(kl['per_sequence'])} |" if kl else "n/a (no reference) |"))
         lines += ["", "![margins](margins.png)", "", "![log-likelihood vs length](loglik_vs_length.png)"]
     if summary.get("benchmarks"):

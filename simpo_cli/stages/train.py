@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.batching import LENGTH_COLUMN, add_length_column
-from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset, data_fingerprint
+from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.distributed import is_main_process, world_size
 from simpo_cli.modeling import load_model, load_tokenizer, model_fingerprint
