@@ -29,11 +29,11 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
-    from simpo_cli.config import GenerationSettings, ModelConfig, TinyModelConfig
+    from simpo_cli.config.schema import GenerationSettings, ModelConfig, TinyModelConfig
     from simpo_cli.data.prompts import read_prompts
     from simpo_cli.data.tokenize import uses_template
-    from simpo_cli.generation import TransformersBackend, encode_prompt, row_key
-    from simpo_cli.modeling import build_tiny_model, load_tokenizer
+    from simpo_cli.models.generate import TransformersBackend, encode_prompt, row_key
+    from simpo_cli.models.loading import build_tiny_model, load_tokenizer
     from tests.helpers import compose
 
     data_cfg = compose([], "generate-pairs").data  # the bundled demo prompts

@@ -52,9 +52,9 @@ def worker(overrides: list[str], out_file: str) -> None:
     from hydra import compose, initialize_config_dir
     from transformers import TrainerCallback
 
-    from simpo_cli.config import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR, register_configs
     from simpo_cli.stages.train import run_train
-    from simpo_cli.trainer import PreferenceTrainer
+    from simpo_cli.training.trainer import PreferenceTrainer
 
     cuda = torch.cuda.is_available()
     result: dict = {"device": torch.cuda.get_device_name() if cuda else "cpu"}

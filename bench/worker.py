@@ -71,7 +71,7 @@ class StepTimer:
 
 
 def tiny_cfg(args):
-    from simpo_cli.config import TinyModelConfig
+    from simpo_cli.config.schema import TinyModelConfig
 
     return TinyModelConfig(architecture="llama", hidden_size=args.hidden, intermediate_size=args.intermediate,
                            num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
@@ -81,7 +81,7 @@ def tiny_cfg(args):
 def build_model(args, tokenizer):
     import torch
 
-    from simpo_cli.modeling import build_tiny_model
+    from simpo_cli.models.loading import build_tiny_model
 
     model = build_tiny_model(tiny_cfg(args), tokenizer)
     # build_tiny_model picks eager attention (tests compare exact numbers); the bench measures the
@@ -106,14 +106,14 @@ def run_ours(args, work: Path, pairs: list[dict], timer: StepTimer):
     import torch
     from hydra import compose, initialize_config_dir
 
-    from simpo_cli.config import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR, register_configs
     from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
-    from simpo_cli.logps import sequence_logps
-    from simpo_cli.modeling import load_tokenizer
+    from simpo_cli.training.logps import sequence_logps
+    from simpo_cli.models.loading import load_tokenizer
     from simpo_cli.objectives import OBJECTIVES
-    from simpo_cli.rundir import RunDir
+    from simpo_cli.run.rundir import RunDir
     from simpo_cli.stages.train import objective_kwargs, training_arguments
-    from simpo_cli.trainer import PreferenceTrainer
+    from simpo_cli.training.trainer import PreferenceTrainer
 
     objective = "simpo" if args.impl == "simpo" else "dpo"
     if objective not in OBJECTIVES:
@@ -137,7 +137,7 @@ def run_ours(args, work: Path, pairs: list[dict], timer: StepTimer):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    from simpo_cli.validate import resolve_hparams
+    from simpo_cli.config.checks import resolve_hparams
 
     resolve_hparams(cfg)
     tokenizer = load_tokenizer(cfg.model)

@@ -12,9 +12,9 @@ from typing import Callable
 
 import typer
 
-from simpo_cli.config import group_options
-from simpo_cli.distributed import is_main_process, launches
-from simpo_cli.sweep import sweep_job
+from simpo_cli.config.schema import group_options
+from simpo_cli.run.launch import is_main_process, launches
+from simpo_cli.sweeps.job import sweep_job
 
 STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger", "distributed")}
 STAGE_CONFIGS = {"train": "config"}  # stage -> primary config name (for `simpo validate --stage`)
@@ -24,7 +24,7 @@ STAGE_GROUPS["sft"] = ("model", "data", "hparams", "logger")
 
 def _fits_stage(stage: str, group: str, option: str) -> bool:
     """SFT presets/data are listed under `simpo sft` only, preference ones under the other stages."""
-    from simpo_cli.config import CONF_DIR
+    from simpo_cli.config.schema import CONF_DIR
 
     if group == "hparams":
         return option.startswith("sft-") == (stage == "sft")
@@ -77,10 +77,10 @@ def _fail(message: str, code: int = 2) -> None:
 def _run_hydra(stage: str, config_name: str, args: list[str], task: Callable) -> None:
     import hydra
 
-    from simpo_cli.config import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR, register_configs
 
     from simpo_cli.errors import UserError
-    from simpo_cli.preflight import preflight
+    from simpo_cli.run.preflight import preflight
 
     global _PLAN
     register_configs()
@@ -163,9 +163,9 @@ def _print_train_summary(result) -> None:
 
 
 def _precheck_train(cfg) -> None:
-    from simpo_cli.distributed import num_processes
+    from simpo_cli.run.launch import num_processes
     from simpo_cli.stages.train import gradient_accumulation
-    from simpo_cli.validate import resolve_hparams, validate_train
+    from simpo_cli.config.checks import resolve_hparams, validate_train
 
     resolve_hparams(cfg)
     validate_train(cfg)
@@ -173,13 +173,13 @@ def _precheck_train(cfg) -> None:
 
 
 @_guard
-@sweep_job  # multirun: skip completed jobs, record a failed one and go on (simpo_cli/sweep.py)
+@sweep_job  # multirun: skip completed jobs, record a failed one and go on (simpo_cli/sweeps/job.py)
 @launches("train", precheck=_precheck_train)  # distributed=ddp|fsdp|zero2|zero3: via accelerate launch
 def _train_task(cfg):
     from hydra.core.hydra_config import HydraConfig
 
     from simpo_cli.stages.train import run_train
-    from simpo_cli.sweep import metric_value
+    from simpo_cli.sweeps.job import metric_value
 
     result = run_train(cfg, HydraConfig.get().runtime.output_dir)
     if is_main_process():  # one summary per run, not one per process
@@ -319,7 +319,7 @@ def train(ctx: typer.Context) -> None:
 
 
 def _exit_if_sweep_failed() -> None:
-    from simpo_cli.sweep import failed_jobs
+    from simpo_cli.sweeps.job import failed_jobs
 
     failed = failed_jobs()
     if failed:
@@ -354,7 +354,7 @@ def report(
 ) -> None:
     """Table (markdown + CSV), plots and best override line of a sweep: simpo report <sweep dir>."""
     from simpo_cli.errors import UserError
-    from simpo_cli.report import write_report
+    from simpo_cli.sweeps.report import write_report
 
     try:
         result = write_report(sweep_dir, metric=metric, mode=mode, out_dir=out)
@@ -404,8 +404,8 @@ def validate(ctx: typer.Context) -> None:
 def _validate_task(stage: str, args: list[str], check_data: bool) -> None:
     import logging
 
-    from simpo_cli.config import register_configs
-    from simpo_cli.preflight import preflight
+    from simpo_cli.config.schema import register_configs
+    from simpo_cli.run.preflight import preflight
 
     logging.basicConfig(level=logging.WARNING, format="simpo: warning: %(message)s")
     register_configs()
@@ -414,7 +414,7 @@ def _validate_task(stage: str, args: list[str], check_data: bool) -> None:
     typer.echo(f"config: ok ({stage}" + (f", run directory {plan.run_dir}" if plan.run_dir else "") + ")")
     if check_data and cfg is not None and cfg.get("data") is not None and cfg.get("model") is not None:
         from simpo_cli.data.preference import check_preference_data
-        from simpo_cli.modeling import load_tokenizer
+        from simpo_cli.models.loading import load_tokenizer
 
         splits = [cfg.data.split] + ([cfg.data.eval_split] if cfg.data.get("eval_split") else [])
         tokenizer = load_tokenizer(cfg.model)

@@ -13,8 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def tiny_tokenizer():
     from omegaconf import OmegaConf
 
-    from simpo_cli.config import ModelConfig
-    from simpo_cli.modeling import load_tokenizer
+    from simpo_cli.config.schema import ModelConfig
+    from simpo_cli.models.loading import load_tokenizer
 
     return load_tokenizer(OmegaConf.structured(ModelConfig(name="tiny", tokenizer="pkg:tiny-tokenizer")))
 
@@ -22,8 +22,8 @@ def tiny_tokenizer():
 @pytest.fixture
 def tiny_model(tiny_tokenizer):
     """The default tiny Llama (2 layers, hidden 64), identical weights on every call."""
-    from simpo_cli.config import TinyModelConfig
-    from simpo_cli.modeling import build_tiny_model
+    from simpo_cli.config.schema import TinyModelConfig
+    from simpo_cli.models.loading import build_tiny_model
 
     return build_tiny_model(TinyModelConfig(), tiny_tokenizer)
 

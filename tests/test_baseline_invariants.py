@@ -30,13 +30,13 @@ class GradCapture(TrainerCallback):
 
 def first_step_grads(tmp_path, objective: str, batch: int, accumulation: int) -> dict:
     from simpo_cli.data.unpaired import build_dataset
-    from simpo_cli.modeling import load_model, load_tokenizer
+    from simpo_cli.models.loading import load_model, load_tokenizer
     from simpo_cli.objectives import get_objective
-    from simpo_cli.reference import make_collator, prepare_reference
-    from simpo_cli.rundir import RunDir
+    from simpo_cli.training.reference import make_collator, prepare_reference
+    from simpo_cli.run.rundir import RunDir
     from simpo_cli.stages.train import objective_kwargs, training_arguments
-    from simpo_cli.trainer import PreferenceTrainer
-    from simpo_cli.validate import resolve_hparams
+    from simpo_cli.training.trainer import PreferenceTrainer
+    from simpo_cli.config.checks import resolve_hparams
 
     cfg = compose([f"objective={objective}", "data.max_samples=4", "hparams.max_length=96",
                    "hparams.max_prompt_length=48", f"hparams.per_device_train_batch_size={batch}",

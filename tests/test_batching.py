@@ -6,7 +6,7 @@ import datasets
 import pytest
 import torch
 
-from simpo_cli.batching import add_length_column, padding_fraction, pair_length
+from simpo_cli.training.batching import add_length_column, padding_fraction, pair_length
 from tests.helpers import FAST_TRAIN, compose, read_jsonl, run_dirs, run_simpo
 
 
@@ -44,9 +44,9 @@ def test_group_by_length_uses_transformers_sampler_and_cuts_padding(tmp_path, ti
 
     from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
     from simpo_cli.objectives import get_objective
-    from simpo_cli.rundir import RunDir
+    from simpo_cli.run.rundir import RunDir
     from simpo_cli.stages.train import objective_kwargs, training_arguments
-    from simpo_cli.trainer import PreferenceTrainer
+    from simpo_cli.training.trainer import PreferenceTrainer
 
     cfg = compose(["trainer.group_by_length=true", "trainer.use_cpu=true",
                    "hparams.per_device_train_batch_size=4"])

@@ -6,7 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from simpo_cli.config import CONF_DIR
+from simpo_cli.config.schema import CONF_DIR
 from tests.helpers import compose
 
 GROUP_FILES = sorted(p for p in CONF_DIR.rglob("*.yaml") if p.parent != CONF_DIR
@@ -43,7 +43,7 @@ def test_schema_rejects_typos_and_types(override, error):
 
 
 def test_gamma_beta_ratio_is_explicit():
-    from simpo_cli.validate import resolve_hparams
+    from simpo_cli.config.checks import resolve_hparams
 
     cfg = compose(["hparams.beta=2.5", "hparams.gamma_beta_ratio=0.55"])
     resolve_hparams(cfg)
@@ -52,7 +52,7 @@ def test_gamma_beta_ratio_is_explicit():
 
 def test_validation_reports_all_problems_at_once():
     from simpo_cli.errors import ConfigError
-    from simpo_cli.validate import validate_train
+    from simpo_cli.config.checks import validate_train
 
     cfg = compose(["hparams.beta=0", "hparams.gamma=-1", "hparams.learning_rate=-1",
                    "hparams.max_prompt_length=600"])

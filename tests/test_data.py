@@ -5,7 +5,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from simpo_cli.config import DataConfig, HParams
+from simpo_cli.config.schema import DataConfig, HParams
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
 from simpo_cli.data.records import normalise, read_records
 from simpo_cli.data.tokenize import encode_pair, truncate

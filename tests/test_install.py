@@ -18,7 +18,7 @@ def test_wheel_ships_configs_and_assets(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     # Run from an unrelated directory with only the installed copy importable.
-    code = ("import simpo_cli.config as c, sys; assert str(c.CONF_DIR).startswith(sys.argv[1]), c.CONF_DIR;"
+    code = ("import simpo_cli.config.schema as c, sys; assert str(c.CONF_DIR).startswith(sys.argv[1]), c.CONF_DIR;"
             "from simpo_cli.cli import main; sys.argv=['simpo','train','--cfg','job']; main()")
     out = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path, capture_output=True, text=True,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from simpo_cli.logps import (
+from simpo_cli.training.logps import (
     _ChunkedHeadLogps,
     default_chunk_size,
     padding_free_default,

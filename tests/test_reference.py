@@ -45,7 +45,7 @@ def test_dpo_step_zero_loss_is_log2_and_cache_is_reused(tmp_path):
 
 def test_cache_key_follows_model_data_and_tokenisation(tiny_tokenizer):
     """The key changes with the reference fingerprint, the data and max_length; not otherwise."""
-    from simpo_cli.reference import cache_key
+    from simpo_cli.training.reference import cache_key
 
     cfg = compose(["objective=dpo"])
     base = cache_key(cfg, "tiny:aaa", tiny_tokenizer, "train", False)
@@ -62,8 +62,8 @@ def test_cache_key_follows_model_data_and_tokenisation(tiny_tokenizer):
 @pytest.fixture
 def other_reference(tmp_path, tiny_tokenizer):
     """A different tiny model (seed 1) saved as a local directory, to serve as the reference."""
-    from simpo_cli.config import TinyModelConfig
-    from simpo_cli.modeling import build_tiny_model
+    from simpo_cli.config.schema import TinyModelConfig
+    from simpo_cli.models.loading import build_tiny_model
 
     path = tmp_path / "other-ref"
     build_tiny_model(TinyModelConfig(seed=1), tiny_tokenizer).save_pretrained(path)
@@ -130,7 +130,7 @@ def test_mismatched_rows_rotate_responses(tiny_tokenizer):
     collator builds prompt_i + that response with only the response masked in."""
     import datasets
 
-    from simpo_cli.reference import MismatchedCollator, add_mismatched_responses
+    from simpo_cli.training.reference import MismatchedCollator, add_mismatched_responses
 
     ds = datasets.Dataset.from_dict({"prompt_input_ids": [[1, 2], [3]], "chosen_input_ids": [[10], []],
                                      "rejected_input_ids": [[20], [30, 31]], "index": [0, 1]})
@@ -146,8 +146,8 @@ def test_precompute_matches_a_direct_forward(tiny_model, tiny_tokenizer):
     import datasets
 
     from simpo_cli.data.preference import PreferenceCollator
-    from simpo_cli.logps import sequence_logps
-    from simpo_cli.reference import compute_reference_logps
+    from simpo_cli.training.logps import sequence_logps
+    from simpo_cli.training.reference import compute_reference_logps
 
     ds = datasets.Dataset.from_dict({"prompt_input_ids": [[1, 5, 6], [1, 7]], "chosen_input_ids": [[8, 9], [10]],
                                      "rejected_input_ids": [[11], [12, 13, 14]], "index": [0, 1]})
@@ -163,7 +163,7 @@ def test_precompute_matches_a_direct_forward(tiny_model, tiny_tokenizer):
 
 def test_unknown_reference_mode_is_a_config_error():
     from simpo_cli.errors import ConfigError
-    from simpo_cli.validate import resolve_hparams, validate_train
+    from simpo_cli.config.checks import resolve_hparams, validate_train
 
     cfg = compose(["objective=dpo", "reference.mode=cached"])
     resolve_hparams(cfg)
@@ -177,7 +177,7 @@ def test_reference_fingerprint_changes_when_a_local_checkpoint_is_rewritten(othe
 
     from omegaconf import OmegaConf
 
-    from simpo_cli.reference import reference_fingerprint
+    from simpo_cli.training.reference import reference_fingerprint
 
     ref_cfg = OmegaConf.create({"name_or_path": str(other_reference), "tiny": None})
     before = reference_fingerprint(ref_cfg, tiny_model)

@@ -35,11 +35,11 @@ def plain_tokenizer(tiny_tokenizer):
 def ours(model, tokenizer):
     from omegaconf import OmegaConf
 
-    from simpo_cli.config import DataConfig, HParams
+    from simpo_cli.config.schema import DataConfig, HParams
     from simpo_cli.data.preference import PreferenceCollator
     from simpo_cli.data.records import normalise
     from simpo_cli.data.tokenize import encode_pair
-    from simpo_cli.logps import sequence_logps
+    from simpo_cli.training.logps import sequence_logps
     from simpo_cli.objectives import PreferenceLogps
     from simpo_cli.objectives.simpo import simpo
 

@@ -3,7 +3,7 @@
 Common setup: the tiny Llama (seed 0) is the policy and another tiny Llama (seed 1) the reference,
 so log-ratios are not 0; TRL's configs default to ``bf16=True`` (autocast on CPU too), so
 ``bf16=False`` is set; plain-string pairs without a chat template; both sides score the very
-same token ids (TRL's own collated batch is fed to ``simpo_cli.logps.sequence_logps``, or, for the
+same token ids (TRL's own collated batch is fed to ``simpo_cli.training.logps.sequence_logps``, or, for the
 CPO/ORPO trainers, their tokenisation is checked to equal ours), in eval mode, before any update.
 Each test's docstring states the convention it checks and, where the project departs from TRL
 (following the paper), what differs.
@@ -38,15 +38,15 @@ def plain_tokenizer(tiny_tokenizer):
 
 @pytest.fixture
 def policy_and_ref(tiny_model, tiny_tokenizer):
-    from simpo_cli.config import TinyModelConfig
-    from simpo_cli.modeling import build_tiny_model
+    from simpo_cli.config.schema import TinyModelConfig
+    from simpo_cli.models.loading import build_tiny_model
 
     ref = build_tiny_model(TinyModelConfig(seed=1), tiny_tokenizer)
     return tiny_model.eval(), ref.eval()
 
 
 def score(model, input_ids, attention_mask, response_mask):
-    from simpo_cli.logps import sequence_logps
+    from simpo_cli.training.logps import sequence_logps
 
     with torch.no_grad():
         return sequence_logps(model, input_ids, attention_mask, response_mask)
@@ -133,7 +133,7 @@ def our_plain_pairs(model, tokenizer):
     """Our tokenisation (no chat template: prompt with BOS, response + EOS) and summed log-probs."""
     from omegaconf import OmegaConf
 
-    from simpo_cli.config import DataConfig
+    from simpo_cli.config.schema import DataConfig
     from simpo_cli.data.preference import PreferenceCollator
     from simpo_cli.data.records import normalise
     from simpo_cli.data.tokenize import encode_pair

@@ -7,7 +7,7 @@ Outputs (all written atomically into ``out_dir``):
 - ``pairs.jsonl``: per pair, summed log-probs, response lengths and rewards of chosen and rejected.
 - ``margins.png`` (reward-margin histogram), ``loglik_vs_length.png`` (paper Fig. 2b/c).
 - ``alpaca_eval/model_outputs.json``, ``arena-hard-v0.1/model_answer/<id>.jsonl``,
-  ``mt_bench/model_answer/<id>.jsonl`` in each tool's own format (see ``simpo_cli.benchmarks``).
+  ``mt_bench/model_answer/<id>.jsonl`` in each tool's own format (see ``simpo_cli.evaluation.benchmarks``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from simpo_cli import metrics as M
+from simpo_cli.evaluation import metrics as M
 from simpo_cli.errors import ConfigError, UserError
-from simpo_cli.rundir import RunDir, write_atomic, write_json
+from simpo_cli.run.rundir import RunDir, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 SECTIONS = ("model", "data", "objective", "hparams")
@@ -115,7 +115,7 @@ def _typed_section(cfg, section: str, value, run: Path):
 
 def validate_eval(cfg) -> None:
     """Raise ``ConfigError`` listing every problem in a composed ``simpo eval`` config."""
-    from simpo_cli.eval_config import BENCHMARK_FORMATS
+    from simpo_cli.config.eval import BENCHMARK_FORMATS
 
     problems = []
     ev = cfg.eval
@@ -157,7 +157,7 @@ def score_pairs(model, dataset, pad_token_id: int, batch_size: int, path: str = 
     arrays ``chosen``, ``rejected``, ``chosen_lengths``, ``rejected_lengths``, ``index``; computed
     with ``PreferenceCollator`` + ``sequence_logps``, exactly as in training."""
     from simpo_cli.data.preference import PreferenceCollator
-    from simpo_cli.logps import sequence_logps
+    from simpo_cli.training.logps import sequence_logps
 
     collate = PreferenceCollator(pad_token_id)
     model.eval()
@@ -306,10 +306,10 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     where possible."""
     from transformers import set_seed
 
-    from simpo_cli import benchmarks as B
+    from simpo_cli.evaluation import benchmarks as B
     from simpo_cli.data.tokenize import uses_template
-    from simpo_cli.modeling import load_model, load_tokenizer
-    from simpo_cli.validate import resolve_hparams
+    from simpo_cli.models.loading import load_model, load_tokenizer
+    from simpo_cli.config.checks import resolve_hparams
 
     run_info = apply_run(cfg, overrides or [])
     resolve_hparams(cfg)
@@ -362,7 +362,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
                             "held out; pass data.path=<held-out file> or data.eval_split", cfg.data.path, split)
             summary["pairs"] = pairs
             write_atomic(out.path / "pairs.jsonl", pair_rows(pol, ref, arrays))
-            from simpo_cli import plots
+            from simpo_cli.evaluation import plots
 
             plots.margin_histogram(out.path / "margins.png", arrays["margins"][margin_reward], ev.histogram_bins,
                                    f"{model_id}: reward margins ({margin_reward} reward)", "r(y_w) − r(y_l)")
@@ -399,7 +399,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             log.info("%s: %d prompts answered -> %s", name, len(prompts), rel)
 
         if cfg.judge.reward_model:
-            from simpo_cli.judge import RewardModelJudge, judge_answers, read_answers
+            from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 
             j = cfg.judge
             judge = RewardModelJudge(j.reward_model, j.max_length, j.batch_size, device)

@@ -32,7 +32,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.errors import ConfigError, UserError
-from simpo_cli.rundir import RunDir, write_atomic, write_json
+from simpo_cli.run.rundir import RunDir, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 BACKENDS = ("transformers", "vllm")
@@ -149,7 +149,7 @@ def _dumps(record: dict) -> str:
 
 def _shard_records(prompts, lengths_ok, samples, scores) -> tuple[list[str], list[str], Counter]:
     """Candidate and pair lines for one shard, in source order."""
-    from simpo_cli.scoring import select_pair
+    from simpo_cli.models.reward import select_pair
 
     cand_lines, pair_lines, dropped = [], [], Counter()
     for p in prompts:
@@ -202,11 +202,11 @@ def _device():
 
 
 def _backend(cfg, tokenizer, device):
-    from simpo_cli.generation import TransformersBackend, VLLMBackend
+    from simpo_cli.models.generate import TransformersBackend, VLLMBackend
 
     if cfg.generation.backend == "vllm":
         return VLLMBackend(cfg.model, cfg.generation, cfg.seed)
-    from simpo_cli.modeling import load_model
+    from simpo_cli.models.loading import load_model
 
     return TransformersBackend(load_model(cfg.model, tokenizer).to(device), tokenizer, cfg.generation)
 
@@ -222,9 +222,9 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
 
     from simpo_cli.data.prompts import read_prompts
     from simpo_cli.data.tokenize import uses_template
-    from simpo_cli.generation import encode_prompt, row_key
-    from simpo_cli.modeling import load_tokenizer
-    from simpo_cli.scoring import load_scorer
+    from simpo_cli.models.generate import encode_prompt, row_key
+    from simpo_cli.models.loading import load_tokenizer
+    from simpo_cli.models.reward import load_scorer
 
     validate_generate_pairs(cfg)
     g, out = cfg.generation, Path(run_dir)

@@ -16,10 +16,10 @@ import torch
 
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, ensure_chat_template, split_heldout
-from simpo_cli.modeling import load_model, load_tokenizer, model_fingerprint
-from simpo_cli.rundir import RunDir
+from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
+from simpo_cli.run.rundir import RunDir
 from simpo_cli.stages.train import _setup_wandb, training_arguments
-from simpo_cli.validate import validate_sft
+from simpo_cli.config.checks import validate_sft
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
     """
     from transformers import Trainer, set_seed
 
-    from simpo_cli.trainer import MetricsJsonlCallback
+    from simpo_cli.training.trainer import MetricsJsonlCallback
 
     validate_sft(cfg)
     run = RunDir(run_dir)

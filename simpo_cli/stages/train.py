@@ -10,18 +10,18 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from simpo_cli.batching import LENGTH_COLUMN, add_length_column
+from simpo_cli.training.batching import LENGTH_COLUMN, add_length_column
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
-from simpo_cli.distributed import is_main_process, world_size
-from simpo_cli.modeling import load_model, load_tokenizer, model_fingerprint
+from simpo_cli.run.launch import is_main_process, world_size
+from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.errors import Interrupted
 from simpo_cli.objectives import get_objective
-from simpo_cli.reference import make_collator, prepare_reference
-from simpo_cli.reliability import (checkpoint_step, check_resume_config, clear_staging,
+from simpo_cli.training.reference import make_collator, prepare_reference
+from simpo_cli.training.reliability import (checkpoint_step, check_resume_config, clear_staging,
                                    resume_checkpoint, truncate_jsonl)
-from simpo_cli.rundir import RunDir
-from simpo_cli.validate import resolve_hparams, validate_train
+from simpo_cli.run.rundir import RunDir
+from simpo_cli.config.checks import resolve_hparams, validate_train
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     """
     from transformers import set_seed
 
-    from simpo_cli.trainer import MetricsJsonlCallback, PreferenceTrainer
+    from simpo_cli.training.trainer import MetricsJsonlCallback, PreferenceTrainer
 
     resolve_hparams(cfg)
     validate_train(cfg)

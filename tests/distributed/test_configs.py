@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from simpo_cli.distributed import accelerate_config, launch_command, launches, write_accelerate_config
+from simpo_cli.run.launch import accelerate_config, launch_command, launches, write_accelerate_config
 from tests.helpers import compose
 
 PAPER = ["model=llama3-instruct", "hparams=llama3-instruct", "trainer.bf16=true",
@@ -103,7 +103,7 @@ class _TrainerFill:
 def test_deepspeed_batch_is_the_global_batch(option, stage, tmp_path):
     from accelerate.utils import DeepSpeedPlugin, patch_environment
 
-    from simpo_cli.rundir import RunDir
+    from simpo_cli.run.rundir import RunDir
     from simpo_cli.stages.train import gradient_accumulation, training_arguments
 
     cfg = compose([f"distributed={option}", *PAPER])
@@ -146,7 +146,7 @@ def test_precheck_rejects_indivisible_global_batch_before_launch(monkeypatch):
 
 
 def test_launches_relaunches_outside_a_launcher_only(monkeypatch):
-    import simpo_cli.distributed as dist
+    import simpo_cli.run.launch as dist
 
     calls = []
     monkeypatch.setattr(dist, "relaunch", lambda stage, cfg: calls.append(("relaunch", stage)))
@@ -177,7 +177,7 @@ def test_sharded_options_refuse_cpu_and_missing_deepspeed(monkeypatch):
 
     import torch
 
-    from simpo_cli.distributed import check_environment
+    from simpo_cli.run.launch import check_environment
     from simpo_cli.errors import UserError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from simpo_cli import benchmarks as B
+from simpo_cli.evaluation import benchmarks as B
 from tests.eval import schemas
 from tests.helpers import compose
 
@@ -72,8 +72,8 @@ def test_schemas_accept_the_real_released_files():
 @pytest.fixture(scope="module")
 def answered(cfg, tmp_path_factory):
     """Every benchmark answered by the tiny model: 2 prompts, 3 new tokens, files written."""
-    from simpo_cli.config import TinyModelConfig
-    from simpo_cli.modeling import build_tiny_model, load_tokenizer
+    from simpo_cli.config.schema import TinyModelConfig
+    from simpo_cli.models.loading import build_tiny_model, load_tokenizer
 
     tok = load_tokenizer(cfg.model)
     model = build_tiny_model(TinyModelConfig(), tok).eval()
@@ -164,7 +164,7 @@ def make_reward_model(path: Path, tokenizer):
 def test_local_judge_win_rate(answered, tmp_path):
     """Against itself every prompt is a tie → win rate 0.5 with a zero-width interval; against a
     baseline the scores decide each prompt (checked against the judge's own scores)."""
-    from simpo_cli.judge import RewardModelJudge, judge_answers, read_answers
+    from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 
     model, tok, res = answered
     judge = RewardModelJudge(str(make_reward_model(tmp_path / "rm", tok)), max_length=256, batch_size=2)
@@ -175,7 +175,7 @@ def test_local_judge_win_rate(answered, tmp_path):
 
     baseline = {p.turns[0]: ["A much longer and different baseline answer. " * (i + 1)] for i, p in enumerate(prompts)}
     res_ = judge_answers(judge, prompts, answers, baseline, key="instruction", n_resamples=200, confidence=0.95, seed=0)
-    from simpo_cli.judge import conversation
+    from simpo_cli.evaluation.judge import conversation
 
     ours = judge.score([conversation(p.turns, a) for p, a in zip(prompts, answers)])
     theirs = judge.score([conversation(p.turns, baseline[p.turns[0]]) for p in prompts])
@@ -191,7 +191,7 @@ def test_local_judge_win_rate(answered, tmp_path):
 
 @shared
 def test_judge_reads_the_real_baseline_files():
-    from simpo_cli.judge import read_answers
+    from simpo_cli.evaluation.judge import read_answers
 
     alpaca = read_answers(SHARED / "alpaca-eval/model_outputs/gpt4_1106_preview.json")
     arena = read_answers(SHARED / "arena-hard-v0.1/model_answer/gpt-4-0314.jsonl")

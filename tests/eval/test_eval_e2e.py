@@ -22,8 +22,8 @@ def evaluated(tmp_path_factory):
     run never saw (records 200-211 of dpo_en_demo), 2 prompts per benchmark, 4 new tokens, and a
     tiny reward model judging AlpacaEval answers against a baseline file."""
     from simpo_cli.data.records import resolve_path
-    from simpo_cli.modeling import load_tokenizer
-    from simpo_cli.config import ModelConfig
+    from simpo_cli.models.loading import load_tokenizer
+    from simpo_cli.config.schema import ModelConfig
 
     tmp = tmp_path_factory.mktemp("eval_e2e")
     run_simpo(["train", *FAST_TRAIN, "trainer.evaluate=false", "paths.output_root=out"], tmp)
@@ -82,9 +82,9 @@ def test_per_example_logps_match_a_direct_transformers_computation(evaluated):
     relative 1e-5 (float32 sums of ~100 tokens), per-token averages to 1e-5 nats; KL follows."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from simpo_cli.config import TinyModelConfig
+    from simpo_cli.config.schema import TinyModelConfig
     from simpo_cli.data.preference import build_preference_dataset
-    from simpo_cli.modeling import build_tiny_model
+    from simpo_cli.models.loading import build_tiny_model
 
     run, out, _ = evaluated
     cfg = OmegaConf.load(out / "config.yaml")

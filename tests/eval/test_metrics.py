@@ -1,4 +1,4 @@
-"""Hand-computed values for every formula of simpo_cli.metrics and the stage's pair metrics."""
+"""Hand-computed values for every formula of simpo_cli.evaluation.metrics and the stage's pair metrics."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from simpo_cli import metrics as M
+from simpo_cli.evaluation import metrics as M
 
 
 def test_reward_accuracy_is_strict():

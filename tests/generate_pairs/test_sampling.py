@@ -4,12 +4,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from simpo_cli.config import GenerationSettings, ScorerConfig, TinyModelConfig
+from simpo_cli.config.schema import GenerationSettings, ScorerConfig, TinyModelConfig
 from simpo_cli.data.tokenize import encode_pair
 from simpo_cli.errors import UserError
-from simpo_cli.generation import (MASK32, SeededGumbelNoise, TransformersBackend, _mix32, encode_prompt,
+from simpo_cli.models.generate import (MASK32, SeededGumbelNoise, TransformersBackend, _mix32, encode_prompt,
                                   row_key, split_keys, uniform_noise)
-from simpo_cli.scoring import RewardModelScorer, reward_values
+from simpo_cli.models.reward import RewardModelScorer, reward_values
 
 PROMPTS = [
     [{"role": "user", "content": "Name three primary colours."}],

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from simpo_cli.scoring import DROP_FEW, DROP_IDENTICAL, DROP_NONFINITE, DROP_TIE, Selection, select_pair
+from simpo_cli.models.reward import DROP_FEW, DROP_IDENTICAL, DROP_NONFINITE, DROP_TIE, Selection, select_pair
 
 
 def test_best_is_chosen_worst_is_rejected():

@@ -6,7 +6,7 @@ import os
 import time
 
 from simpo_cli.cli import main
-from simpo_cli.trainer import PreferenceTrainer
+from simpo_cli.training.trainer import PreferenceTrainer
 
 _step = PreferenceTrainer.training_step
 

@@ -107,7 +107,7 @@ def test_dropped_rows_are_counted_and_training_goes_on(workdir):
 
 
 def test_validate_reports_every_problem_without_loading_a_model(workdir, monkeypatch):
-    import simpo_cli.modeling as modeling
+    import simpo_cli.models.loading as modeling
 
     monkeypatch.setattr(modeling, "load_model", lambda *a, **k: pytest.fail("validate loaded a model"))
     from simpo_cli.cli import app
@@ -135,7 +135,7 @@ def test_validate_reports_every_problem_without_loading_a_model(workdir, monkeyp
 
 
 def test_validate_warns_on_high_learning_rate_for_a_pretrained_model(workdir, caplog):
-    from simpo_cli.validate import validate_train
+    from simpo_cli.config.checks import validate_train
     from tests.helpers import compose
 
     cfg = compose(["hparams=llama3-instruct", "hparams.learning_rate=5e-4", f"model.name_or_path={workdir}"])
@@ -155,7 +155,7 @@ def make_checkpoint(root, step, complete=True):
 
 
 def test_only_complete_checkpoints_are_resumed(tmp_path):
-    from simpo_cli.reliability import clear_staging, complete_checkpoints, resume_checkpoint
+    from simpo_cli.training.reliability import clear_staging, complete_checkpoints, resume_checkpoint
 
     root = tmp_path / "checkpoints"
     make_checkpoint(root, 2)
@@ -172,7 +172,7 @@ def test_only_complete_checkpoints_are_resumed(tmp_path):
 
 def test_resume_auto_refuses_to_retrain_a_completed_run(tmp_path):
     from simpo_cli.errors import UserError
-    from simpo_cli.reliability import resume_checkpoint
+    from simpo_cli.training.reliability import resume_checkpoint
 
     (tmp_path / "meta.json").write_text(json.dumps({"status": "completed"}))
     with pytest.raises(UserError, match="holds a completed run without checkpoints"):
@@ -180,7 +180,7 @@ def test_resume_auto_refuses_to_retrain_a_completed_run(tmp_path):
 
 
 def test_truncate_jsonl_drops_records_after_the_checkpoint(tmp_path):
-    from simpo_cli.reliability import truncate_jsonl
+    from simpo_cli.training.reliability import truncate_jsonl
 
     path = tmp_path / "metrics.jsonl"
     path.write_text(jsonl(*({"step": s, "loss": s / 10} for s in range(1, 7))) + '{"step": 7, "lo')
@@ -194,7 +194,7 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
     from omegaconf import OmegaConf
 
     from simpo_cli.errors import UserError
-    from simpo_cli.reliability import check_resume_config
+    from simpo_cli.training.reliability import check_resume_config
     from tests.helpers import compose
 
     saved = tmp_path / "config.yaml"

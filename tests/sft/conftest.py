@@ -14,7 +14,7 @@ def base_tokenizer(tmp_path_factory):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from simpo_cli.modeling import ASSETS
+    from simpo_cli.models.loading import ASSETS
 
     records = json.loads((ASSETS / "data" / "alpaca_en_demo.json").read_text())
     texts = [r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in records[:300]]

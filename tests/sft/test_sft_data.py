@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from simpo_cli.config import DataConfig
+from simpo_cli.config.schema import DataConfig
 from simpo_cli.data.sft import (IGNORE_INDEX, SFTCollator, ZEPHYR_TEMPLATE, build_sft_dataset, encode_conversation,
                                 ensure_chat_template, split_heldout, to_messages, truncate_sft)
 from simpo_cli.errors import DataError, UserError

@@ -41,7 +41,7 @@ def test_sft_help_lists_the_groups(tmp_path):
 ])
 def test_config_problems_are_listed(stage, overrides, message):
     from simpo_cli.errors import ConfigError
-    from simpo_cli.validate import resolve_hparams, validate_sft, validate_train
+    from simpo_cli.config.checks import resolve_hparams, validate_sft, validate_train
 
     cfg = compose(overrides, stage)
     with pytest.raises(ConfigError, match=message):
@@ -115,8 +115,8 @@ def test_sft_lowers_heldout_loss_by_30_percent_then_train_runs(tmp_path):
 def test_run_directory_resolves_to_its_model(tmp_path):
     from omegaconf import OmegaConf
 
-    from simpo_cli.config import ModelConfig
-    from simpo_cli.modeling import _tokenizer_location, model_location, run_model_dir
+    from simpo_cli.config.schema import ModelConfig
+    from simpo_cli.models.loading import _tokenizer_location, model_location, run_model_dir
 
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from simpo_cli.errors import UserError
-from simpo_cli.report import collect_jobs, rank_jobs, sweep_axes, write_report
+from simpo_cli.sweeps.report import collect_jobs, rank_jobs, sweep_axes, write_report
 from tests.helpers import run_simpo
 
 FIXED = ["trainer.max_steps=2"]

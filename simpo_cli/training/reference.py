@@ -4,7 +4,7 @@ Two modes (``reference.mode``):
 
 - ``precompute`` (default): before training, one no-grad pass of the reference over the tokenised
   pairs adds ``ref_chosen_logps``/``ref_rejected_logps`` columns (summed nats, as
-  ``simpo_cli.logps.sequence_logps`` computes them, chunked path included). No second model is in
+  ``simpo_cli.training.logps.sequence_logps`` computes them, chunked path included). No second model is in
   memory while training. The columns are cached under ``<paths.cache_dir>/reference/<key>``, the key
   built from the reference model's fingerprint, the data fingerprint and every tokenisation setting,
   so a rerun or a sweep over β/lr reuses them (TRL's ``precompute_ref_log_probs``, keyed like its
@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from simpo_cli.data.preference import PreferenceCollator, data_fingerprint, tokenizer_fingerprint
 from simpo_cli.errors import UserError
-from simpo_cli.logps import sequence_logps
+from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)
 MODES = ("precompute", "live")
@@ -93,7 +93,7 @@ def reference_model_config(cfg):
 def load_reference(cfg, tokenizer, policy):
     """The reference model in eval mode with gradients off: the starting policy's weights (a copy)
     or ``reference.name_or_path``. Raises ``UserError`` when its vocabulary differs from the policy's."""
-    from simpo_cli.modeling import load_model
+    from simpo_cli.models.loading import load_model
 
     ref = load_model(reference_model_config(cfg), tokenizer)
     if ref.get_output_embeddings().weight.shape[0] != policy.get_output_embeddings().weight.shape[0]:
@@ -107,7 +107,7 @@ def reference_fingerprint(ref_cfg, model) -> str:
     """``model_fingerprint`` plus, for a local directory, its files' modification times: names and
     sizes alone do not change when a checkpoint is retrained into the same directory, and stale
     reference log-probs would silently bias every later run."""
-    from simpo_cli.modeling import model_fingerprint
+    from simpo_cli.models.loading import model_fingerprint
 
     fingerprint = model_fingerprint(ref_cfg, model)
     path = Path(ref_cfg.name_or_path) if ref_cfg.name_or_path else None

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from hydra.experimental.callback import Callback
 
-from simpo_cli.rundir import now, write_json
+from simpo_cli.run.rundir import now, write_json
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from simpo_cli.config import DataConfig, HParams, ModelConfig, PathsConfig
+from simpo_cli.config.schema import DataConfig, HParams, ModelConfig, PathsConfig
 
 BENCHMARK_FORMATS = ("alpaca_eval", "arena_hard", "mt_bench")
 
@@ -38,7 +38,7 @@ class EvalOptions:
     split: Optional[str] = None  # pairs split; null = data.eval_split, else data.split
     batch_size: int = 4  # pairs per forward pass
     histogram_bins: int = 20
-    logps_path: str = "auto"  # auto | chunked | plain (see simpo_cli.logps)
+    logps_path: str = "auto"  # auto | chunked | plain (see simpo_cli.training.logps)
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:1 ...
     benchmarks: List[str] = field(default_factory=lambda: ["alpaca_eval", "arena_hard", "mt_bench"])
     limit: Optional[int] = None  # first N prompts of each benchmark (smoke runs)

@@ -1,8 +1,8 @@
 """``simpo report <multirun dir>``: one table of a sweep's jobs, two plots and the best override line.
 
-Reads what each job left in its directory (``simpo_cli/rundir.py``): ``meta.json`` (status,
+Reads what each job left in its directory (``simpo_cli/run/rundir.py``): ``meta.json`` (status,
 ``final_loss``, the pair metrics after training ``pairs_after``, the ``overrides`` stamped by
-``simpo_cli/sweep.py``), ``metrics.jsonl`` (the last logged training step) and ``config.yaml``
+``simpo_cli/sweeps/job.py``), ``metrics.jsonl`` (the last logged training step) and ``config.yaml``
 (the resolved β, γ and learning rate). Writes into ``<dir>/report/`` (``--out``), each file
 atomically (temporary file + rename):
 
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simpo_cli.errors import UserError
-from simpo_cli.rundir import write_atomic
-from simpo_cli.sweep import job_overrides, override_key, run_records
+from simpo_cli.run.rundir import write_atomic
+from simpo_cli.sweeps.job import job_overrides, override_key, run_records
 
 AXES = {"beta": "hparams.beta", "gamma": "hparams.gamma", "lr": "hparams.learning_rate"}
 # Columns of the markdown table after the axes (the CSV has every metric).

@@ -26,7 +26,7 @@ import torch
 from simpo_cli.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @dataclass

@@ -115,7 +115,7 @@ def _compose(config_name: str, overrides: list[str], hydra_cfg: bool = False):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from simpo_cli.config import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR, register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -155,7 +155,7 @@ def compose_config(config_name: str, overrides: list[str], hydra_cfg: bool = Fal
 
 def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
     """Checks that need the run directory: ``resume`` and an existing run's checkpoints."""
-    from simpo_cli.reliability import resume_checkpoint
+    from simpo_cli.training.reliability import resume_checkpoint
 
     problems = []
     resume = cfg.get("resume")
@@ -166,7 +166,7 @@ def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
             resume_checkpoint(resume, run_dir / "checkpoints")
         except UserError as e:
             problems.append(str(e))
-    from simpo_cli.validate import writable
+    from simpo_cli.config.checks import writable
 
     if explicit and not writable(run_dir):  # else it lies under paths.output_root, checked already
         problems.append(f"run directory is not writable: {run_dir}")
@@ -178,7 +178,7 @@ def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
     ``warn`` (the job validates again inside Hydra, where they are logged once)."""
     import logging
 
-    from simpo_cli.validate import validate_stage
+    from simpo_cli.config.checks import validate_stage
 
     logger = logging.getLogger("simpo_cli")
     level = logger.level
@@ -231,7 +231,7 @@ def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: l
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from simpo_cli.config import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR, register_configs
 
     try:
         register_configs()

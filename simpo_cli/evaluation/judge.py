@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from simpo_cli.errors import DataError, UserError
-from simpo_cli.metrics import bootstrap_ci, win_rate
+from simpo_cli.evaluation.metrics import bootstrap_ci, win_rate
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-CONF_DIR = Path(__file__).parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass
@@ -145,7 +145,7 @@ class TrainerConfig:
     # Batches of pairs of similar length (transformers' LengthGroupedSampler): less padding.
     group_by_length: bool = False
     # One packed row per batch, no padding (position_ids restart per sequence). null = on only
-    # for flash-attention, where it runs as varlen kernels (see simpo_cli/logps.py).
+    # for flash-attention, where it runs as varlen kernels (see simpo_cli/training/logps.py).
     padding_free: Optional[bool] = None
 
 
@@ -160,7 +160,7 @@ class LoggerConfig:
 
 @dataclass
 class ReferenceConfig:
-    """The reference model of objectives that need one (DPO, IPO, R-DPO, KTO); see simpo_cli/reference.py."""
+    """The reference model of objectives that need one (DPO, IPO, R-DPO, KTO); see simpo_cli/training/reference.py."""
 
     # precompute: score the pairs once before training (cached on disk), no second model while
     # training; live: keep a frozen reference model in memory and score every batch.
@@ -176,7 +176,7 @@ class PathsConfig:
 
 @dataclass
 class SweepConfig:
-    """Multirun behaviour (``simpo train -m``, ``simpo sweep``); see simpo_cli/sweep.py."""
+    """Multirun behaviour (``simpo train -m``, ``simpo sweep``); see simpo_cli/sweeps/job.py."""
 
     # Returned to the sweeper (Optuna optimises it): ``final_loss`` or a pair metric after
     # training (rewards/accuracies, rewards/margins, loss, ...).
@@ -189,7 +189,7 @@ class SweepConfig:
 class DistributedConfig:
     """How many processes run a stage and how the model is sharded across them. Any option but
     ``none`` makes ``simpo <stage>`` re-launch itself through ``accelerate launch`` with
-    ``accelerate`` written to ``<run dir>/accelerate.yaml`` (see ``simpo_cli/distributed.py``)."""
+    ``accelerate`` written to ``<run dir>/accelerate.yaml`` (see ``simpo_cli/run/launch.py``)."""
 
     name: str = "none"  # none | ddp | fsdp | zero2 | zero3
     num_processes: Optional[int] = None  # null: one per visible GPU (1 without a GPU)
@@ -302,7 +302,7 @@ def register_configs() -> None:
     for name, spec in OBJECTIVES.items():
         # Not in the "objective" group itself, so `objective=glob(*)` sweeps only the YAML options.
         cs.store(group="objective_schema", name=name, node=spec.params)
-    from simpo_cli.eval_config import register_eval_configs  # simpo eval
+    from simpo_cli.config.eval import register_eval_configs  # simpo eval
 
     register_eval_configs(cs)
 

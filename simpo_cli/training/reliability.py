@@ -94,7 +94,7 @@ def clear_staging(checkpoints_dir: str | Path) -> None:
 def truncate_jsonl(path: str | Path, max_step: int) -> None:
     """Keep only the complete records with ``step <= max_step`` (the log of a resumed run then
     continues exactly where its checkpoint was taken; 0 restarts it). Atomic."""
-    from simpo_cli.rundir import write_atomic
+    from simpo_cli.run.rundir import write_atomic
 
     path = Path(path)
     if not path.is_file():

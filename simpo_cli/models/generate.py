@@ -177,7 +177,7 @@ class VLLMBackend:
         if model_cfg.name_or_path is None:
             raise UserError("generation.backend=vllm needs model.name_or_path (the tiny model is "
                             "transformers-only)")
-        from simpo_cli.modeling import _tokenizer_location
+        from simpo_cli.models.loading import _tokenizer_location
 
         self.gen = gen
         self.llm = LLM(model=model_cfg.name_or_path, tokenizer=_tokenizer_location(model_cfg),

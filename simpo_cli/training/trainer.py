@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from simpo_cli.logps import sequence_logps
+from simpo_cli.training.logps import sequence_logps
 from simpo_cli.objectives import ObjectiveSpec, PreferenceLogps
-from simpo_cli.reliability import ReliableTrainerMixin
+from simpo_cli.training.reliability import ReliableTrainerMixin
 
 BATCH_KEYS = ("input_ids", "attention_mask", "response_mask")
 

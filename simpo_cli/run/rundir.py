@@ -69,7 +69,7 @@ class RunDir:
         self.meta: dict = {}
         # In a multi-process run only rank 0 writes; the others keep ``meta`` in memory only.
         if main is None:
-            from simpo_cli.distributed import is_main_process
+            from simpo_cli.run.launch import is_main_process
 
             main = is_main_process()
         self.main = main

@@ -13,7 +13,7 @@ import torch
 from simpo_cli.errors import UserError
 
 log = logging.getLogger(__name__)
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 

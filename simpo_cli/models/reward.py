@@ -104,7 +104,7 @@ class RewardModelScorer:
 
     def __init__(self, cfg, device: torch.device | str = "cpu"):
         from simpo_cli.data.tokenize import uses_template
-        from simpo_cli.modeling import DTYPES, load_tokenizer
+        from simpo_cli.models.loading import DTYPES, load_tokenizer
 
         self.cfg, self.device = cfg, torch.device(device)
         self.tokenizer = load_tokenizer(cfg)  # ScorerConfig has ModelConfig's tokenizer fields

@@ -105,7 +105,7 @@ def write_accelerate_config(cfg, path: Path) -> dict:
     """Write ``accelerate_config(cfg)`` as YAML to ``path`` (atomically); returns the dict."""
     import yaml
 
-    from simpo_cli.rundir import write_atomic
+    from simpo_cli.run.rundir import write_atomic
 
     acc = accelerate_config(cfg)
     write_atomic(Path(path), yaml.safe_dump(acc, sort_keys=False))

@@ -1,0 +1,1 @@
+"""Models: loading causal LMs and tokenizers (hub, local, tiny builders), reward models, sampling."""
