@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.errors import ConfigError
+from simpo_cli.models.adapters import adapter_problems
 from simpo_cli.objectives import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def _train_problems(cfg) -> list[str]:
     if cfg.data.get("kind") == "sft":
         problems.append(f"data '{cfg.data.name}' holds SFT conversations, not preference pairs: run "
                         f"`simpo sft data={cfg.data.name}`, or pick pairs (data=demo-prefs|ultrafeedback|local)")
-    problems += _run_problems(cfg)
+    problems += _run_problems(cfg) + adapter_problems(cfg)
     ref = cfg.get("reference")
     if ref is not None and ref.mode not in ("precompute", "live"):
         problems.append(f"reference.mode must be one of precompute, live, got '{ref.mode}'")
@@ -73,7 +74,7 @@ def validate_sft(cfg) -> None:
         problems.append(f"hparams.max_length must be >= 2, got {hp.max_length}")
     if cfg.data.get("eval_split") is None and not cfg.data.eval_size > 0:
         problems.append("set data.eval_size (> 0) or data.eval_split: the held-out loss needs records")
-    problems += _run_problems(cfg)
+    problems += _run_problems(cfg) + adapter_problems(cfg)
     if problems:
         raise ConfigError(problems)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -169,6 +169,30 @@ class ReferenceConfig:
 
 
 @dataclass
+class AdapterConfig:
+    """Parameter-efficient fine-tuning with ``peft`` (``conf/adapter/*.yaml``; see
+    simpo_cli/models/adapters.py). Field names and defaults are peft's ``LoraConfig``'s, except
+    ``target_modules``, which defaults to every linear layer of the decoder (LM head excluded)."""
+
+    name: str = "none"  # none | lora | qlora (4-bit base, bitsandbytes, GPU only)
+    r: int = 8
+    lora_alpha: int = 8
+    lora_dropout: float = 0.0
+    target_modules: Any = "all-linear"  # "all-linear", a module name, or a list of names
+    modules_to_save: Optional[List[str]] = None  # trained in full and saved with the adapter
+    bias: str = "none"  # none | all | lora_only
+    # Multiplies hparams.learning_rate: LoRA wants a larger step than full fine-tuning
+    # (alignment-handbook's zephyr-7b-beta DPO: 5e-7 full, 5e-6 LoRA/QLoRA; lora-paper sets 10).
+    learning_rate_scale: float = 1.0
+    # Also save the base with the adapter merged in as <run>/model (the adapter goes to <run>/adapter).
+    merge: bool = False
+    # qlora: the 4-bit quantisation of the frozen base (bitsandbytes' BitsAndBytesConfig).
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_compute_dtype: str = "bfloat16"
+    bnb_4bit_use_double_quant: bool = True
+
+
+@dataclass
 class PathsConfig:
     output_root: str = "outputs"
     cache_dir: str = "${oc.env:SIMPO_CACHE,${oc.env:HOME,.}/.cache/simpo-cli}"
@@ -211,6 +235,7 @@ class TrainConfig:
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     # auto: continue from the newest complete checkpoint of the run directory (run_dir=...), or
     # start fresh if it has none; never/null: start fresh; or a checkpoint directory.
     resume: Optional[str] = None
@@ -228,6 +253,7 @@ class SFTConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     # Chat template for a tokenizer that has none (base models): `zephyr` (built in), a .jinja
     # file or a Jinja string. It is saved with the SFT model's tokenizer.
     default_chat_template: str = "zephyr"
@@ -299,6 +325,7 @@ def register_configs() -> None:
     cs.store(name="base_generate_pairs", node=GeneratePairsConfig)
     cs.store(group="scorer", name="base_scorer", node=ScorerConfig)
     cs.store(group="distributed", name="base_distributed", node=DistributedConfig)
+    cs.store(group="adapter", name="base_adapter", node=AdapterConfig)
     for name, spec in OBJECTIVES.items():
         # Not in the "objective" group itself, so `objective=glob(*)` sweeps only the YAML options.
         cs.store(group="objective_schema", name=name, node=spec.params)

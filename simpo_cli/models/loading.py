@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from simpo_cli.errors import UserError
+from simpo_cli.models.adapters import base_model_config, is_adapter_dir, load_merged, quantization_config
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -23,9 +24,9 @@ def run_model_dir(name_or_path: str | None) -> Path | None:
     if not name_or_path:
         return None
     path = Path(name_or_path).expanduser()
-    if (path / "meta.json").is_file() and (path / "model" / "config.json").is_file():
+    if (path / "meta.json").is_file() and ((path / "model" / "config.json").is_file() or is_adapter_dir(path / "model")):
         return path / "model"
-    if (path / "config.json").is_file() and (path.parent / "meta.json").is_file():
+    if ((path / "config.json").is_file() or is_adapter_dir(path)) and (path.parent / "meta.json").is_file():
         return path
     return None
 
@@ -91,11 +92,16 @@ def build_tiny_model(tiny_cfg, tokenizer):
     return model
 
 
-def load_model(model_cfg, tokenizer):
+def load_model(model_cfg, tokenizer, adapter_cfg=None):
     """The policy: ``AutoModelForCausalLM.from_pretrained(name_or_path)`` with the preset's dtype and
-    attention implementation, or the tiny model when ``name_or_path`` is null."""
+    attention implementation, or the tiny model when ``name_or_path`` is null. A LoRA run's
+    adapter (``name_or_path`` = its run or ``model/``) is loaded onto its base and merged;
+    ``adapter_cfg`` = qlora loads the base in 4-bit (simpo_cli/models/adapters.py)."""
     from transformers import AutoModelForCausalLM
 
+    if is_adapter_dir(model_location(model_cfg)):
+        location = model_location(model_cfg)
+        return load_merged(load_model(base_model_config(location, model_cfg), tokenizer, adapter_cfg), location)
     if model_cfg.name_or_path is None:
         if model_cfg.tiny is None:
             raise UserError(f"model '{model_cfg.name}': set model.name_or_path or model.tiny")
@@ -106,6 +112,8 @@ def load_model(model_cfg, tokenizer):
               "trust_remote_code": model_cfg.trust_remote_code}
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
+    if quantization_config(adapter_cfg) is not None:
+        kwargs["quantization_config"] = quantization_config(adapter_cfg)
     try:
         return AutoModelForCausalLM.from_pretrained(model_location(model_cfg), **kwargs)
     except OSError as e:
@@ -119,6 +127,10 @@ def model_fingerprint(model_cfg, model) -> str:
         return "tiny:" + hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str)
                                         .encode() + str(model_cfg.tiny.seed).encode()).hexdigest()[:16]
     path = Path(model_location(model_cfg))
+    if is_adapter_dir(path):  # an adapter identifies the weights only together with its base
+        listing = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
+        base = model_fingerprint(base_model_config(path, model_cfg), model)
+        return "adapter:" + hashlib.sha256(json.dumps([listing, base]).encode()).hexdigest()[:16]
     if path.is_dir():
         listing = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
         return "local:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]

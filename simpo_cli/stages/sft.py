@@ -17,6 +17,7 @@ import torch
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, ensure_chat_template, split_heldout
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
+from simpo_cli.models import adapters
 from simpo_cli.run.rundir import RunDir
 from simpo_cli.stages.train import _setup_wandb, training_arguments
 from simpo_cli.config.checks import validate_sft
@@ -103,11 +104,12 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
             train_ds, eval_ds = split_heldout(train_ds, data.eval_size, cfg.seed)
             heldout_source = f"{len(eval_ds)} of {data.split} (data.eval_size={data.eval_size})"
         train_ds, eval_ds = train_ds.remove_columns("index"), eval_ds.remove_columns("index")
-        model = load_model(cfg.model, tokenizer)
+        model = adapters.wrap(load_model(cfg.model, tokenizer, cfg.adapter), cfg.adapter,
+                              cfg.trainer.gradient_checkpointing)
         run.update(data={"fingerprint": data_fingerprint(data, data.split), **stats.as_dict(),
                          "train": len(train_ds), "heldout": len(eval_ds), "heldout_source": heldout_source},
-                   model={"fingerprint": model_fingerprint(cfg.model, model),
-                          "parameters": sum(p.numel() for p in model.parameters())},
+                   model={"fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
+                          **adapters.parameter_counts(model)},
                    chat_template=tokenizer.chat_template)
         _setup_wandb(cfg, run)
         trainer = Trainer(
@@ -132,6 +134,8 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
             shutil.rmtree(tmp, ignore_errors=True)
             trainer.save_model(str(tmp))
             tokenizer.save_pretrained(str(tmp))
+            if adapters.enabled(cfg.adapter) and cfg.adapter.merge:
+                adapters.save_merged(model, tokenizer, tmp, run.path / adapters.ADAPTER_DIR)
             shutil.rmtree(run.model_dir, ignore_errors=True)
             tmp.rename(run.model_dir)
         result = SFTResult(run.path, output.global_step, losses[-1] if losses else output.training_loss, before, after,

@@ -15,6 +15,7 @@ from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.run.launch import is_main_process, world_size
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
+from simpo_cli.models import adapters
 from simpo_cli.errors import Interrupted
 from simpo_cli.objectives import get_objective
 from simpo_cli.training.reference import make_collator, prepare_reference
@@ -83,7 +84,7 @@ def training_arguments(cfg, run: RunDir):
         output_dir=str(run.checkpoints),
         run_name=run.path.name,
         seed=cfg.seed,
-        learning_rate=hp.learning_rate,
+        learning_rate=hp.learning_rate * adapters.learning_rate_scale(cfg),
         lr_scheduler_type=hp.lr_scheduler_type,
         warmup_steps=hp.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         weight_decay=hp.weight_decay,
@@ -184,7 +185,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             # transformers' eval sampler groups by length too, so the eval pairs need the column.
             train_ds = add_length_column(train_ds)
             eval_ds = add_length_column(eval_ds) if eval_ds is not None else None
-        model = load_model(cfg.model, tokenizer)
+        model = adapters.wrap(load_model(cfg.model, tokenizer, cfg.adapter), cfg.adapter,
+                              cfg.trainer.gradient_checkpointing)
         ref_model = None
         if spec.needs_reference:
             splits = {cfg.data.split: train_ds, cfg.data.eval_split: eval_ds} if eval_ds is not None \
@@ -193,9 +195,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             train_ds, eval_ds = splits[cfg.data.split], splits.get(cfg.data.eval_split)
             run.update(reference=ref_info)
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
-                   model={"fingerprint": model_fingerprint(cfg.model, model),
-                          # ds_numel: a ZeRO-3 partitioned parameter's numel() is 0
-                          "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())})
+                   model={"fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
+                          **adapters.parameter_counts(model)})
         _setup_wandb(cfg, run)
         trainer = PreferenceTrainer(
             model=model,
@@ -235,6 +236,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             trainer.save_model(str(tmp))
             if trainer.is_world_process_zero():
                 tokenizer.save_pretrained(str(tmp))
+                if adapters.enabled(cfg.adapter) and cfg.adapter.merge:
+                    adapters.save_merged(model, tokenizer, tmp, run.path / adapters.ADAPTER_DIR)
                 shutil.rmtree(run.model_dir, ignore_errors=True)
                 tmp.rename(run.model_dir)
         final_loss = losses[-1] if losses else output.training_loss

@@ -12,7 +12,10 @@ Two modes (``reference.mode``):
 - ``live``: a frozen copy of the reference stays in memory and scores each batch in ``compute_loss``.
 
 The reference is the starting policy unless ``reference.name_or_path`` names another checkpoint (it
-must share the policy's tokenizer). For objectives whose spec says ``needs_mismatched`` (KTO), each
+must share the policy's tokenizer). With an adapter (``adapter=lora|qlora``) the starting policy's
+reference is its base: the policy itself with the adapter disabled (``adapters_disabled``), in both
+modes, so no second model exists; the cache key then also names the adapter kind (and QLoRA's
+4-bit quantisation of the base, which changes its log-probs). For objectives whose spec says ``needs_mismatched`` (KTO), each
 example ``i`` also gets a mismatched row, prompt ``i`` + the response of example ``(i + 1) mod N``
 (its chosen one; for unpaired records the one present), fixed before shuffling as TRL's
 ``KTOTrainer`` does; its reference log-prob is the ``ref_kl_logps`` column. The cache is written
@@ -33,6 +36,7 @@ from omegaconf import OmegaConf
 
 from simpo_cli.data.preference import PreferenceCollator, data_fingerprint, tokenizer_fingerprint
 from simpo_cli.errors import UserError
+from simpo_cli.models.adapters import adapters_disabled, enabled as adapter_enabled, has_adapter
 from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)
@@ -127,8 +131,21 @@ def cache_key(cfg, ref_fingerprint: str, tokenizer, split: str, mismatched: bool
         "format": d.format, "columns": OmegaConf.to_container(d.columns), "template": d.chat_template,
         "max_samples": d.max_samples, "strict": d.strict,
         "max_length": hp.max_length, "max_prompt_length": hp.max_prompt_length, "mismatched": mismatched,
+        **_adapter_key(cfg),
     }, sort_keys=True)
     return hashlib.sha256(src.encode()).hexdigest()[:24]
+
+
+def _adapter_key(cfg) -> dict:
+    """The adapter's part of the cache key (nothing for full fine-tuning, so those keys are
+    unchanged): the reference is then the adapter-disabled base, loaded 4-bit under QLoRA."""
+    ad = cfg.get("adapter")
+    if not adapter_enabled(ad) or cfg.reference.name_or_path:
+        return {}
+    key = {"adapter": ad.name, "reference": "base, adapter disabled"}
+    if ad.name == "qlora":
+        key["quantization"] = [ad.bnb_4bit_quant_type, ad.bnb_4bit_compute_dtype, ad.bnb_4bit_use_double_quant]
+    return key
 
 
 @torch.no_grad()
@@ -182,7 +199,9 @@ def precompute(cfg, spec, tokenizer, policy, ds, split: str, ref_fingerprint: st
         # Same mixed precision as the training forward, so that at step 0 policy = reference
         # gives log-ratios of 0 up to rounding (TRL's precompute uses accelerator.autocast too).
         half = torch.bfloat16 if cfg.trainer.bf16 else torch.float16 if cfg.trainer.fp16 else None
-        with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
+        # ref_model None + an adapter: the base is the policy with its adapter disabled.
+        with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None), \
+                adapters_disabled(model):
             columns = compute_reference_logps(model, ds, make_collator(spec, tokenizer.pad_token_id),
                                               cfg.hparams.per_device_train_batch_size, device)
         cache.mkdir(parents=True, exist_ok=True)
@@ -209,10 +228,13 @@ def prepare_reference(cfg, spec, tokenizer, policy, datasets: dict):
         raise UserError(f"reference.mode must be one of {', '.join(MODES)}, got '{mode}'")
     if spec.needs_mismatched:
         datasets = {k: ds if ds is None else add_mismatched_responses(ds) for k, ds in datasets.items()}
-    ref_model = load_reference(cfg, tokenizer, policy) if mode == "live" or cfg.reference.name_or_path else None
+    # A policy with an adapter is its own reference (adapter disabled): no second model to load.
+    second = cfg.reference.name_or_path or (mode == "live" and not has_adapter(policy))
+    ref_model = load_reference(cfg, tokenizer, policy) if second else None
     ref_cfg = reference_model_config(cfg)
     fingerprint = reference_fingerprint(ref_cfg, ref_model if ref_model is not None else policy)
-    info = {"mode": mode, "name_or_path": ref_cfg.name_or_path, "fingerprint": fingerprint}
+    info = {"mode": mode, "name_or_path": ref_cfg.name_or_path, "fingerprint": fingerprint,
+            "adapter_disabled": ref_model is None and has_adapter(policy)}
     if mode == "live":
         return datasets, ref_model, info
     out = {}

@@ -115,7 +115,7 @@ def checkpoint_step(checkpoint: str | Path | None) -> int:
     return int(m.group(1)) if m else 0
 
 
-RESUME_SECTIONS = ("seed", "model", "data", "objective", "hparams")
+RESUME_SECTIONS = ("seed", "model", "data", "objective", "hparams", "adapter")
 
 
 def check_resume_config(saved_config: str | Path, cfg, sections=RESUME_SECTIONS) -> None:

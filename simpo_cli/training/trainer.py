@@ -4,6 +4,7 @@ the spec whether reference log-probs are needed and which reduction the reward u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
+from simpo_cli.models.adapters import adapters_disabled, has_adapter
 from simpo_cli.training.logps import sequence_logps
 from simpo_cli.objectives import ObjectiveSpec, PreferenceLogps
 from simpo_cli.training.reliability import ReliableTrainerMixin
@@ -57,15 +59,22 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
     def _reference_logps(self, model, inputs, logps: PreferenceLogps) -> None:
         """Fill ``ref_*`` from the live reference, and for ``needs_mismatched`` the mismatched rows'
         ``kl`` (policy, no gradient: z_ref is detached) and ``ref_kl``."""
-        if self.ref_model is not None:
-            ref = sequence_logps(self.ref_model, *(inputs[k] for k in BATCH_KEYS), path=self.logps_path).logps
+        ref_model = self.ref_model
+        if ref_model is None and logps.ref_chosen is None and has_adapter(model):
+            ref_model = model  # live reference of a LoRA run: the same model, adapter disabled
+        if ref_model is not None:
+            with adapters_disabled(model) if ref_model is model else contextlib.nullcontext():
+                ref = sequence_logps(ref_model, *(inputs[k] for k in BATCH_KEYS), path=self.logps_path).logps
             b = ref.shape[0] // 2
             logps.ref_chosen, logps.ref_rejected = ref[:b], ref[b:]
         if self.objective.needs_mismatched:
             kl_batch = [inputs["kl_" + k] for k in BATCH_KEYS]
             logps.kl = sequence_logps(model, *kl_batch, path=self.logps_path).logps
-            logps.ref_kl = (sequence_logps(self.ref_model, *kl_batch, path=self.logps_path).logps
-                            if self.ref_model is not None else inputs.get("ref_kl_logps"))
+            if ref_model is None:
+                logps.ref_kl = inputs.get("ref_kl_logps")
+            else:
+                with adapters_disabled(model) if ref_model is model else contextlib.nullcontext():
+                    logps.ref_kl = sequence_logps(ref_model, *kl_batch, path=self.logps_path).logps
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logps, logits_mean = self.preference_logps(model, inputs)
