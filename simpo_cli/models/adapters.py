@@ -135,6 +135,25 @@ def check_target_modules(model, adapter_cfg) -> None:
             raise UserError(f"adapter.modules_to_save: no module named '{key}' in the model")
 
 
+def check_before_loading(model_cfg, adapter_cfg, location: str) -> None:
+    """``check_target_modules`` on the checkpoint's architecture built on the meta device from its
+    ``config.json`` alone, so a wrong module name fails before gigabytes of weights download.
+    Silent when the config cannot be read that way (loading then reports the problem)."""
+    if not enabled(adapter_cfg):
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(location, revision=model_cfg.get("revision"),
+                                            trust_remote_code=model_cfg.get("trust_remote_code", False))
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(
+                config, trust_remote_code=model_cfg.get("trust_remote_code", False))
+    except (OSError, ValueError, KeyError, ImportError):
+        return
+    check_target_modules(skeleton, adapter_cfg)
+
+
 def wrap(model, adapter_cfg, gradient_checkpointing: bool = False):
     """``model`` as a trainable ``PeftModel`` (base frozen, fresh LoRA weights: B = 0, so the
     wrapped model computes exactly what ``model`` did), or ``model`` itself for ``adapter=none``.

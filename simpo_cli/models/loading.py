@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from simpo_cli.errors import UserError
-from simpo_cli.models.adapters import base_model_config, is_adapter_dir, load_merged, quantization_config
+from simpo_cli.models.adapters import (base_model_config, check_before_loading, is_adapter_dir, load_merged,
+                                      quantization_config)
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -114,6 +115,7 @@ def load_model(model_cfg, tokenizer, adapter_cfg=None):
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     if quantization_config(adapter_cfg) is not None:
         kwargs["quantization_config"] = quantization_config(adapter_cfg)
+    check_before_loading(model_cfg, adapter_cfg, model_location(model_cfg))
     try:
         return AutoModelForCausalLM.from_pretrained(model_location(model_cfg), **kwargs)
     except OSError as e:

@@ -250,3 +250,20 @@ def test_cache_key_names_the_adapter_and_quantisation(tiny_tokenizer):
     assert key(["adapter=qlora"]) not in (full, lora_key)
     assert key(["adapter=qlora"]) != key(["adapter=qlora", "adapter.bnb_4bit_quant_type=fp4"])
     assert key(["adapter=lora", "reference.name_or_path=/x"]) == key(["reference.name_or_path=/x"])
+
+
+def test_unknown_target_module_fails_before_the_weights_load(tmp_path, tiny_base, tiny_tokenizer, monkeypatch):
+    """A pretrained checkpoint's architecture is checked from its config.json alone."""
+    from transformers import AutoModelForCausalLM
+
+    from simpo_cli.models.loading import load_model
+
+    tiny_base.save_pretrained(str(tmp_path / "ckpt"))
+    cfg = compose([f"model.name_or_path={tmp_path / 'ckpt'}", "adapter=lora", "adapter.target_modules=[qkv_proj]"])
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("weights loaded before the adapter was checked")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_download)
+    with pytest.raises(UserError, match="no module named 'qkv_proj'"):
+        load_model(cfg.model, tiny_tokenizer, cfg.adapter)
