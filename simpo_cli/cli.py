@@ -16,10 +16,10 @@ from simpo_cli.config.schema import group_options
 from simpo_cli.run.launch import is_main_process, launches
 from simpo_cli.sweeps.job import sweep_job
 
-STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger", "distributed")}
+STAGE_GROUPS = {"train": ("model", "data", "objective", "hparams", "logger", "distributed", "adapter")}
 STAGE_CONFIGS = {"train": "config"}  # stage -> primary config name (for `simpo validate --stage`)
 _PLAN = None  # preflight.Plan of the running command: lets a failed job remove its fresh run dir
-STAGE_GROUPS["sft"] = ("model", "data", "hparams", "logger")
+STAGE_GROUPS["sft"] = ("model", "data", "hparams", "logger", "adapter")
 
 
 def _fits_stage(stage: str, group: str, option: str) -> bool:
