@@ -177,3 +177,25 @@ def test_lora_sigkill_then_resume_auto_matches_uninterrupted_run(tmp_path):
     expected = trace(full)
     assert [t[0] for t in expected] == list(range(1, 11))
     assert trace(killed) == expected
+
+
+def test_lora_paper_scales_the_presets_learning_rate(tmp_path):
+    from simpo_cli.run.rundir import RunDir
+    from simpo_cli.stages.train import training_arguments
+
+    cfg = compose(["hparams=llama3-instruct", "adapter=lora-paper"])
+    assert training_arguments(cfg, RunDir(tmp_path / "run")).learning_rate == pytest.approx(1e-5)  # 10 x 1e-6
+    cfg = compose(["hparams=llama3-instruct"])
+    assert training_arguments(cfg, RunDir(tmp_path / "run")).learning_rate == pytest.approx(1e-6)
+
+
+def test_resume_with_another_adapter_is_refused(tmp_path):
+    from omegaconf import OmegaConf
+
+    from simpo_cli.errors import UserError
+    from simpo_cli.training.reliability import check_resume_config
+
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(compose(["adapter=lora"]), resolve=True))
+    check_resume_config(tmp_path / "config.yaml", compose(["adapter=lora", "trainer.max_steps=9"]))
+    with pytest.raises(UserError, match=r"adapter.r \(8 -> 16\)"):
+        check_resume_config(tmp_path / "config.yaml", compose(["adapter=lora", "adapter.r=16"]))
