@@ -72,6 +72,10 @@ def adapter_problems(cfg) -> list[str]:
         problems.append(f"adapter.bias must be one of {', '.join(BIAS)}, got '{ad.bias}'")
     if ad.learning_rate_scale <= 0:
         problems.append(f"adapter.learning_rate_scale must be > 0, got {ad.learning_rate_scale}")
+    dist = cfg.get("distributed")
+    if ad.merge and dist is not None and dist.get("name") in ("fsdp", "zero3"):
+        problems.append(f"adapter.merge=true needs the whole model in one process, not distributed={dist.name}: "
+                        "train with merge=false, then merge the saved adapter (PeftModel.merge_and_unload)")
     targets = ad.target_modules
     if targets is None or (not isinstance(targets, str) and len(targets) == 0):
         problems.append("adapter.target_modules is empty: use all-linear or a list of module names")

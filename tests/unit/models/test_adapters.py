@@ -85,6 +85,12 @@ def test_bad_lora_settings_are_reported(override, message):
     assert len(problems) == 1 and problems[0].startswith(message), problems
 
 
+def test_merge_under_sharded_training_is_refused():
+    problems = adapters.adapter_problems(compose(["adapter=lora", "adapter.merge=true", "distributed=zero3"]))
+    assert len(problems) == 1 and problems[0].startswith("adapter.merge=true needs the whole model in one process")
+    assert adapters.adapter_problems(compose(["adapter=lora", "adapter.merge=true", "distributed=ddp"])) == []
+
+
 def test_valid_lora_and_none_have_no_problems():
     assert adapters.adapter_problems(compose(["adapter=lora"])) == []
     assert adapters.adapter_problems(compose(["adapter.r=0"])) == []  # adapter=none: not used
