@@ -25,11 +25,16 @@ def run_model_dir(name_or_path: str | None) -> Path | None:
     if not name_or_path:
         return None
     path = Path(name_or_path).expanduser()
-    if (path / "meta.json").is_file() and ((path / "model" / "config.json").is_file() or is_adapter_dir(path / "model")):
+    if (path / "meta.json").is_file() and _saved_model(path / "model"):
         return path / "model"
-    if ((path / "config.json").is_file() or is_adapter_dir(path)) and (path.parent / "meta.json").is_file():
+    if _saved_model(path) and (path.parent / "meta.json").is_file():
         return path
     return None
+
+
+def _saved_model(path: Path) -> bool:
+    """A full model (``config.json``) or a LoRA adapter (simpo_cli/models/adapters.py)."""
+    return (path / "config.json").is_file() or is_adapter_dir(path)
 
 
 def model_location(model_cfg) -> str | None:

@@ -15,7 +15,9 @@ The reference is the starting policy unless ``reference.name_or_path`` names ano
 must share the policy's tokenizer). With an adapter (``adapter=lora|qlora``) the starting policy's
 reference is its base: the policy itself with the adapter disabled (``adapters_disabled``), in both
 modes, so no second model exists; the cache key then also names the adapter kind (and QLoRA's
-4-bit quantisation of the base, which changes its log-probs). For objectives whose spec says ``needs_mismatched`` (KTO), each
+4-bit quantisation of the base, which changes its log-probs).
+
+For objectives whose spec says ``needs_mismatched`` (KTO), each
 example ``i`` also gets a mismatched row, prompt ``i`` + the response of example ``(i + 1) mod N``
 (its chosen one; for unpaired records the one present), fixed before shuffling as TRL's
 ``KTOTrainer`` does; its reference log-prob is the ``ref_kl_logps`` column. The cache is written

@@ -21,7 +21,8 @@ FAST = [o for o in FAST_TRAIN if not o.startswith("trainer.max_steps")] + [
     "trainer.max_steps=3", "trainer.evaluate=false", "data.max_samples=8",
     # A large step and no warm-up, so the adapter moves at step 1.
     "hparams.learning_rate=1e-2", "hparams.warmup_ratio=0"]
-TINY_TOTAL, TINY_LORA = 615232, 18496  # tiny Llama's parameters; its LoRA (r 8, all-linear): hand count in the unit test
+# Tiny Llama's parameters, and its LoRA's (r 8, all-linear; hand count in the unit test).
+TINY_TOTAL, TINY_LORA = 615232, 18496
 
 
 def train(tmp_path, overrides, name="run"):

@@ -20,6 +20,13 @@ from simpo_cli.training.reference import cache_key
 from tests.helpers import compose
 
 
+def fake_bitsandbytes(monkeypatch, present: bool):
+    """``importlib.util.find_spec("bitsandbytes")`` answers as if it were (not) installed."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: (object() if present else None) if n == "bitsandbytes" else real(n, *a))
+
+
 def lora(**overrides):
     return OmegaConf.structured(AdapterConfig(name="lora", **overrides))
 
@@ -98,14 +105,13 @@ def test_valid_lora_and_none_have_no_problems():
 
 def test_qlora_is_refused_without_bitsandbytes_or_gpu(monkeypatch):
     cfg = compose(["adapter=qlora", "model.name_or_path=some/model"])
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real_find_spec(n, *a))
+    fake_bitsandbytes(monkeypatch, present=False)
     assert adapters.adapter_problems(cfg) == [
         "adapter=qlora needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU; use adapter=lora"]
     with pytest.raises(UserError, match="needs bitsandbytes"):
         adapters.quantization_config(cfg.adapter)
     # bitsandbytes importable, but no GPU
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "bitsandbytes" else real_find_spec(n, *a))
+    fake_bitsandbytes(monkeypatch, present=True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert adapters.adapter_problems(cfg) == [
         "adapter=qlora needs a CUDA GPU (bitsandbytes 4-bit); none is visible: use adapter=lora"]
@@ -114,8 +120,7 @@ def test_qlora_is_refused_without_bitsandbytes_or_gpu(monkeypatch):
 def test_qlora_config_path_builds_the_4bit_quantisation(monkeypatch):
     """Where bitsandbytes and a GPU exist (faked here), qlora's settings become the
     BitsAndBytesConfig that load_model passes to from_pretrained; a tiny model is refused."""
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "bitsandbytes" else real_find_spec(n, *a))
+    fake_bitsandbytes(monkeypatch, present=True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     cfg = compose(["adapter=qlora", "model.name_or_path=some/model", "adapter.bnb_4bit_use_double_quant=false"])
     assert adapters.adapter_problems(cfg) == []
