@@ -92,6 +92,34 @@ def test_kto_with_lora_live_reference(tmp_path, monkeypatch):
     assert losses[0] == pytest.approx(0.5, abs=1e-6)  # policy = reference: 1 - σ(0) for every example
 
 
+def test_sft_lora_run_loads_as_model_name_or_path(tmp_path, tiny_tokenizer):
+    """In process (the CLI chain below is the slow version): `simpo sft adapter=lora` saves an
+    adapter; `model.name_or_path=<run>` loads it onto the run's base, merged, trainable."""
+    from peft import PeftModel
+
+    from simpo_cli.stages.sft import run_sft
+
+    run_sft(compose(["adapter=lora", "trainer.max_steps=1", "data.max_samples=8", "data.eval_size=2", "hparams.max_length=64",
+                     "trainer.progress_bar=false", "trainer.evaluate=false", "hparams.learning_rate=1e-2",
+                     "hparams.warmup_ratio=0"], config_name="sft"), tmp_path / "sft")
+    meta = json.loads((tmp_path / "sft" / "meta.json").read_text())
+    assert meta["model"]["trainable_parameters"] == TINY_LORA
+    cfg = compose([f"model.name_or_path={tmp_path / 'sft'}"])
+    assert loading.run_model_dir(cfg.model.name_or_path) == tmp_path / "sft" / "model"
+    loaded = loading.load_model(cfg.model, loading.load_tokenizer(cfg.model))
+    assert not isinstance(loaded, PeftModel) and all(p.requires_grad for p in loaded.parameters())
+    expected = PeftModel.from_pretrained(loading.build_tiny_model(TinyModelConfig(), tiny_tokenizer),
+                                         str(tmp_path / "sft" / "model"))
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])
+    with torch.no_grad():
+        got, want = loaded(input_ids=ids).logits, expected(input_ids=ids).logits
+        base = loading.build_tiny_model(TinyModelConfig(), tiny_tokenizer)(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert (got - base).abs().max() > 1e-4  # the adapter trained and is applied
+    assert loading.model_fingerprint(cfg.model, loaded).startswith("adapter:")
+
+
+@pytest.mark.slow  # four CLI runs, ~75 s on 2 busy cores
 def test_adapter_runs_merge_load_and_chain_through_the_cli(tmp_path, tiny_tokenizer):
     """sft adapter=lora → train from that run (adapter=lora, merge=true) → eval run=. The merged
     model's logits equal the adapter model's to 1e-5."""
