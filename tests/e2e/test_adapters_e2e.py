@@ -100,8 +100,8 @@ def test_sft_lora_run_loads_as_model_name_or_path(tmp_path, tiny_tokenizer):
     from simpo_cli.stages.sft import run_sft
 
     run_sft(compose(["adapter=lora", "trainer.max_steps=1", "data.max_samples=8", "data.eval_size=2",
-                     "hparams.max_length=64", "trainer.progress_bar=false", "trainer.evaluate=false", "hparams.learning_rate=1e-2",
-                     "hparams.warmup_ratio=0"], config_name="sft"), tmp_path / "sft")
+                     "hparams.max_length=64", "trainer.progress_bar=false", "trainer.evaluate=false",
+                     "hparams.learning_rate=1e-2", "hparams.warmup_ratio=0"], config_name="sft"), tmp_path / "sft")
     meta = json.loads((tmp_path / "sft" / "meta.json").read_text())
     assert meta["model"]["trainable_parameters"] == TINY_LORA
     cfg = compose([f"model.name_or_path={tmp_path / 'sft'}"])
