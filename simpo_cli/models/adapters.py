@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -62,6 +63,8 @@ def adapter_problems(cfg) -> list[str]:
     problems = []
     if ad.name not in KINDS:
         return [f"adapter.name must be one of {', '.join(KINDS)}, got '{ad.name}'"]
+    if importlib.util.find_spec("peft") is None:
+        problems.append(f"adapter={ad.name} needs peft: pip install peft")
     if ad.r <= 0:
         problems.append(f"adapter.r must be > 0, got {ad.r}")
     if ad.lora_alpha <= 0:
@@ -202,9 +205,9 @@ def _unwrap(model):
 
 def has_adapter(model) -> bool:
     """Whether ``model`` (or the model a DDP wrapper holds) is a ``PeftModel``."""
-    from peft import PeftModel
-
-    return isinstance(_unwrap(model), PeftModel)
+    if "peft" not in sys.modules:  # nothing can be a PeftModel; do not pay peft's import
+        return False
+    return isinstance(_unwrap(model), sys.modules["peft"].PeftModel)
 
 
 def adapters_disabled(model):
