@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.training.batching import LENGTH_COLUMN, add_length_column
+from simpo_cli.data.heldout import metric_pairs
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.run.launch import is_main_process, world_size
@@ -33,7 +34,7 @@ class TrainResult:
     final_loss: float | None
     before: dict = field(default_factory=dict)  # pair metrics before training
     after: dict = field(default_factory=dict)  # ... and after
-    pairs_split: str = "train"
+    pairs_split: str = "train"  # what before/after are on: PairsInfo.label(), e.g. "1 held-out pairs carved from train (of 16)"
 
 
 def objective_kwargs(cfg) -> dict:
@@ -192,6 +193,13 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             splits, ref_model, ref_info = prepare_reference(cfg, spec, tokenizer, model, splits)
             train_ds, eval_ds = splits[cfg.data.split], splits.get(cfg.data.eval_split)
             run.update(reference=ref_info)
+        pairs, pairs_info = None, None
+        if cfg.trainer.evaluate:
+            # Held-out pairs by default, at most trainer.eval_pairs (see simpo_cli/data/heldout.py).
+            train_ds, pairs, pairs_info = metric_pairs(
+                train_ds, eval_ds, split=cfg.data.split, eval_split=cfg.data.eval_split,
+                eval_size=cfg.data.eval_size, cap=cfg.trainer.get("eval_pairs"), seed=cfg.seed)
+            run.update(pairs=pairs_info.as_dict())
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
                    model={"fingerprint": model_fingerprint(cfg.model, model),
                           # ds_numel: a ZeRO-3 partitioned parameter's numel() is 0
@@ -216,7 +224,6 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         run.update(distributed={"name": cfg.distributed.name,
                                 "type": trainer.accelerator.distributed_type.value,
                                 "num_processes": trainer.accelerator.num_processes})
-        pairs = eval_ds if eval_ds is not None else train_ds
         start = _pair_metrics_at_start(trainer, pairs) if cfg.trainer.evaluate and prepared_in_train(trainer) else None
         if start is not None:
             trainer.add_callback(start)
@@ -239,7 +246,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
                 tmp.rename(run.model_dir)
         final_loss = losses[-1] if losses else output.training_loss
         result = TrainResult(run.path, output.global_step, final_loss, before, after,
-                             cfg.data.eval_split or cfg.data.split)
+                             pairs_info.label() if pairs_info else cfg.data.split)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
                    pairs_before=before, pairs_after=after, nan_skipped=trainer.nan_skipped)
         return result
