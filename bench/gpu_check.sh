@@ -64,11 +64,11 @@ if [ "$INSTALL" = 1 ]; then
     [ ${#whls[@]} -gt 0 ] || echo "gpu_check.sh: no .whl files in $WHEELS" >&2
     # --no-deps: each wheel is named in the directory; what the machine already has stays as it is.
     [ ${#whls[@]} -eq 0 ] || timeout 180 "${PIP[@]}" --no-index --no-deps "${whls[@]}" \
-      || echo "gpu_check.sh: installing the wheels failed (exit $?)" >&2
+      || echo "gpu_check.sh: installing the wheels failed; steps needing them fail or skip" >&2
     # sdists (deepspeed): built here against the installed torch, with no ops prebuilt (JIT at use).
     for sd in "${sdists[@]}"; do
       DS_BUILD_OPS=0 timeout 240 "${PIP[@]}" --no-index --no-deps --no-build-isolation "$sd" \
-        || echo "gpu_check.sh: building $(basename "$sd") failed (exit $?); its step is skipped" >&2
+        || echo "gpu_check.sh: building $(basename "$sd") failed; its step is skipped" >&2
     done
   else
     need="$(missing)"
