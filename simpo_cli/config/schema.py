@@ -145,8 +145,10 @@ class TrainerConfig:
     # At most this many pairs are scored before and after training (seeded sample); null = all.
     eval_pairs: Optional[int] = 256
     progress_bar: bool = True
-    # Batches of pairs of similar length (transformers' LengthGroupedSampler): less padding.
-    group_by_length: bool = False
+    # Batches of pairs of similar length (transformers' LengthGroupedSampler): less padding. null =
+    # on for simpo train unless the objective's loss couples a batch's examples (KTO); see
+    # simpo_cli/training/batching.py. simpo sft: null = off.
+    group_by_length: Optional[bool] = None
     # One packed row per batch, no padding (position_ids restart per sequence). null = on only
     # for flash-attention, where it runs as varlen kernels (see simpo_cli/training/logps.py).
     padding_free: Optional[bool] = None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from simpo_cli.training.batching import LENGTH_COLUMN, add_length_column
+from simpo_cli.training.batching import LENGTH_COLUMN, add_length_column, length_grouping
 from simpo_cli.data.heldout import metric_pairs
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
@@ -75,7 +75,9 @@ def batch_plan(hp, args) -> dict:
     return plan
 
 
-def training_arguments(cfg, run: RunDir):
+def training_arguments(cfg, run: RunDir, group_by_length: bool | None = None):
+    """``TrainingArguments`` of ``cfg``. ``group_by_length``: the resolved ``length_grouping``
+    (``run_train`` passes it); None reads ``trainer.group_by_length`` with null = off."""
     from transformers import TrainingArguments
 
     hp, tr = cfg.hparams, cfg.trainer
@@ -107,7 +109,8 @@ def training_arguments(cfg, run: RunDir):
         remove_unused_columns=False,
         report_to=report_to,
         disable_tqdm=not tr.progress_bar,
-        train_sampling_strategy="group_by_length" if tr.get("group_by_length") else "random",
+        train_sampling_strategy="group_by_length" if (tr.get("group_by_length") if group_by_length is None
+                                                      else group_by_length) else "random",
         length_column_name=LENGTH_COLUMN,
     )
 
@@ -171,8 +174,9 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         set_seed(cfg.seed)
         # Before the model loads: it sets up the process group and, under ZeRO-3, makes
         # from_pretrained create the model already partitioned.
-        args = training_arguments(cfg, run)
-        run.update(batch=batch_plan(cfg.hparams, args))
+        grouped = length_grouping(cfg.trainer.get("group_by_length"), spec)
+        args = training_arguments(cfg, run, group_by_length=grouped)
+        run.update(batch=batch_plan(cfg.hparams, args), group_by_length=grouped)
         tokenizer = load_tokenizer(cfg.model)
         # Rank 0 tokenises and fills the cache; the other ranks then read it (no concurrent writes).
         with args.main_process_first(desc="tokenising the pairs"):
@@ -181,7 +185,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             if cfg.data.eval_split:
                 eval_ds, _ = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec,
                                            split=cfg.data.eval_split)
-        if cfg.trainer.group_by_length:
+        if grouped:
             # transformers' eval sampler groups by length too, so the eval pairs need the column.
             train_ds = add_length_column(train_ds)
             eval_ds = add_length_column(eval_ds) if eval_ds is not None else None
