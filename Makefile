@@ -41,7 +41,7 @@ test: install-test ## run the default test suite (everything not marked slow)
 test-full: install-test ## run every test, slow ones included
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.installed-bench ## simpo train vs TRL 1.16: s/step, tokens/s, peak RSS, FLOP bound (~20 min; QUICK=1 ~3 min)
+bench: $(VENV)/.installed-bench ## one table: LM head vs Liger, whole step vs TRL, SmolLM2 vs TRL; ratios, FLOP bound, targets (QUICK=1 short)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m bench $(if $(QUICK),--quick)
 
 # The GPU check's packages for a machine with no internet (bench/gpu-wheels.txt): py3.12 manylinux
