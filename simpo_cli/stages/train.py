@@ -34,7 +34,8 @@ class TrainResult:
     final_loss: float | None
     before: dict = field(default_factory=dict)  # pair metrics before training
     after: dict = field(default_factory=dict)  # ... and after
-    pairs_split: str = "train"  # what before/after are on: PairsInfo.label(), e.g. "1 held-out pairs carved from train (of 16)"
+    # What before/after are on: PairsInfo.label(), e.g. "1 held-out pairs carved from train (of 16)".
+    pairs_split: str = "train"
 
 
 def objective_kwargs(cfg) -> dict:
