@@ -3,19 +3,21 @@
 ``python -m bench.gpu_check OUTDIR [--budget SECONDS]`` runs each step in its own subprocess with
 its own time box, prints a line per step and writes ``OUTDIR/gpu_check.json`` after every step
 (so a killed run still leaves what finished): ``{"machine": {...}, "steps": {name: {"status":
-"ok"|"failed"|"skipped", "reason": str, "seconds": float, ...numbers}}}``.
+"ok"|"failed"|"skipped", "reason": str, "seconds": float, ...numbers}}}``. Runs, caches and
+models go to ``$SIMPO_GPU_WORK`` (default /tmp/simpo-gpu-work), not OUTDIR.
 
-Steps (each needs a CUDA GPU; without one every step is skipped with that reason):
+Steps, in the order they run (each needs a CUDA GPU; without one every step is skipped with that
+reason; the quick pass/fail steps come first so the benchmark cannot starve them):
 
-- ``bench``: ``python -m bench --parts head,step --device cuda --dtype bf16`` (ours vs TRL, and
-  vs Liger-Kernel in the head part when ``bench/head.py`` is present), at vocabularies 32,000 and
-  128,256; the table is printed and its rows kept.
 - ``padding_free``: summed response log-probs and their gradient, padded vs padding-free
   (flash-attention 2 when ``flash_attn`` imports, else sdpa), bf16 tiny Llama on the GPU; ok when
   the relative difference of the log-probs is <= 1e-3.
-- ``zero3`` / ``fsdp``: ``simpo train distributed=zero3|fsdp distributed.num_processes=1``, 2 steps
+- ``fsdp`` / ``zero3``: ``simpo train distributed=fsdp|zero3 distributed.num_processes=1``, 2 steps
   bf16 on the tiny model; ok when the run completes and saves a ``from_pretrained`` model.
   ``zero3`` is skipped without ``deepspeed``.
+- ``bench``: ``python -m bench --parts head,step --device cuda --dtype bf16`` (ours vs TRL, and
+  vs Liger-Kernel in the head part when ``bench/head.py`` is present), at vocabularies 32,000 and
+  128,256; the table is printed and its rows kept.
 - ``vllm``: ``simpo generate-pairs generation.backend=vllm`` on the tiny model saved to disk;
   skipped unless ``vllm`` imports.
 - ``qlora``: ``simpo train adapter=qlora`` on the tiny model saved to disk; skipped unless
@@ -38,7 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULT = "GPU_CHECK_RESULT "
 # name -> time box in seconds (the order they run in)
-STEPS = {"bench": 200, "padding_free": 45, "zero3": 100, "fsdp": 75, "vllm": 60, "qlora": 60}
+# The quick pass/fail steps first, so the benchmark cannot starve them; it gets what is left.
+STEPS = {"padding_free": 45, "fsdp": 75, "zero3": 100, "bench": 240, "vllm": 60, "qlora": 60}
 TRAIN_SMOKE = ["trainer.max_steps=2", "data.max_samples=16", "hparams.max_length=128",
                "hparams.max_prompt_length=64", "hparams.per_device_train_batch_size=2",
                "trainer.logging_steps=1", "trainer.progress_bar=false", "trainer.bf16=true"]
@@ -174,7 +177,7 @@ def padding_free_step(out: Path, device: str = "cuda") -> dict:
 
 def train_step(name: str, out: Path, extra: list[str], smoke: list[str] = TRAIN_SMOKE) -> dict:
     """``simpo train`` smoke through the real CLI (it re-launches itself through accelerate)."""
-    run = out / "runs" / name
+    run = work_dir() / "runs" / name
     cmd = [sys.executable, "-m", "simpo_cli", "train", *smoke, *extra, f"run_dir={run}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(out))
     (out / f"{name}.log").write_text(proc.stdout + proc.stderr)
@@ -191,8 +194,8 @@ def train_step(name: str, out: Path, extra: list[str], smoke: list[str] = TRAIN_
 
 
 def vllm_step(out: Path) -> dict:
-    model = save_tiny(out / "tiny-model")
-    gen = out / "generate-pairs"
+    model = save_tiny(work_dir() / "tiny-model")
+    gen = work_dir() / "generate-pairs"
     cmd = [sys.executable, "-m", "simpo_cli", "generate-pairs", "generation.backend=vllm",
            f"model.name_or_path={model}", "data.max_samples=8", "generation.n=2", "generation.max_new_tokens=16",
            "generation.max_prompt_length=256", f"output_dir={gen}", "overwrite=true"]
@@ -236,14 +239,20 @@ def run_one(name: str, out: Path) -> dict:
     if name == "vllm":
         return vllm_step(out)
     if name == "qlora":
-        model = save_tiny(out / "tiny-model")
+        model = save_tiny(work_dir() / "tiny-model")
         return train_step(name, out, ["adapter=qlora", f"model.name_or_path={model}"])
     raise ValueError(f"unknown step {name}")
 
 
+def work_dir() -> Path:
+    """Runs, caches and the saved tiny model: ``$SIMPO_GPU_WORK`` (default /tmp/simpo-gpu-work), so
+    OUTDIR holds only the few result files (gpu_check.json, bench.json, the steps' logs)."""
+    return Path(os.environ.get("SIMPO_GPU_WORK", "/tmp/simpo-gpu-work"))
+
+
 def child_env(out: Path) -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled",
-            "SIMPO_CACHE": str(out / "cache"), "PYTHONUNBUFFERED": "1"}
+            "SIMPO_CACHE": str(work_dir() / "cache"), "SIMPO_GPU_WORK": str(work_dir()), "PYTHONUNBUFFERED": "1"}
 
 
 def run_step(name: str, out: Path, timeout: float) -> dict:

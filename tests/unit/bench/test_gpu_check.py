@@ -17,6 +17,12 @@ REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "bench" / "gpu_check.sh"
 
 
+@pytest.fixture(autouse=True)
+def work(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMPO_GPU_WORK", str(tmp_path / "work"))
+    return tmp_path / "work"
+
+
 def sh(*args, **env):
     return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, "PYTHON": sys.executable, **env}, timeout=300)
@@ -79,8 +85,10 @@ def test_padding_free_step_body_on_cpu_bf16(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_smoke_step_body_on_cpu(tmp_path):
+def test_train_smoke_step_body_on_cpu(tmp_path, work):
     """The train smoke's plumbing (run directory, meta.json, saved model) without a launcher."""
     smoke = [o for o in gc.TRAIN_SMOKE if o != "trainer.bf16=true"]
     got = gc.train_step("plain", tmp_path, ["trainer.use_cpu=true"], smoke=smoke)
     assert got["status"] == "ok" and got["steps"] == 2, got
+    assert (work / "runs" / "plain" / "model" / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.log", "work"]  # OUTDIR: results only
