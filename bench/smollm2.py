@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +51,12 @@ def gguf_location() -> tuple[str, str] | None:
     return None
 
 
+def checkpoint_path(location: tuple[str, str]) -> Path:
+    directory, name = location
+    cache = Path(os.environ.get("SIMPO_CACHE", Path.home() / ".cache" / "simpo-cli"))
+    return cache / "bench" / (Path(name).stem + f"-{(Path(directory) / name).stat().st_size}")
+
+
 def checkpoint(location: tuple[str, str]) -> Path:
     """A float32 safetensors copy of the GGUF model (+ tokenizer), made once under
     ``$SIMPO_CACHE`` (default ~/.cache/simpo-cli)/bench. A GGUF-loaded model is flagged as
@@ -61,8 +68,7 @@ def checkpoint(location: tuple[str, str]) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory, name = location
-    cache = Path(os.environ.get("SIMPO_CACHE", Path.home() / ".cache" / "simpo-cli"))
-    out = cache / "bench" / (Path(name).stem + f"-{(Path(directory) / name).stat().st_size}")
+    out = checkpoint_path(location)
     if (out / "config.json").is_file():
         return out
     tok = AutoTokenizer.from_pretrained(directory, gguf_file=name)
@@ -194,6 +200,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.smollm2")
     p.add_argument("--impl", choices=IMPLS, required=True)
     p.add_argument("--quick", action="store_true", help=f"{QUICK} instead of {FULL}")
+    p.add_argument("--prepare", action="store_true", help="only make the float32 checkpoint (see checkpoint)")
     args = p.parse_args(argv)
     geo = dict(QUICK if args.quick else FULL)
     location = gguf_location()
@@ -217,7 +224,13 @@ def main(argv=None):
     logging.disable(logging.WARNING)
     n_train = geo["batch"] * geo["steps"]
     pairs = read_pairs(n_train)
-    model_dir = checkpoint(location)
+    if args.prepare:
+        checkpoint(location)
+        return 0
+    model_dir = checkpoint_path(location)
+    if not (model_dir / "config.json").is_file():
+        # Converted in a child process, so this one's peak RSS is the benchmark's alone.
+        subprocess.run([sys.executable, "-m", "bench.smollm2", "--impl", args.impl, "--prepare"], check=True)
     rows = real_tokens(pairs, geo, model_dir)
     base.update(step_flops=body_head_flops(rows, **SMOLLM2) / geo["steps"],
                 tokens_per_step=sum(r[0] for r in rows) / geo["steps"])
