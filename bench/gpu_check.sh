@@ -56,7 +56,8 @@ EOF
 if [ "$INSTALL" = 1 ]; then
   mkdir -p "$SITE"
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-  PIP=("$PY" -m pip install -q --disable-pip-version-check --no-compile --no-cache-dir --target "$SITE")
+  # --upgrade: a rerun on the same machine replaces what the last run put in $SITE.
+  PIP=("$PY" -m pip install -q --disable-pip-version-check --no-compile --no-cache-dir --upgrade --target "$SITE")
   if [ -n "$WHEELS" ]; then
     echo "== installing from $WHEELS (no index)"
     shopt -s nullglob
@@ -75,7 +76,7 @@ if [ "$INSTALL" = 1 ]; then
     if [ -n "$need" ]; then
       echo "== installing from PyPI: $need deepspeed"
       # shellcheck disable=SC2086
-      timeout 240 "${PIP[@]}" $need deepspeed \
+      timeout 240 "${PIP[@]}" --retries 1 --timeout 15 $need deepspeed \
         || echo "gpu_check.sh: pip install from PyPI failed or timed out (no internet?); steps needing them fail or skip" >&2
     fi
   fi
