@@ -155,7 +155,7 @@ def _print_train_summary(result) -> None:
         table.add_row("final loss", f"{result.final_loss:.4f}")
     for key in ("rewards/accuracies", "rewards/margins", "loss"):
         if key in result.after:
-            table.add_row(f"{key} ({result.pairs_split} pairs)",
+            table.add_row(f"{key} ({result.pairs_split})",
                           f"{result.before[key]:.4f} -> {result.after[key]:.4f}")
     Console().print(table)
     # Plain line so the path is never wrapped or cut by the table's width.

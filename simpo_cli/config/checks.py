@@ -58,6 +58,10 @@ def _train_problems(cfg) -> list[str]:
     ref = cfg.get("reference")
     if ref is not None and ref.mode not in ("precompute", "live"):
         problems.append(f"reference.mode must be one of precompute, live, got '{ref.mode}'")
+    if cfg.data.get("eval_size", 0) < 0:
+        problems.append(f"data.eval_size must be >= 0 (0 = score training pairs), got {cfg.data.eval_size}")
+    if cfg.trainer.get("eval_pairs") is not None and cfg.trainer.eval_pairs < 1:
+        problems.append(f"trainer.eval_pairs must be >= 1 or null (all), got {cfg.trainer.eval_pairs}")
     return problems
 
 

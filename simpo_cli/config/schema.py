@@ -77,8 +77,9 @@ class DataConfig:
     # What the records are: preference | sft; null = tell from the records. A stage given the
     # other kind stops with one line naming the right command.
     kind: Optional[str] = None
-    # simpo sft: records carved from `split` (seeded) as the held-out set when eval_split is null;
-    # < 1 is a fraction, >= 1 a count.
+    # Records carved from `split` (seeded) as the held-out set when eval_split is null; < 1 is a
+    # fraction, >= 1 a count. simpo train: the pairs of its before/after metrics (at most
+    # trainer.eval_pairs of them; 0 = score training pairs instead; see simpo_cli/data/heldout.py).
     eval_size: float = 0.05
 
 
@@ -141,9 +142,13 @@ class TrainerConfig:
     use_cpu: bool = False
     save_model: bool = True
     evaluate: bool = True  # reward accuracy etc. over the pairs before and after training
+    # At most this many pairs are scored before and after training (seeded sample); null = all.
+    eval_pairs: Optional[int] = 256
     progress_bar: bool = True
-    # Batches of pairs of similar length (transformers' LengthGroupedSampler): less padding.
-    group_by_length: bool = False
+    # Batches of pairs of similar length (transformers' LengthGroupedSampler): less padding. null =
+    # on for simpo train unless the objective's loss couples a batch's examples (KTO); see
+    # simpo_cli/training/batching.py. simpo sft: null = off.
+    group_by_length: Optional[bool] = None
     # One packed row per batch, no padding (position_ids restart per sequence). null = on only
     # for flash-attention, where it runs as varlen kernels (see simpo_cli/training/logps.py).
     padding_free: Optional[bool] = None

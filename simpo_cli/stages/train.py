@@ -10,7 +10,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from simpo_cli.training.batching import LENGTH_COLUMN, add_length_column
+from simpo_cli.training.batching import LENGTH_COLUMN, add_length_column, length_grouping
+from simpo_cli.data.heldout import metric_pairs
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.run.launch import is_main_process, world_size
@@ -34,6 +35,7 @@ class TrainResult:
     final_loss: float | None
     before: dict = field(default_factory=dict)  # pair metrics before training
     after: dict = field(default_factory=dict)  # ... and after
+    # What before/after are on: PairsInfo.label(), e.g. "1 held-out pairs carved from train (of 16)".
     pairs_split: str = "train"
 
 
@@ -75,7 +77,9 @@ def batch_plan(hp, args) -> dict:
     return plan
 
 
-def training_arguments(cfg, run: RunDir):
+def training_arguments(cfg, run: RunDir, group_by_length: bool | None = None):
+    """``TrainingArguments`` of ``cfg``. ``group_by_length``: the resolved ``length_grouping``
+    (``run_train`` passes it); None reads ``trainer.group_by_length`` with null = off."""
     from transformers import TrainingArguments
 
     hp, tr = cfg.hparams, cfg.trainer
@@ -107,7 +111,8 @@ def training_arguments(cfg, run: RunDir):
         remove_unused_columns=False,
         report_to=report_to,
         disable_tqdm=not tr.progress_bar,
-        train_sampling_strategy="group_by_length" if tr.get("group_by_length") else "random",
+        train_sampling_strategy="group_by_length" if (tr.get("group_by_length") if group_by_length is None
+                                                      else group_by_length) else "random",
         length_column_name=LENGTH_COLUMN,
     )
 
@@ -171,8 +176,9 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         set_seed(cfg.seed)
         # Before the model loads: it sets up the process group and, under ZeRO-3, makes
         # from_pretrained create the model already partitioned.
-        args = training_arguments(cfg, run)
-        run.update(batch=batch_plan(cfg.hparams, args))
+        grouped = length_grouping(cfg.trainer.get("group_by_length"), spec)
+        args = training_arguments(cfg, run, group_by_length=grouped)
+        run.update(batch=batch_plan(cfg.hparams, args), group_by_length=grouped)
         tokenizer = load_tokenizer(cfg.model)
         # Rank 0 tokenises and fills the cache; the other ranks then read it (no concurrent writes).
         with args.main_process_first(desc="tokenising the pairs"):
@@ -181,7 +187,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             if cfg.data.eval_split:
                 eval_ds, _ = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec,
                                            split=cfg.data.eval_split)
-        if cfg.trainer.group_by_length:
+        if grouped:
             # transformers' eval sampler groups by length too, so the eval pairs need the column.
             train_ds = add_length_column(train_ds)
             eval_ds = add_length_column(eval_ds) if eval_ds is not None else None
@@ -194,6 +200,13 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             splits, ref_model, ref_info = prepare_reference(cfg, spec, tokenizer, model, splits)
             train_ds, eval_ds = splits[cfg.data.split], splits.get(cfg.data.eval_split)
             run.update(reference=ref_info)
+        pairs, pairs_info = None, None
+        if cfg.trainer.evaluate:
+            # Held-out pairs by default, at most trainer.eval_pairs (see simpo_cli/data/heldout.py).
+            train_ds, pairs, pairs_info = metric_pairs(
+                train_ds, eval_ds, split=cfg.data.split, eval_split=cfg.data.eval_split,
+                eval_size=cfg.data.eval_size, cap=cfg.trainer.get("eval_pairs"), seed=cfg.seed)
+            run.update(pairs=pairs_info.as_dict())
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
                    model={"fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
                           **adapters.parameter_counts(model)})
@@ -217,7 +230,6 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         run.update(distributed={"name": cfg.distributed.name,
                                 "type": trainer.accelerator.distributed_type.value,
                                 "num_processes": trainer.accelerator.num_processes})
-        pairs = eval_ds if eval_ds is not None else train_ds
         start = _pair_metrics_at_start(trainer, pairs) if cfg.trainer.evaluate and prepared_in_train(trainer) else None
         if start is not None:
             trainer.add_callback(start)
@@ -242,7 +254,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
                 tmp.rename(run.model_dir)
         final_loss = losses[-1] if losses else output.training_loss
         result = TrainResult(run.path, output.global_step, final_loss, before, after,
-                             cfg.data.eval_split or cfg.data.split)
+                             pairs_info.label() if pairs_info else cfg.data.split)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
                    pairs_before=before, pairs_after=after, nan_skipped=trainer.nan_skipped)
         return result

@@ -5,11 +5,30 @@ train_sampling_strategy="group_by_length")``): megabatches of 50 batches drawn a
 by length inside, so a batch's rows are of similar width and little padding is scored. It reads
 the lengths from the dataset's ``length`` column, which ``add_length_column`` fills with the
 width a pair takes in ``PreferenceCollator``'s ``[2B, L]`` batch: prompt + the longer response.
+
+It is on by default in ``simpo train`` (``trainer.group_by_length: null``) where it leaves the
+results' statistics alone: every epoch still visits each pair exactly once in a seeded random
+megabatch order, and the loss is a mean of per-pair terms, so the epoch's summed gradient and every
+pair metric are those of random batches; only which pairs share a step changes (the longest batch
+comes first, so an out-of-memory error shows at step 1). Objectives whose loss couples the
+examples of a batch (``ObjectiveSpec.needs_mismatched``: KTO's z_ref is a batch-mean KL) keep
+random batches, since length-sorted batches would bias that estimate.
+
+Padding-free packing (``trainer.padding_free``, ``simpo_cli.training.logps``) is on by default only
+with flash-attention: with sdpa on CPU it was measured slower than padding (``bench/README.md``).
 """
 
 from __future__ import annotations
 
 LENGTH_COLUMN = "length"
+
+
+def length_grouping(setting: bool | None, spec) -> bool:
+    """``trainer.group_by_length`` resolved for objective ``spec``: true/false as given; null → on
+    unless ``spec.needs_mismatched`` (a batch-level statistic in the loss)."""
+    if setting is not None:
+        return bool(setting)
+    return not spec.needs_mismatched
 
 
 def pair_length(example: dict) -> int:
