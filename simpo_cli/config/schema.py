@@ -45,6 +45,10 @@ class ModelConfig:
     trust_remote_code: bool = False
     # A Jinja chat template that replaces the tokenizer's own (e.g. the SimPO repo's llama3 one).
     chat_template: Optional[str] = None
+    # Variables the chat template sees unless a call passes them (Qwen3: enable_thinking: false).
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
+    # Billions of parameters of a Hub preset: `simpo train` stops without a GPU before downloading.
+    params_b: Optional[float] = None
     tiny: Optional[TinyModelConfig] = None
 
 
@@ -200,6 +204,15 @@ class DistributedConfig:
 
 
 @dataclass
+class RecipeInfo:
+    """Which recipe composed the run (conf/recipe/<model>.yaml; simpo_cli/config/recipes.py)."""
+
+    name: Optional[str] = None  # null: no recipe (the tiny demo, or a model without one)
+    published: bool = False  # true: the paper's official training config; false: a generic recipe
+    source: Optional[str] = None
+
+
+@dataclass
 class TrainConfig:
     stage: str = "train"
     seed: int = 42
@@ -216,6 +229,7 @@ class TrainConfig:
     resume: Optional[str] = None
     sweep: SweepConfig = field(default_factory=SweepConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    recipe: RecipeInfo = field(default_factory=RecipeInfo)
 
 
 @dataclass
