@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from simpo_cli.errors import ConfigError
 from simpo_cli.objectives import OBJECTIVES
+from simpo_cli.training.precision import device_problem
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def _train_problems(cfg) -> list[str]:
         problems.append(f"data '{cfg.data.name}' holds SFT conversations, not preference pairs: run "
                         f"`simpo sft data={cfg.data.name}`, or pick pairs (data=demo-prefs|ultrafeedback|local)")
     problems += _run_problems(cfg)
+    if not problems and (device := device_problem(cfg)):  # alone: it is one line, not one of many
+        problems.append(device)
     ref = cfg.get("reference")
     if ref is not None and ref.mode not in ("precompute", "live"):
         problems.append(f"reference.mode must be one of precompute, live, got '{ref.mode}'")

@@ -22,6 +22,8 @@ from simpo_cli.training.reliability import (checkpoint_step, check_resume_config
                                    resume_checkpoint, truncate_jsonl)
 from simpo_cli.run.rundir import RunDir
 from simpo_cli.config.checks import resolve_hparams, validate_train
+from simpo_cli.config.recipes import announce
+from simpo_cli.training.precision import check_precision
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     run.start(cfg, "train")
     if checkpoint:
         run.update(resumed_from=checkpoint)
+    if is_main_process():  # the recipe table (value, source) once, and its record in meta.json
+        run.update(**announce(cfg))
     try:
         set_seed(cfg.seed)
         # Before the model loads: it sets up the process group and, under ZeRO-3, makes
@@ -185,6 +189,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             train_ds = add_length_column(train_ds)
             eval_ds = add_length_column(eval_ds) if eval_ds is not None else None
         model = load_model(cfg.model, tokenizer)
+        run.update(precision=check_precision(cfg, model))
         ref_model = None
         if spec.needs_reference:
             splits = {cfg.data.split: train_ds, cfg.data.eval_split: eval_ds} if eval_ds is not None \
