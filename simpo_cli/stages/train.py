@@ -23,7 +23,7 @@ from simpo_cli.training.reliability import (checkpoint_step, check_resume_config
 from simpo_cli.run.rundir import RunDir
 from simpo_cli.config.checks import resolve_hparams, validate_train
 from simpo_cli.config.recipes import announce
-from simpo_cli.training.precision import check_precision
+from simpo_cli.training.precision import check_precision, use_cpu
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def training_arguments(cfg, run: RunDir):
         gradient_checkpointing=tr.gradient_checkpointing,
         bf16=tr.bf16,
         fp16=tr.fp16,
-        use_cpu=tr.use_cpu,
+        use_cpu=use_cpu(tr),  # bf16 autocast on a CPU-only machine needs it
         logging_steps=tr.logging_steps,
         save_strategy="steps" if tr.save_steps > 0 else "no",
         save_steps=tr.save_steps if tr.save_steps > 0 else 500,

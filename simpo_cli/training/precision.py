@@ -29,6 +29,12 @@ def accelerator_available() -> bool:
     return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
 
+def use_cpu(trainer_cfg) -> bool:
+    """``TrainingArguments.use_cpu``: as set, or true for bf16 autocast on a machine without a GPU
+    (transformers refuses bf16 there unless told the run is on CPU, where it autocasts to bf16)."""
+    return bool(trainer_cfg.use_cpu or (trainer_cfg.get("bf16") and not accelerator_available()))
+
+
 def model_size_b(model_cfg) -> float | None:
     """Billions of parameters of ``model_cfg`` without loading weights: counted on the meta device
     from a local directory's ``config.json``, else the preset's declared ``params_b`` (a Hub id is
