@@ -5,10 +5,11 @@ The composition is Hydra's (``conf/config.yaml``)::
 
     objective: X                    the objective's defaults (beta, gamma, its own knobs)
     /data/demo-prefs, /hparams/default   what a model without a recipe trains with (the demo)
-    optional recipe: ${model}       conf/recipe/M.yaml: data, hparams preset, precision, attention,
-                                    starting checkpoint, and conf/published/M_X.yaml (X's values on M)
+    optional recipe: ${model}       conf/recipe/M.yaml: data, hparams preset (lr, lengths, batch),
+                                    precision, attention, starting checkpoint
     data: recipe, hparams: recipe   empty unless data=/hparams= is given: then that option wins
-    optional published: ${hparams}_${objective}   an explicit hparams=<preset> brings its values of X
+    optional published: ${model}_${objective}       conf/published/M_X.yaml: X's beta/gamma on M
+    optional published@_here_: ${hparams}_${objective}   the same for an explicit hparams=<preset>
 
 Command-line keys (``hparams.beta=...``) are applied after all of it. A new objective is one
 function and one YAML; its published values on a setting, where they exist, are one more file in

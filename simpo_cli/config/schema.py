@@ -230,6 +230,8 @@ class TrainConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     recipe: RecipeInfo = field(default_factory=RecipeInfo)
+    # The published values of the objective on a setting that apply (conf/published/<setting>_<objective>.yaml).
+    published: Optional[str] = None
 
 
 @dataclass
