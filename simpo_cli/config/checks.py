@@ -90,7 +90,7 @@ def _run_problems(cfg) -> list[str]:
     if hp.get("global_batch_size") is not None and hp.global_batch_size % hp.per_device_train_batch_size:
         problems.append(f"hparams.global_batch_size ({hp.global_batch_size}) must be a multiple of "
                         f"per_device_train_batch_size ({hp.per_device_train_batch_size})")
-    if OmegaConf.is_missing(cfg.data, "path"):
+    if OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None:
         problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl")
     path = cfg.model.name_or_path
     if path and path.startswith(("/", "./", "../")) and not Path(path).exists():

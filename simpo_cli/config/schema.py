@@ -69,7 +69,9 @@ class DataColumns:
 class DataConfig:
     name: str = MISSING
     # A local JSON/JSONL/Parquet file, ``pkg:<file>`` (bundled in simpo_cli/assets), or a Hub id.
-    path: str = MISSING
+    # null in options that need one from the user (local, generated): unlike ???, null replaces the
+    # path of the data set `simpo train` composed before them (recipe or demo).
+    path: Optional[str] = MISSING
     format: str = "auto"  # auto | plain | ultrafeedback | sharegpt
     split: str = "train"
     eval_split: Optional[str] = None
