@@ -211,8 +211,14 @@ def task_overrides() -> list[str] | None:
 def announce(cfg, config_name: str = "config") -> dict:
     """Log the recipe table and notes; return what ``meta.json`` records (``recipe`` and the
     ``provenance`` of every training-relevant value)."""
-    table = provenance(cfg, task_overrides(), config_name)
-    log.info("%s", format_table(cfg, table))
+    try:
+        table = provenance(cfg, task_overrides(), config_name)
+    except Exception as e:  # noqa: BLE001 - a bookkeeping failure must not stop a training run
+        log.warning("could not trace where the config values came from (%s: %s); meta.json records "
+                    "the config only", type(e).__name__, e)
+        table = {}
+    if table:
+        log.info("%s", format_table(cfg, table))
     for line in notes(cfg, table):
         log.warning("%s", line)
     recipe = OmegaConf.to_container(cfg.recipe, resolve=True) if cfg.get("recipe") is not None else None
