@@ -48,15 +48,16 @@ SUMMARY_KEYS = ("model.name_or_path", "data.path", "objective.name", "hparams.be
 COMMAND_LINE = "command line"
 
 
-def _flatten(node, prefix: str = "") -> Iterable[tuple[str, object]]:
-    if isinstance(node, DictConfig):
-        for key in node.keys():
-            if key == "defaults" and not prefix:
-                continue
-            value = node._get_node(key)
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    else:
-        yield prefix, node
+def _flatten(node: dict, prefix: str = "") -> Iterable[tuple[str, object]]:
+    """``(dotted key, value)`` for every leaf of a plain (unresolved) container."""
+    for key, value in node.items():
+        if key == "defaults" and not prefix:
+            continue
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, path)
+        else:
+            yield path, value
 
 
 def _label(path: str, parent: str | None, cli_groups: dict[str, str]) -> str:
@@ -111,13 +112,13 @@ def _sources(loader, overrides: list[str], config_name: str) -> dict[str, str]:
     for d in defaults.defaults:
         if d.config_path is None or d.config_path.startswith("hydra/") or d.package == "hydra":
             continue
-        loaded = loader.repository.load_config(d.config_path)
+        loaded = loader.repository.load_config(d.config_path)  # the file as written, defaults list aside
         if loaded is None or loaded.config is None:
             continue
         label = _label(d.config_path, d.parent, cli_groups)
         package = d.package or ""
-        for key, node in _flatten(loaded.config):
-            if not key or node._is_missing():  # a schema's ??? does not override a set value
+        for key, value in _flatten(OmegaConf.to_container(loaded.config, resolve=False)):
+            if value == "???":  # a schema's ??? does not override a set value
                 continue
             sources[f"{package}.{key}" if package else key] = label
     for key in key_overrides:
