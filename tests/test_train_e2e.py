@@ -52,8 +52,11 @@ def test_hub_loading_code_on_a_local_directory(tmp_path, tiny_model, tiny_tokeni
     local = tmp_path / "local-llama"
     tiny_model.save_pretrained(local)
     tiny_tokenizer.save_pretrained(local)
+    # A local copy keeps the llama3-instruct recipe (bf16 autocast, checkpointing); its Hub data set
+    # and 8B-scale batch are replaced by the bundled pairs and the CPU recipe.
     run_simpo(["train", "model=llama3-instruct", f"model.name_or_path={local}", "model.dtype=float32",
-               "model.attn_implementation=eager", *FAST_TRAIN, "trainer.evaluate=false",
+               "model.attn_implementation=eager", "data=demo-prefs", "hparams=default", *FAST_TRAIN,
+               "trainer.evaluate=false",
                "logger=wandb", "paths.output_root=out"], tmp_path)
     (run,) = run_dirs(tmp_path / "out")
     meta = json.loads((run / "meta.json").read_text())

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from simpo_cli.errors import ConfigError
 from simpo_cli.models.adapters import adapter_problems
 from simpo_cli.objectives import OBJECTIVES
+from simpo_cli.training.precision import device_problem
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ def _train_problems(cfg) -> list[str]:
         problems.append(f"data '{cfg.data.name}' holds SFT conversations, not preference pairs: run "
                         f"`simpo sft data={cfg.data.name}`, or pick pairs (data=demo-prefs|ultrafeedback|local)")
     problems += _run_problems(cfg) + adapter_problems(cfg)
+    if not problems and (device := device_problem(cfg)):  # alone: it is one line, not one of many
+        problems.append(device)
     ref = cfg.get("reference")
     if ref is not None and ref.mode not in ("precompute", "live"):
         problems.append(f"reference.mode must be one of precompute, live, got '{ref.mode}'")
@@ -92,7 +95,7 @@ def _run_problems(cfg) -> list[str]:
     if hp.get("global_batch_size") is not None and hp.global_batch_size % hp.per_device_train_batch_size:
         problems.append(f"hparams.global_batch_size ({hp.global_batch_size}) must be a multiple of "
                         f"per_device_train_batch_size ({hp.per_device_train_batch_size})")
-    if OmegaConf.is_missing(cfg.data, "path"):
+    if OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None:
         problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl")
     path = cfg.model.name_or_path
     if path and path.startswith(("/", "./", "../")) and not Path(path).exists():

@@ -45,6 +45,10 @@ class ModelConfig:
     trust_remote_code: bool = False
     # A Jinja chat template that replaces the tokenizer's own (e.g. the SimPO repo's llama3 one).
     chat_template: Optional[str] = None
+    # Variables the chat template sees unless a call passes them (Qwen3: enable_thinking: false).
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
+    # Billions of parameters of a Hub preset: `simpo train` stops without a GPU before downloading.
+    params_b: Optional[float] = None
     tiny: Optional[TinyModelConfig] = None
 
 
@@ -65,7 +69,9 @@ class DataColumns:
 class DataConfig:
     name: str = MISSING
     # A local JSON/JSONL/Parquet file, ``pkg:<file>`` (bundled in simpo_cli/assets), or a Hub id.
-    path: str = MISSING
+    # null in options that need one from the user (local, generated): unlike ???, null replaces the
+    # path of the data set `simpo train` composed before them (recipe or demo).
+    path: Optional[str] = MISSING
     format: str = "auto"  # auto | plain | ultrafeedback | sharegpt
     split: str = "train"
     eval_split: Optional[str] = None
@@ -229,6 +235,15 @@ class DistributedConfig:
 
 
 @dataclass
+class RecipeInfo:
+    """Which recipe composed the run (conf/recipe/<model>.yaml; simpo_cli/config/recipes.py)."""
+
+    name: Optional[str] = None  # null: no recipe (the tiny demo, or a model without one)
+    published: bool = False  # true: the paper's official training config; false: a generic recipe
+    source: Optional[str] = None
+
+
+@dataclass
 class TrainConfig:
     stage: str = "train"
     seed: int = 42
@@ -246,6 +261,9 @@ class TrainConfig:
     resume: Optional[str] = None
     sweep: SweepConfig = field(default_factory=SweepConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    recipe: RecipeInfo = field(default_factory=RecipeInfo)
+    # The published values of the objective on a setting that apply (conf/published/<setting>_<objective>.yaml).
+    published: Optional[str] = None
 
 
 @dataclass

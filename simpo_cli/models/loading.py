@@ -4,6 +4,7 @@ built from a config in code (demo and tests, no network)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -17,6 +18,7 @@ from simpo_cli.models.adapters import (base_model_config, check_before_loading, 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+_fallback_logged: set[str] = set()  # attention fallbacks already logged (once per process)
 
 
 def run_model_dir(name_or_path: str | None) -> Path | None:
@@ -71,9 +73,44 @@ def load_tokenizer(model_cfg):
         raise UserError(f"cannot load tokenizer '{loc}': {str(e).splitlines()[0]}") from None
     if model_cfg.chat_template:
         tok.chat_template = model_cfg.chat_template
+    if model_cfg.get("chat_template_kwargs") and isinstance(tok.chat_template, str):
+        tok.chat_template = template_with_defaults(tok.chat_template, dict(model_cfg.chat_template_kwargs))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def template_with_defaults(template: str, defaults: dict) -> str:
+    """``template`` with default values for some of its variables: each applies unless a call to
+    ``apply_chat_template`` passes that variable itself (Qwen3: ``enable_thinking: false`` renders
+    the empty think block into the generation prompt). Saved with the tokenizer, so the trained
+    model's template keeps the setting."""
+    lines = [f"{{%- if {name} is not defined %}}{{%- set {name} = {json.dumps(value)} %}}{{%- endif %}}"
+             for name, value in sorted(defaults.items())]
+    return "".join(lines) + template
+
+
+def flash_attention_missing() -> str | None:
+    """Why flash-attention cannot run here (``None`` when it can)."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return "flash-attn is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible"
+    return None
+
+
+def attention_implementation(requested: str | None) -> str | None:
+    """``requested``, except ``flash_attention_2`` where flash-attention cannot run: then ``sdpa``
+    (same attention, other kernels), said once per process in the log."""
+    if requested != "flash_attention_2":
+        return requested
+    reason = flash_attention_missing()
+    if reason is None:
+        return requested
+    if reason not in _fallback_logged:
+        _fallback_logged.add(reason)
+        log.warning("attention: flash_attention_2 requested but %s; using sdpa instead", reason)
+    return "sdpa"
 
 
 def build_tiny_model(tiny_cfg, tokenizer):
@@ -111,13 +148,15 @@ def load_model(model_cfg, tokenizer, adapter_cfg=None):
     if model_cfg.name_or_path is None:
         if model_cfg.tiny is None:
             raise UserError(f"model '{model_cfg.name}': set model.name_or_path or model.tiny")
-        return build_tiny_model(model_cfg.tiny, tokenizer)
+        model = build_tiny_model(model_cfg.tiny, tokenizer)
+        # The tiny model is built in float32; a half dtype asked for is applied (pure half weights).
+        return model.to(DTYPES[model_cfg.dtype]) if model_cfg.dtype in ("bfloat16", "float16") else model
     if model_cfg.dtype not in DTYPES:
         raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{model_cfg.dtype}'")
     kwargs = {"dtype": DTYPES[model_cfg.dtype], "revision": model_cfg.revision,
               "trust_remote_code": model_cfg.trust_remote_code}
     if model_cfg.attn_implementation:
-        kwargs["attn_implementation"] = model_cfg.attn_implementation
+        kwargs["attn_implementation"] = attention_implementation(model_cfg.attn_implementation)
     if quantization_config(adapter_cfg) is not None:
         kwargs["quantization_config"] = quantization_config(adapter_cfg)
     check_before_loading(model_cfg, adapter_cfg, model_location(model_cfg))

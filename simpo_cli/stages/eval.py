@@ -134,7 +134,7 @@ def validate_eval(cfg) -> None:
             problems.append(f"eval.{key} must be >= 1, got {ev[key]}")
     if ev.logps_path not in ("auto", "chunked", "plain"):
         problems.append(f"eval.logps_path must be auto, chunked or plain, got '{ev.logps_path}'")
-    if ev.pairs and OmegaConf.is_missing(cfg.data, "path"):
+    if ev.pairs and (OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None):
         problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl (or eval.pairs=false)")
     j = cfg.judge
     if j.reward_model:

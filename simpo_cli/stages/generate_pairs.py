@@ -67,7 +67,7 @@ def validate_generate_pairs(cfg) -> None:
             problems.append(f"generation.{key} must be >= 1, got {g[key]}")
     if cfg.scorer.batch_size < 1:
         problems.append(f"scorer.batch_size must be >= 1, got {cfg.scorer.batch_size}")
-    if OmegaConf.is_missing(cfg.data, "path"):
+    if OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None:
         problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/prompts.jsonl")
     # (A ``???`` in an option YAML does not override the schema's None when merged, hence no is_missing.)
     if cfg.scorer.name_or_path is None and cfg.scorer.tiny is None:

@@ -24,6 +24,8 @@ from simpo_cli.training.reliability import (checkpoint_step, check_resume_config
                                    resume_checkpoint, truncate_jsonl)
 from simpo_cli.run.rundir import RunDir
 from simpo_cli.config.checks import resolve_hparams, validate_train
+from simpo_cli.config.recipes import announce
+from simpo_cli.training.precision import check_precision, use_cpu
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def training_arguments(cfg, run: RunDir, group_by_length: bool | None = None):
         gradient_checkpointing=tr.gradient_checkpointing,
         bf16=tr.bf16,
         fp16=tr.fp16,
-        use_cpu=tr.use_cpu,
+        use_cpu=use_cpu(tr),  # bf16 autocast on a CPU-only machine needs it
         logging_steps=tr.logging_steps,
         save_strategy="steps" if tr.save_steps > 0 else "no",
         save_steps=tr.save_steps if tr.save_steps > 0 else 500,
@@ -172,6 +174,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     run.start(cfg, "train")
     if checkpoint:
         run.update(resumed_from=checkpoint)
+    if is_main_process():  # the recipe table (value, source) once, and its record in meta.json
+        run.update(**announce(cfg))
     try:
         set_seed(cfg.seed)
         # Before the model loads: it sets up the process group and, under ZeRO-3, makes
@@ -193,6 +197,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             eval_ds = add_length_column(eval_ds) if eval_ds is not None else None
         model = adapters.wrap(load_model(cfg.model, tokenizer, cfg.adapter), cfg.adapter,
                               cfg.trainer.gradient_checkpointing)
+        run.update(precision=check_precision(cfg, model))
         ref_model = None
         if spec.needs_reference:
             splits = {cfg.data.split: train_ds, cfg.data.eval_split: eval_ds} if eval_ds is not None \
