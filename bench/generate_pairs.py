@@ -22,6 +22,10 @@ import json
 import time
 
 import torch
+from transformers import GenerationConfig, LogitsProcessorList
+
+from simpo_cli.models.generate import SeededGumbelNoise, sampling_warpers
+from simpo_cli.models.reward import reward_values
 
 
 def timed(fn, repeats: int, device) -> tuple[float, object]:
@@ -38,10 +42,6 @@ def timed(fn, repeats: int, device) -> tuple[float, object]:
 
 def cross_prompt_generate(sampler, gen, prompts, keys):
     """The pre-issue-15 transformers backend: every prompt's n rows in one left-padded batch."""
-    from transformers import GenerationConfig, LogitsProcessorList
-
-    from simpo_cli.models.generate import SeededGumbelNoise, _warpers
-
     rows = [p for p, ks in zip(prompts, keys) for _ in ks]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), sampler.pad, dtype=torch.long)
@@ -51,13 +51,13 @@ def cross_prompt_generate(sampler, gen, prompts, keys):
         attention_mask[i, width - len(r):] = 1
     config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=gen.max_new_tokens,
                               eos_token_id=sampler.eos, pad_token_id=sampler.pad)
-    noise = SeededGumbelNoise([k for ks in keys for k in ks], width)
+    processors = LogitsProcessorList([*sampling_warpers(gen.temperature, gen.top_p, gen.top_k),
+                                      SeededGumbelNoise([k for ks in keys for k in ks], width)])
     with torch.inference_mode():
         out = sampler.model.generate(input_ids=input_ids.to(sampler.device),
                                      attention_mask=attention_mask.to(sampler.device), generation_config=config,
-                                     logits_processor=LogitsProcessorList([*_warpers(gen.temperature, gen.top_p,
-                                                                                     gen.top_k), noise]))
-    samples = [sampler._sample(row.tolist()) for row in out[:, width:].cpu()]
+                                     logits_processor=processors)
+    samples = [sampler.to_sample(row.tolist()) for row in out[:, width:].cpu()]
     n = len(keys[0])
     return [samples[i * n:(i + 1) * n] for i in range(len(prompts))]
 
@@ -67,10 +67,9 @@ def length_sorted_scores(reward_model, groups, batch_size):
     flat = [s for g in groups for s in g]
     order = sorted(range(len(flat)), key=lambda i: len(flat[i]))
     scores = [0.0] * len(flat)
+    model, pad = reward_model.model, reward_model.model.config.pad_token_id
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        model = reward_model.model
-        pad = model.config.pad_token_id
         width = max(len(flat[i]) for i in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -78,8 +77,6 @@ def length_sorted_scores(reward_model, groups, batch_size):
             ids[r, :len(flat[i])], mask[r, :len(flat[i])] = torch.tensor(flat[i]), 1
         with torch.inference_mode():
             out = model(input_ids=ids.to(reward_model.device), attention_mask=mask.to(reward_model.device))
-        from simpo_cli.models.reward import reward_values
-
         for i, v in zip(rows, reward_values(out).cpu().tolist()):
             scores[i] = v
     out, pos = [], 0

@@ -116,7 +116,7 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos or [])
 
 
-def _warpers(temperature: float, top_p: float, top_k: int) -> list:
+def sampling_warpers(temperature: float, top_p: float, top_k: int) -> list:
     """transformers' own sampling warpers, in its order: temperature, top-k, top-p."""
     from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
@@ -161,15 +161,16 @@ class Sampler:
         config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                                   eos_token_id=self.eos, pad_token_id=self.pad)
         if temperature > 0:
-            processors = [*_warpers(temperature, top_p, top_k), SeededGumbelNoise(keys, len(prompt))]
+            processors = [*sampling_warpers(temperature, top_p, top_k), SeededGumbelNoise(keys, len(prompt))]
         else:
             processors = []
         with one_cpu_thread(self.device):
             out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                       generation_config=config, logits_processor=self._list(processors))
-        return [self._sample(row.tolist()) for row in out[:, len(prompt):].cpu()]
+        return [self.to_sample(row.tolist()) for row in out[:, len(prompt):].cpu()]
 
-    def _sample(self, tokens: list[int]) -> Sample:
+    def to_sample(self, tokens: list[int]) -> Sample:
+        """A ``Sample`` from one row of generated ids: cut at the first end-of-sequence id."""
         stop = next((i for i, t in enumerate(tokens) if t in self.eos), None)
         kept = tokens if stop is None else tokens[:stop]
         return Sample(self.tokenizer.decode(kept, skip_special_tokens=True), len(kept),
@@ -197,9 +198,12 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """vLLM sampling, one request per (prompt, sample) with ``SamplingParams(seed=row key)`` so each
-    response is reproducible regardless of batching. UNTESTED in this project's CI (no GPU there):
-    the code path is kept small on purpose. Samples differ from the transformers backend's."""
+    """vLLM sampling, one request per (prompt, sample) with ``SamplingParams(seed=row key)``.
+    vLLM batches the requests itself, so a response can depend on the other requests unless its
+    batch-invariance mode is on (``VLLM_BATCH_INVARIANT=1``, beta, recent GPUs only:
+    https://docs.vllm.ai/en/stable/features/batch_invariance/). UNTESTED in this project's CI (no
+    GPU there): the code path is kept small on purpose. Samples differ from the transformers
+    backend's."""
 
     def __init__(self, model_cfg, gen, seed: int):
         try:
