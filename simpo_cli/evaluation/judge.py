@@ -68,7 +68,7 @@ class RewardModelJudge:
             tokenizer = AutoTokenizer.from_pretrained(path)
         except OSError as e:
             raise UserError(f"cannot load judge.reward_model '{path}': {str(e).splitlines()[0]}") from None
-        model = load_reward_model(path, what="judge.reward_model", dtype="auto")  # the checkpoint's dtype
+        model = load_reward_model(path, what="judge", dtype="auto")  # the checkpoint's dtype
         if model.config.num_labels != 1:
             raise UserError(f"judge.reward_model '{path}' has {model.config.num_labels} labels; "
                             "a reward model has exactly 1")

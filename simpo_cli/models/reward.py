@@ -103,21 +103,21 @@ def reward_values(output) -> torch.Tensor:
 def load_reward_model(name_or_path: str, *, what: str, dtype: str = "float32", revision: str | None = None,
                       trust_remote_code: bool = False, attn_implementation: str | None = None):
     """``AutoModelForSequenceClassification.from_pretrained`` in evaluation mode. ``what`` names the
-    setting in errors (``scorer.name_or_path``, ``judge.reward_model``). Raises ``UserError`` for an
-    unknown dtype or a model that cannot be loaded."""
+    config group in errors (``scorer``, ``judge``). Raises ``UserError`` for an unknown dtype or a
+    model that cannot be loaded."""
     from transformers import AutoModelForSequenceClassification
 
     from simpo_cli.models.loading import DTYPES
 
     if dtype not in DTYPES:
-        raise UserError(f"{what}: dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+        raise UserError(f"{what}.dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     kwargs = {"dtype": DTYPES[dtype], "revision": revision, "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
         return AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs).eval()
     except OSError as e:
-        raise UserError(f"cannot load {what} '{name_or_path}': {str(e).splitlines()[0]}") from None
+        raise UserError(f"{what}: cannot load reward model '{name_or_path}': {str(e).splitlines()[0]}") from None
 
 
 class RewardModel:
@@ -186,7 +186,7 @@ class RewardModelScorer:
                 raise UserError(f"scorer '{cfg.name}': set scorer.name_or_path or scorer.tiny")
             model = build_tiny_reward_model(cfg.tiny, tokenizer)
         else:
-            model = load_reward_model(cfg.name_or_path, what="scorer.name_or_path", dtype=cfg.dtype,
+            model = load_reward_model(cfg.name_or_path, what="scorer", dtype=cfg.dtype,
                                       revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
                                       attn_implementation=cfg.attn_implementation)
         self.reward_model = RewardModel(model, tokenizer, cfg.max_length, device)
