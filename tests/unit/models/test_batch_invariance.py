@@ -12,12 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from omegaconf import OmegaConf
 
-from simpo_cli.config.schema import GenerationSettings, ScorerConfig, TinyModelConfig
+from simpo_cli.config.schema import GenerationSettings, ModelConfig, ScorerConfig, TinyModelConfig
+from simpo_cli.evaluation.judge import RewardModelJudge, conversation
 from simpo_cli.models.generate import TransformersBackend, encode_prompt, row_key
+from simpo_cli.models.loading import build_tiny_model, load_tokenizer
 from simpo_cli.models.reward import RewardModelScorer, select_pair
+from simpo_cli.stages.eval import score_pairs
+from tests.eval.test_benchmarks import make_reward_model
 
 ROOT = Path(__file__).resolve().parents[3]
 WORDS = "the a sky is blue because light scatters off air molecules and red waves pass through".split()
@@ -78,9 +81,6 @@ def test_scores_and_picks_are_bit_identical_for_batch_sizes_1_3_and_8():
 
 def sampler_outputs() -> list[list[str]]:
     """3 seeded samples of 12 tokens for each of 4 prompts, from the tiny policy (texts)."""
-    from simpo_cli.models.loading import build_tiny_model, load_tokenizer
-    from simpo_cli.config.schema import ModelConfig
-
     tok = load_tokenizer(OmegaConf.structured(ModelConfig(name="tiny", tokenizer="pkg:tiny-tokenizer")))
     backend = TransformersBackend(build_tiny_model(TinyModelConfig(), tok), tok,
                                   OmegaConf.structured(GenerationSettings(n=3, max_new_tokens=12)))
@@ -103,18 +103,14 @@ def test_samples_do_not_depend_on_which_prompts_share_a_call(tiny_model, tiny_to
 
 def _pairs(tokenizer) -> list[dict]:
     rng = random.Random(1)
-    return [{"prompt_input_ids": tokenizer(_text(rng, 2, 30)).input_ids,
-             "chosen_input_ids": tokenizer(_text(rng, 1, 30), add_special_tokens=False).input_ids,
-             "rejected_input_ids": tokenizer(_text(rng, 1, 30), add_special_tokens=False).input_ids,
+    return [{"prompt_input_ids": tokenizer(_text(rng, 2, 120)).input_ids,
+             "chosen_input_ids": tokenizer(_text(rng, 1, 80), add_special_tokens=False).input_ids,
+             "rejected_input_ids": tokenizer(_text(rng, 1, 80), add_special_tokens=False).input_ids,
              "index": i} for i in range(8)]
 
 
 def eval_logps(batch_size: int, reverse: bool = False) -> dict[str, list[float]]:
     """``simpo eval``'s per-pair summed log-probs of 8 pairs under the tiny policy, by pair index."""
-    from simpo_cli.config.schema import ModelConfig
-    from simpo_cli.models.loading import build_tiny_model, load_tokenizer
-    from simpo_cli.stages.eval import score_pairs
-
     tok = load_tokenizer(OmegaConf.structured(ModelConfig(name="tiny", tokenizer="pkg:tiny-tokenizer")))
     pairs = _pairs(tok)
     res = score_pairs(build_tiny_model(TinyModelConfig(), tok), pairs[::-1] if reverse else pairs,
@@ -131,9 +127,6 @@ def test_eval_logps_do_not_depend_on_the_batch():
 
 
 def test_judge_scores_a_conversation_the_same_alone_or_among_others(tmp_path, tiny_tokenizer):
-    from simpo_cli.evaluation.judge import RewardModelJudge, conversation
-    from tests.eval.test_benchmarks import make_reward_model
-
     judge = RewardModelJudge(str(make_reward_model(tmp_path / "rm", tiny_tokenizer)), max_length=256, batch_size=3)
     convs = [conversation([p[-1]["content"]], [c[0]]) for p, c in zip(PROMPTS, CANDIDATES)]
     together = judge.score(convs)
