@@ -36,14 +36,14 @@ class BenchmarkConfig:
 class EvalOptions:
     pairs: bool = True  # held-out preference metrics (reward accuracy, margins, log-likelihood, KL)
     split: Optional[str] = None  # pairs split; null = data.eval_split, else data.split
-    batch_size: int = 4  # pairs per forward pass
+    batch_size: int = 4  # unused: each pair is its own forward pass (batch-invariant log-probs)
     histogram_bins: int = 20
     logps_path: str = "auto"  # auto | chunked | plain (see simpo_cli.training.logps)
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:1 ...
     benchmarks: List[str] = field(default_factory=lambda: ["alpaca_eval", "arena_hard", "mt_bench"])
     limit: Optional[int] = None  # first N prompts of each benchmark (smoke runs)
     max_new_tokens: Optional[int] = None  # caps every benchmark's preset
-    generation_batch_size: int = 4
+    generation_batch_size: int = 4  # unused: each prompt is decoded on its own (batch-invariant answers)
     model_id: Optional[str] = None  # name in the answer files; null = <model.name>-<objective.name>
     stop_token_ids: List[int] = field(default_factory=list)  # besides the tokenizer's EOS
 
@@ -65,7 +65,7 @@ class JudgeConfig:
     reward_model: Optional[str] = None  # local dir or Hub id; null = no judge
     baseline: Optional[str] = None  # answers file: AlpacaEval model_outputs.json or a model_answer .jsonl
     benchmark: str = "alpaca_eval"  # which of eval.benchmarks to judge
-    batch_size: int = 4
+    batch_size: int = 4  # unused: each conversation is scored on its own (batch-invariant scores)
     max_length: int = 2048
     n_resamples: int = 1000
     confidence: float = 0.95

@@ -296,7 +296,7 @@ class ScorerConfig:
     attn_implementation: Optional[str] = None
     trust_remote_code: bool = False  # RLHFlow/ArmoRM-Llama3-8B-v0.1 ships its own model class
     chat_template: Optional[str] = None  # replaces the reward model tokenizer's template
-    batch_size: int = 8  # sequences per forward pass
+    batch_size: int = 8  # pairrm: sequences per pass; reward-model scores each prompt's candidates in one pass
     max_length: int = 4096  # prompt + response tokens; longer inputs keep their last tokens
     tiny: Optional[TinyModelConfig] = None
 
@@ -312,7 +312,7 @@ class GenerationSettings:
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 1024
     max_prompt_length: int = 1800  # prompts longer than this (tokens, templated) are dropped and counted
-    batch_size: int = 8  # prompts per generate() call (x n sequences)
+    batch_size: int = 8  # prompts per step (vllm: per call); transformers decodes each prompt on its own
     shard_size: int = 128  # prompts per output shard: the unit of atomic writes and of resume
     vllm_gpu_memory_utilization: float = 0.5  # leaves room for the reward model on the same GPU
     vllm_tensor_parallel_size: int = 1

@@ -21,9 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from simpo_cli.errors import DataError, UserError
+from simpo_cli.models.generate import Sampler, row_key
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -114,38 +113,27 @@ def render_prompt(tokenizer, messages: list[dict], template: bool = True) -> str
     return bos + plain_prompt(messages)
 
 
-@torch.no_grad()
 def generate(model, tokenizer, conversations: list[list[dict]], temperatures: list[float], *, top_p: float,
              max_new_tokens: int, batch_size: int, stop_token_ids: list[int],
-             template: bool = True) -> list[tuple[str, int]]:
+             template: bool = True, keys: list[int] | None = None, seed: int = 0) -> list[tuple[str, int]]:
     """Answer each conversation (its last message is the user's): returns ``(text, n_tokens)`` per
-    conversation, in input order. Rows with the same temperature are batched together, left-padded;
-    temperature 0 is greedy. ``n_tokens`` counts generated tokens up to (not including) the first
-    stop token."""
+    conversation, in input order. ``n_tokens`` counts generated tokens up to (not including) the
+    first stop token; temperature 0 is greedy.
+
+    Sampling is ``simpo_cli.models.generate.Sampler``'s: conversation ``i`` is decoded on its own
+    with Gumbel noise keyed by ``keys[i]`` (default ``row_key(seed, i, 0)``), so an answer depends
+    only on its prompt, temperature and key: not on ``batch_size`` (kept for compatibility), on
+    the other prompts, on a global RNG or on the thread count."""
     stops = sorted({tokenizer.eos_token_id, *stop_token_ids, *_config_eos(model)} - {None})
-    order = sorted(range(len(conversations)), key=lambda i: temperatures[i])
-    out: list[tuple[str, int] | None] = [None] * len(conversations)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        for s in range(0, len(order), batch_size):
-            chunk = order[s : s + batch_size]
-            groups: dict[float, list[int]] = {}
-            for i in chunk:
-                groups.setdefault(temperatures[i], []).append(i)
-            for temp, idx in groups.items():
-                texts = [render_prompt(tokenizer, conversations[i], template) for i in idx]
-                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-                sampling = {"do_sample": True, "temperature": temp, "top_p": top_p} if temp > 1e-4 else {"do_sample": False}
-                seqs = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=stops,
-                                      pad_token_id=tokenizer.pad_token_id, top_k=None, **sampling)
-                for row, i in enumerate(idx):
-                    new = seqs[row, enc.input_ids.shape[1]:].tolist()
-                    cut = next((k for k, t in enumerate(new) if t in stops), len(new))
-                    out[i] = (tokenizer.decode(new[:cut], skip_special_tokens=True).strip(), cut)
-    finally:
-        tokenizer.padding_side = side
-    return out  # type: ignore[return-value]
+    keys = keys if keys is not None else [row_key(seed, i, 0) for i in range(len(conversations))]
+    sampler = Sampler(model, tokenizer, eos_ids=stops)
+    out = []
+    for messages, temp, key in zip(conversations, temperatures, keys):
+        ids = tokenizer(render_prompt(tokenizer, messages, template), add_special_tokens=False).input_ids
+        (s,) = sampler.sample(ids, [key], temperature=temp if temp > 1e-4 else 0.0, top_p=top_p,
+                              max_new_tokens=max_new_tokens)
+        out.append((s.text.strip(), s.num_tokens))
+    return out
 
 
 def _config_eos(model) -> list[int]:
@@ -154,10 +142,12 @@ def _config_eos(model) -> list[int]:
 
 
 def answer_benchmark(model, tokenizer, prompts: list[BenchPrompt], bench_cfg, model_name: str, *,
-                     max_new_tokens: int, batch_size: int, stop_token_ids: list[int], template: bool = True):
+                     max_new_tokens: int, batch_size: int, stop_token_ids: list[int], template: bool = True,
+                     seed: int = 0):
     """Generate every turn of every prompt; turn k+1 sees the user turns and this model's answers
-    1..k in its history (MT-Bench). Returns ``(answers, token_counts, temperatures)``: per prompt, a
-    list with one entry per turn."""
+    1..k in its history (MT-Bench). Turn ``k`` of prompt ``i`` samples with key
+    ``row_key(seed, i, k)``. Returns ``(answers, token_counts, temperatures)``: per prompt, a list
+    with one entry per turn."""
     temps = [temperature_for(bench_cfg, p, model_name) for p in prompts]
     answers: list[list[str]] = [[] for _ in prompts]
     counts: list[list[int]] = [[] for _ in prompts]
@@ -173,7 +163,7 @@ def answer_benchmark(model, tokenizer, prompts: list[BenchPrompt], bench_cfg, mo
             convs.append(msgs)
         results = generate(model, tokenizer, convs, [temps[i] for i in active], top_p=bench_cfg.top_p,
                            max_new_tokens=max_new_tokens, batch_size=batch_size, stop_token_ids=stop_token_ids,
-                           template=template)
+                           template=template, keys=[row_key(seed, i, turn) for i in active])
         for i, (text, n) in zip(active, results):
             answers[i].append(text)
             counts[i].append(n)

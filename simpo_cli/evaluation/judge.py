@@ -11,10 +11,9 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from simpo_cli.errors import DataError, UserError
 from simpo_cli.evaluation.metrics import bootstrap_ci, win_rate
+from simpo_cli.models.reward import RewardModel, load_reward_model
 
 log = logging.getLogger(__name__)
 
@@ -55,40 +54,41 @@ def read_answers(path: str | Path) -> dict:
 class RewardModelJudge:
     """``AutoModelForSequenceClassification`` with one output logit; the score of a conversation is
     that logit (higher = better). Conversations are rendered with the judge tokenizer's chat
-    template, or as ``user\\n\\nassistant`` paragraphs when it has none."""
+    template, or as ``user\\n\\nassistant`` paragraphs when it has none; longer than ``max_length``
+    tokens, they keep their end (``RewardModel.truncate``).
+
+    Scoring is ``simpo_cli.models.reward.RewardModel``'s, one conversation per forward pass, so a
+    conversation's score does not depend on the others or on the thread count; ``batch_size`` is
+    kept for compatibility and does not change the scores."""
 
     def __init__(self, path: str, max_length: int = 2048, batch_size: int = 4, device: str = "cpu"):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+            tokenizer = AutoTokenizer.from_pretrained(path)
         except OSError as e:
             raise UserError(f"cannot load judge.reward_model '{path}': {str(e).splitlines()[0]}") from None
-        if self.model.config.num_labels != 1:
-            raise UserError(f"judge.reward_model '{path}' has {self.model.config.num_labels} labels; "
+        model = load_reward_model(path, what="judge", dtype="auto")  # the checkpoint's dtype
+        if model.config.num_labels != 1:
+            raise UserError(f"judge.reward_model '{path}' has {model.config.num_labels} labels; "
                             "a reward model has exactly 1")
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.max_length, self.batch_size = max_length, batch_size
-        self.model.to(device)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+        self.tokenizer, self.batch_size = tokenizer, batch_size
+        self.reward_model = RewardModel(model, tokenizer, max_length, device)
+        self.model = self.reward_model.model
 
     def _text(self, messages: list[dict]) -> str:
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
         return "\n\n".join(m["content"] for m in messages)
 
-    @torch.no_grad()
     def score(self, conversations: list[list[dict]]) -> list[float]:
         """One float per conversation, ``[N]``."""
-        scores = []
-        for s in range(0, len(conversations), self.batch_size):
-            texts = [self._text(c) for c in conversations[s : s + self.batch_size]]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_length, add_special_tokens=False).to(self.model.device)
-            scores += self.model(**enc).logits[:, 0].float().tolist()
-        return scores
+        ids = [self.reward_model.truncate(self.tokenizer(self._text(c), add_special_tokens=False).input_ids)
+               for c in conversations]
+        return [s for (s,) in self.reward_model.score_groups([[x] for x in ids])]
 
 
 def conversation(user_turns: list[str], answers: list[str]) -> list[dict]:

@@ -5,8 +5,9 @@ the Gumbel-max trick with counter-based noise: for the response ``j`` of prompt 
 decoding step ``t`` over vocabulary entry ``v`` is a fixed hash of ``(row_key(seed, i, j), t, v)``.
 ``argmax(scores + Gumbel)`` is an exact sample from ``softmax(scores)`` (Gumbel 1954; Maddison et
 al. 2014, "A* sampling"), so each response depends only on its own key and the model's logits:
-the same whichever prompts share its batch, in which order, or whether a run was resumed. (Logits
-themselves can differ in the last float bit between batch shapes; see tests/generate_pairs.)
+the same whichever prompts share its batch, in which order, or whether a run was resumed. Logits
+themselves differ in the last float bit between batch shapes and thread counts, which could flip
+a near-tie token, so each prompt is decoded in its own batch on one CPU thread (``Sampler``).
 
 Backends: ``transformers`` (``model.generate`` with a KV cache, left padding, CPU or GPU) and
 ``vllm`` (per-request ``SamplingParams.seed``; optional extra, not exercised in CI).
@@ -23,6 +24,7 @@ from transformers import LogitsProcessor
 
 from simpo_cli.data.tokenize import plain_prompt
 from simpo_cli.errors import UserError
+from simpo_cli.models.invariance import one_cpu_thread
 
 log = logging.getLogger(__name__)
 MASK32 = 0xFFFFFFFF
@@ -114,60 +116,94 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos or [])
 
 
-class TransformersBackend:
-    """Batched sampling with ``model.generate`` (KV cache, left padding) and ``SeededGumbelNoise``.
+def sampling_warpers(temperature: float, top_p: float, top_k: int) -> list:
+    """transformers' own sampling warpers, in its order: temperature, top-k, top-p."""
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-    ``generate(prompts, keys)``: ``prompts`` are token-id lists, ``keys[i]`` the ``n`` row keys of
-    prompt ``i``; all ``len(prompts) * n`` sequences run as one batch. Returns ``n`` ``Sample``s per
-    prompt.
+    warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+    if top_k > 0:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    return warpers
+
+
+class Sampler:
+    """Seeded sampling with ``model.generate`` (KV cache): the one sampler behind ``simpo
+    generate-pairs`` (``TransformersBackend``) and ``simpo eval``'s benchmark answers
+    (``evaluation.benchmarks.generate``).
+
+    ``sample(prompt, keys, ...)`` decodes ``len(keys)`` responses to ONE prompt (token ids) as one
+    batch of identical, unpadded rows, on CPU with one thread (``simpo_cli.models.invariance``).
+    Response ``j`` is the greedy decode of the warped scores plus ``SeededGumbelNoise`` keyed by
+    ``keys[j]`` (temperature 0: plain greedy, no noise). The batch's shapes depend only on this
+    prompt and its keys, so the responses never depend on which other prompts are sampled, in
+    what order or batch size, or on the thread count: batching prompts together would change the
+    logits in the last float bit and, at a near tie, the sampled token.
     """
 
-    def __init__(self, model, tokenizer, gen):
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+    def __init__(self, model, tokenizer, eos_ids: list[int] | None = None):
+        from transformers import LogitsProcessorList
 
-        self.model, self.tokenizer, self.gen = model.eval(), tokenizer, gen
+        self.model, self.tokenizer = model.eval(), tokenizer
         self.device = next(model.parameters()).device
-        self.eos = _eos_ids(model, tokenizer)
+        self.eos = eos_ids if eos_ids else _eos_ids(model, tokenizer)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
-        # The order of transformers' own sampling warpers: temperature, top-k, top-p.
-        warpers = [TemperatureLogitsWarper(gen.temperature)] if gen.temperature != 1.0 else []
-        if gen.top_k > 0:
-            warpers.append(TopKLogitsWarper(gen.top_k))
-        if gen.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(gen.top_p))
-        self._warpers, self._list = warpers, LogitsProcessorList
+        self._list = LogitsProcessorList
 
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], keys: list[list[int]]) -> list[list[Sample]]:
+    def sample(self, prompt: list[int], keys: list[int], *, temperature: float, max_new_tokens: int,
+               top_p: float = 1.0, top_k: int = 0) -> list[Sample]:
+        """``len(keys)`` ``Sample``s of ``prompt``, in key order."""
         from transformers import GenerationConfig
 
-        rows = [p for p, ks in zip(prompts, keys) for _ in ks]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every row's next token is at the same column
-            input_ids[i, width - len(r):] = torch.tensor(r)
-            attention_mask[i, width - len(r):] = 1
-        config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=self.gen.max_new_tokens,
+        input_ids = torch.tensor([prompt] * len(keys), dtype=torch.long, device=self.device)
+        config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                                   eos_token_id=self.eos, pad_token_id=self.pad)
-        noise = SeededGumbelNoise([k for ks in keys for k in ks], width)
-        out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                                  generation_config=config, logits_processor=self._list([*self._warpers, noise]))
-        samples = [self._sample(row.tolist()) for row in out[:, width:].cpu()]
-        n = len(keys[0]) if keys else 0
-        return [samples[i * n:(i + 1) * n] for i in range(len(prompts))]
+        if temperature > 0:
+            processors = [*sampling_warpers(temperature, top_p, top_k), SeededGumbelNoise(keys, len(prompt))]
+        else:
+            processors = []
+        with one_cpu_thread(self.device):
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                      generation_config=config, logits_processor=self._list(processors))
+        return [self.to_sample(row.tolist()) for row in out[:, len(prompt):].cpu()]
 
-    def _sample(self, tokens: list[int]) -> Sample:
+    def to_sample(self, tokens: list[int]) -> Sample:
+        """A ``Sample`` from one row of generated ids: cut at the first end-of-sequence id."""
         stop = next((i for i, t in enumerate(tokens) if t in self.eos), None)
         kept = tokens if stop is None else tokens[:stop]
         return Sample(self.tokenizer.decode(kept, skip_special_tokens=True), len(kept),
                       "length" if stop is None else "stop")
 
 
+class TransformersBackend:
+    """``generation.backend=transformers``: the ``Sampler`` with ``generation.*``'s settings.
+
+    ``generate(prompts, keys)``: ``prompts`` are token-id lists, ``keys[i]`` the ``n`` row keys of
+    prompt ``i``. Returns ``n`` ``Sample``s per prompt. Each prompt is decoded on its own
+    (``Sampler.sample``), so ``generation.batch_size`` changes how often results are gathered,
+    never the responses.
+    """
+
+    def __init__(self, model, tokenizer, gen):
+        self.gen = gen
+        self.sampler = Sampler(model, tokenizer)
+        self.model, self.tokenizer, self.device = self.sampler.model, tokenizer, self.sampler.device
+
+    def generate(self, prompts: list[list[int]], keys: list[list[int]]) -> list[list[Sample]]:
+        g = self.gen
+        return [self.sampler.sample(p, ks, temperature=g.temperature, max_new_tokens=g.max_new_tokens,
+                                    top_p=g.top_p, top_k=g.top_k) for p, ks in zip(prompts, keys)]
+
+
 class VLLMBackend:
-    """vLLM sampling, one request per (prompt, sample) with ``SamplingParams(seed=row key)`` so each
-    response is reproducible regardless of batching. UNTESTED in this project's CI (no GPU there):
-    the code path is kept small on purpose. Samples differ from the transformers backend's."""
+    """vLLM sampling, one request per (prompt, sample) with ``SamplingParams(seed=row key)``.
+    vLLM batches the requests itself, so a response can depend on the other requests unless its
+    batch-invariance mode is on (``VLLM_BATCH_INVARIANT=1``, beta, recent GPUs only:
+    https://docs.vllm.ai/en/stable/features/batch_invariance/). UNTESTED in this project's CI (no
+    GPU there): the code path is kept small on purpose. Samples differ from the transformers
+    backend's."""
 
     def __init__(self, model_cfg, gen, seed: int):
         try:

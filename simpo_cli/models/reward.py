@@ -16,6 +16,7 @@ import torch
 
 from simpo_cli.data.tokenize import plain_prompt
 from simpo_cli.errors import UserError
+from simpo_cli.models.invariance import one_cpu_thread
 
 DROP_IDENTICAL = "all candidates identical"
 DROP_FEW = "fewer than 2 distinct non-empty candidates"
@@ -37,7 +38,9 @@ def select_pair(texts: list[str], scores: list[float]) -> Selection:
 
     Duplicate texts count once (with the score of their first occurrence) and whitespace-only
     responses are never selected, so chosen and rejected always differ as text. Among equal
-    scores the lowest index wins, making the choice deterministic. Dropped (with the reason):
+    scores the lowest index wins (for chosen and for rejected alike); scores are compared exactly,
+    with no tolerance, which is safe because they are bit-reproducible (``RewardModel``), so a
+    near tie resolves the same way on every run. Dropped (with the reason):
     all candidates identical (the paper's rule); fewer than two distinct non-empty candidates;
     best and worst scores equal (no preference); a NaN/inf score.
 
@@ -97,40 +100,97 @@ def reward_values(output) -> torch.Tensor:
     return values[:, 0]
 
 
+def load_reward_model(name_or_path: str, *, what: str, dtype: str = "float32", revision: str | None = None,
+                      trust_remote_code: bool = False, attn_implementation: str | None = None):
+    """``AutoModelForSequenceClassification.from_pretrained`` in evaluation mode. ``what`` names the
+    config group in errors (``scorer``, ``judge``). Raises ``UserError`` for an unknown dtype or a
+    model that cannot be loaded."""
+    from transformers import AutoModelForSequenceClassification
+
+    from simpo_cli.models.loading import DTYPES
+
+    if dtype not in DTYPES:
+        raise UserError(f"{what}.dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    kwargs = {"dtype": DTYPES[dtype], "revision": revision, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs).eval()
+    except OSError as e:
+        raise UserError(f"{what}: cannot load reward model '{name_or_path}': {str(e).splitlines()[0]}") from None
+
+
+class RewardModel:
+    """A sequence-classification reward model: the one wrapper behind ``simpo generate-pairs``'
+    scorer (``RewardModelScorer``) and ``simpo eval``'s local judge (``RewardModelJudge``).
+
+    ``score_groups(groups)``: ``groups[g]`` is a list of token-id sequences scored in ONE forward
+    pass of shape ``[len(group), longest]`` (right padding; the model reads the last non-pad token,
+    as transformers' ``*ForSequenceClassification`` and TRL's RewardTrainer do), on CPU with one
+    thread (``simpo_cli.models.invariance``). A group's scores therefore depend only on that group,
+    never on which other groups are scored in the same call or on the thread count: the callers
+    make a group of one prompt's candidates (generate-pairs) or of a single conversation (judge).
+    Returns rewards ``[len(group)]`` per group as Python floats (the model's float32 output).
+    """
+
+    def __init__(self, model, tokenizer, max_length: int, device: torch.device | str = "cpu"):
+        self.tokenizer, self.max_length, self.device = tokenizer, max_length, torch.device(device)
+        if getattr(model.config, "pad_token_id", None) is None:
+            # Right padding needs it to find each sequence's last real token.
+            model.config.pad_token_id = tokenizer.pad_token_id
+        self.model = model.to(self.device).eval()
+
+    def truncate(self, ids: list[int]) -> list[int]:
+        """At most ``max_length`` ids: the response end, which the reward is read from, is kept,
+        and a leading BOS."""
+        if len(ids) <= self.max_length:
+            return ids
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and ids[0] == bos:
+            return ids[:1] + ids[len(ids) - self.max_length + 1:]
+        return ids[len(ids) - self.max_length:]
+
+    @torch.inference_mode()
+    def score_group(self, sequences: list[list[int]]) -> list[float]:
+        """Rewards of ``sequences`` (already truncated), in order, from one forward pass."""
+        pad = self.model.config.pad_token_id
+        width = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for i, s in enumerate(sequences):
+            input_ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+            attention_mask[i, :len(s)] = 1
+        with one_cpu_thread(self.device):
+            out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
+        return reward_values(out).cpu().tolist()
+
+    def score_groups(self, groups: list[list[list[int]]]) -> list[list[float]]:
+        return [self.score_group(g) if g else [] for g in groups]
+
+
 class RewardModelScorer:
-    """Scores ``prompt + response`` conversations with a sequence-classification reward model,
-    ``batch_size`` sequences per forward pass (right padding; the model reads the last non-pad
-    token, as transformers' ``*ForSequenceClassification`` and TRL's RewardTrainer do)."""
+    """``scorer.type=reward-model``: a ``RewardModel`` from ``scorer.*`` (a Hub id / directory, or
+    the seeded tiny model). Each prompt's candidates are one group (one forward pass), so a score
+    depends only on the prompt and its candidates: not on ``scorer.batch_size``, on which prompts
+    share a generation batch, or on the thread count."""
 
     def __init__(self, cfg, device: torch.device | str = "cpu"):
         from simpo_cli.data.tokenize import uses_template
-        from simpo_cli.models.loading import DTYPES, load_tokenizer
+        from simpo_cli.models.loading import load_tokenizer
 
-        self.cfg, self.device = cfg, torch.device(device)
-        self.tokenizer = load_tokenizer(cfg)  # ScorerConfig has ModelConfig's tokenizer fields
-        self.template = uses_template(self.tokenizer, "auto")
+        self.cfg = cfg
+        tokenizer = load_tokenizer(cfg)  # ScorerConfig has ModelConfig's tokenizer fields
+        self.template = uses_template(tokenizer, "auto")
         if cfg.name_or_path is None:
             if cfg.tiny is None:
                 raise UserError(f"scorer '{cfg.name}': set scorer.name_or_path or scorer.tiny")
-            model = build_tiny_reward_model(cfg.tiny, self.tokenizer)
+            model = build_tiny_reward_model(cfg.tiny, tokenizer)
         else:
-            from transformers import AutoModelForSequenceClassification
-
-            if cfg.dtype not in DTYPES:
-                raise UserError(f"scorer.dtype must be one of {', '.join(DTYPES)}, got '{cfg.dtype}'")
-            kwargs = {"dtype": DTYPES[cfg.dtype], "revision": cfg.revision,
-                      "trust_remote_code": cfg.trust_remote_code}
-            if cfg.attn_implementation:
-                kwargs["attn_implementation"] = cfg.attn_implementation
-            try:
-                model = AutoModelForSequenceClassification.from_pretrained(cfg.name_or_path, **kwargs)
-            except OSError as e:
-                raise UserError(f"cannot load reward model '{cfg.name_or_path}': "
-                                f"{str(e).splitlines()[0]}") from None
-        if getattr(model.config, "pad_token_id", None) is None:
-            # Batched scoring needs it to find each sequence's last real token.
-            model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model = model.to(self.device).eval()
+            model = load_reward_model(cfg.name_or_path, what="scorer", dtype=cfg.dtype,
+                                      revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                                      attn_implementation=cfg.attn_implementation)
+        self.reward_model = RewardModel(model, tokenizer, cfg.max_length, device)
+        self.tokenizer, self.model = tokenizer, self.reward_model.model
 
     def encode(self, messages: list[dict]) -> list[int]:
         if self.template:
@@ -138,44 +198,13 @@ class RewardModelScorer:
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
         else:
             ids = self.tokenizer(plain_prompt(messages[:-1]) + " " + messages[-1]["content"]).input_ids
-        limit = self.cfg.max_length
-        if len(ids) > limit:  # keep the response end, which the reward is read from, and a leading BOS
-            keep_bos = self.tokenizer.bos_token_id is not None and ids[0] == self.tokenizer.bos_token_id
-            ids = ids[:1] + ids[len(ids) - limit + 1:] if keep_bos else ids[len(ids) - limit:]
-        return ids
-
-    @torch.inference_mode()
-    def score_sequences(self, sequences: list[list[int]]) -> list[float]:
-        """One reward per token-id sequence, in input order. Sequences are batched by length (less
-        padding); the batches depend only on ``sequences``, so equal inputs give equal scores."""
-        pad = self.model.config.pad_token_id
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        scores: list[float] = [0.0] * len(sequences)
-        for start in range(0, len(order), self.cfg.batch_size):
-            rows = order[start:start + self.cfg.batch_size]
-            chunk = [sequences[i] for i in rows]
-            width = max(len(s) for s in chunk)
-            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, s in enumerate(chunk):
-                input_ids[i, :len(s)] = torch.tensor(s)
-                attention_mask[i, :len(s)] = 1
-            out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
-            for i, value in zip(rows, reward_values(out).cpu().tolist()):
-                scores[i] = value
-        return scores
+        return self.reward_model.truncate(ids)
 
     def score_candidates(self, prompts: list[list[dict]], candidates: list[list[str]]) -> list[list[float]]:
         """``prompts[i]``: the message history; ``candidates[i]``: its responses. Returns one
         reward per candidate (same nesting)."""
-        seqs = [self.encode(p + [{"role": "assistant", "content": c}]) for p, cs in zip(prompts, candidates)
-                for c in cs]
-        flat = self.score_sequences(seqs)
-        out, pos = [], 0
-        for cs in candidates:
-            out.append(flat[pos:pos + len(cs)])
-            pos += len(cs)
-        return out
+        return self.reward_model.score_groups(
+            [[self.encode(p + [{"role": "assistant", "content": c}]) for c in cs] for p, cs in zip(prompts, candidates)])
 
 
 class PairRMScorer:

@@ -155,19 +155,25 @@ def validate_eval(cfg) -> None:
 def score_pairs(model, dataset, pad_token_id: int, batch_size: int, path: str = "auto") -> dict:
     """Summed response log-probs (nats) and response lengths (tokens) of every pair, ``[B]`` numpy
     arrays ``chosen``, ``rejected``, ``chosen_lengths``, ``rejected_lengths``, ``index``; computed
-    with ``PreferenceCollator`` + ``sequence_logps``, exactly as in training."""
+    with ``PreferenceCollator`` + ``sequence_logps``, exactly as in training.
+
+    Each pair is its own forward pass (its chosen and rejected padded together), on CPU with one
+    thread (``simpo_cli.models.invariance``): a pair's log-probs depend only on that pair, not on
+    ``batch_size`` (kept for compatibility), the dataset order or the thread count."""
     from simpo_cli.data.preference import PreferenceCollator
+    from simpo_cli.models.invariance import one_cpu_thread
     from simpo_cli.training.logps import sequence_logps
 
     collate = PreferenceCollator(pad_token_id)
     model.eval()
     device = next(model.parameters()).device
     out = {k: [] for k in ("chosen", "rejected", "chosen_lengths", "rejected_lengths", "index")}
-    for s in range(0, len(dataset), batch_size):
-        batch = collate([dataset[i] for i in range(s, min(s + batch_size, len(dataset)))])
+    for s in range(len(dataset)):
+        batch = collate([dataset[s]])
         b = batch["index"].shape[0]
-        res = sequence_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                             batch["response_mask"].to(device), path=path)
+        with one_cpu_thread(device):
+            res = sequence_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                 batch["response_mask"].to(device), path=path)
         logps, lengths = res.logps.float().cpu(), res.lengths.cpu()
         out["chosen"].append(logps[:b]), out["rejected"].append(logps[b:])
         out["chosen_lengths"].append(lengths[:b]), out["rejected_lengths"].append(lengths[b:])
@@ -384,7 +390,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             answers, counts, temps = B.answer_benchmark(
                 model, tokenizer, prompts, bc, cfg.model.name, max_new_tokens=max_new,
                 batch_size=ev.generation_batch_size, stop_token_ids=list(ev.stop_token_ids),
-                template=uses_template(tokenizer, cfg.data.chat_template))
+                template=uses_template(tokenizer, cfg.data.chat_template), seed=cfg.seed)
             rel, text = B.format_answers(bc.format, prompts, answers, counts, model_id)
             write_atomic(out.path / rel, text)
             files.append(rel)

@@ -16,8 +16,10 @@ Output directory (``output_dir``, deterministic so that rerunning the same comma
 Shard ``k`` holds prompts ``[k * shard_size, (k + 1) * shard_size)`` of the source. A shard is
 written whole and atomically (temporary file, then rename), candidates first, then pairs; a shard
 counts as done when both exist. After an interruption (kill -9 included) a rerun skips done shards
-and redoes the others from their first prompt, with the same batches and per-sample seeds, so the
-result is byte-identical to an uninterrupted run: no prompt lost or duplicated.
+and redoes the others from their first prompt with the same per-sample seeds. A prompt's responses
+and scores depend only on that prompt and its candidates (each is sampled and scored as its own
+group, on one thread on CPU), not on batch sizes or thread count, so on the same machine and torch
+build the result is byte-identical to an uninterrupted run: no prompt lost or duplicated.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ def validate_generate_pairs(cfg) -> None:
 
 def output_settings(cfg) -> dict:
     """Everything that changes the output, compared on resume. Batch sizes and the progress bar
-    are left out on purpose: a run resumed with a smaller batch (after running out of memory)
-    stays valid, though its later shards may differ in the last float bit."""
+    are left out on purpose: they do not change the output (each prompt is sampled and scored on
+    its own, see ``models.generate.Sampler`` and ``models.reward.RewardModel``), so a run resumed
+    with a smaller batch (after running out of memory) writes the same bytes."""
     from simpo_cli.data.preference import data_fingerprint
 
     c = OmegaConf.to_container(cfg, resolve=True)
@@ -256,8 +259,8 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
                     continue
                 ids = {p.index: encode_prompt(p.messages, tokenizer, template) for p in shard}
                 ok = {i: len(t) <= g.max_prompt_length for i, t in ids.items()}
-                # Similar lengths share a batch (less padding); the order is a pure function of the
-                # shard, so a resumed run forms the same batches as an uninterrupted one.
+                # Batches only pace the progress bar: each prompt is sampled and scored as its own
+                # group, so neither the batch size nor the order changes any response or score.
                 todo = sorted((p for p in shard if ok[p.index]), key=lambda p: len(ids[p.index]))
                 samples, scores = {}, {}
                 for b in range(0, len(todo), g.batch_size):

@@ -137,6 +137,36 @@ def test_resume_after_a_kill_between_writes(reference, tmp_path, monkeypatch):
     assert run_generate_pairs(cfg, out).pairs == result.pairs
 
 
+def test_resume_with_other_batch_sizes_writes_the_same_bytes(reference, tmp_path):
+    """Batch sizes are not part of the settings (a run may resume with a smaller batch after
+    running out of memory) because they change no byte: three shards redone with 3 prompts per
+    generation batch and 1 or 3 sequences per scoring pass, on 2 threads, equal the reference (8
+    and 16, OMP_NUM_THREADS=1)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _rerun_with_other_batch_sizes(reference, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _rerun_with_other_batch_sizes(reference: Path, tmp_path: Path) -> None:
+    from simpo_cli.stages.generate_pairs import run_generate_pairs
+
+    for scorer_batch in (1, 3):
+        out = tmp_path / f"gen{scorer_batch}"
+        shutil.copytree(reference, out)
+        for k in (0, 4, 7):
+            for name in (f"pairs-{k:05d}.jsonl", f"candidates/candidates-{k:05d}.jsonl"):
+                (out / name).unlink()
+        cfg = compose([*GEN, "generation.batch_size=3", f"scorer.batch_size={scorer_batch}", f"output_dir={out}"],
+                      "generate-pairs")
+        assert run_generate_pairs(cfg, out).shards_done_before == SHARDS - 3
+        assert _outputs(out) == _outputs(reference)
+
+
 def test_rerun_with_other_settings_is_refused(reference, tmp_path):
     from simpo_cli.stages.generate_pairs import run_generate_pairs
 
