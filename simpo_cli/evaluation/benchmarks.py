@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from simpo_cli.data.templates import prompt_ids, prompt_text
 from simpo_cli.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -102,16 +103,10 @@ def max_new_tokens_for(bench_cfg, model_name: str, cap: int | None) -> int:
 
 
 def render_prompt(tokenizer, messages: list[dict], template: bool = True) -> str:
-    """The generation prompt, rendered as training rendered prompts (``simpo_cli.data.tokenize``):
-    with ``template`` the tokenizer's chat template plus the assistant header, else the plain-text
-    convention (``plain_prompt``) after BOS. ``template``: ``uses_template(tokenizer,
-    data.chat_template)``."""
-    from simpo_cli.data.tokenize import plain_prompt
-
-    if template:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    bos = tokenizer.bos_token or ""
-    return bos + plain_prompt(messages)
+    """The generation prompt as text (``simpo_cli.data.templates.prompt_text``); ``generate``
+    itself tokenises with ``templates.prompt_ids``, the renderer training uses, so a BOS is an id
+    and never text. ``template``: ``uses_template(tokenizer, data.chat_template)``."""
+    return prompt_text(messages, tokenizer, template)
 
 
 @torch.no_grad()
@@ -134,8 +129,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], temperatures: li
             for i in chunk:
                 groups.setdefault(temperatures[i], []).append(i)
             for temp, idx in groups.items():
-                texts = [render_prompt(tokenizer, conversations[i], template) for i in idx]
-                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                ids = [prompt_ids(conversations[i], tokenizer, template) for i in idx]
+                enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
                 sampling = {"do_sample": True, "temperature": temp, "top_p": top_p} if temp > 1e-4 else {"do_sample": False}
                 seqs = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=stops,
                                       pad_token_id=tokenizer.pad_token_id, top_k=None, **sampling)
