@@ -66,7 +66,7 @@ class DataConfig:
     name: str = MISSING
     # A local JSON/JSONL/Parquet file, ``pkg:<file>`` (bundled in simpo_cli/assets), or a Hub id.
     path: str = MISSING
-    format: str = "auto"  # auto | plain | ultrafeedback | sharegpt
+    format: str = "auto"  # auto | plain | ultrafeedback | sharegpt | implicit (HH-RLHF transcripts)
     split: str = "train"
     eval_split: Optional[str] = None
     columns: DataColumns = field(default_factory=DataColumns)

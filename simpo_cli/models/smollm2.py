@@ -88,8 +88,13 @@ def convert(gguf: Path, out: Path) -> None:
     log.info("converting %s to a safetensors checkpoint in %s (once)", gguf.name, out)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    # The GGUF "quantization" is gone once dequantised; left in config.json it would make the
+    # checkpoint load as a quantized model, which transformers' Trainer refuses to fine-tune.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict(), assign=True)
     plain.tie_weights()
     plain.generation_config = loaded.generation_config

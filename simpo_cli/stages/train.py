@@ -14,7 +14,8 @@ from simpo_cli.training.batching import LENGTH_COLUMN, add_length_column
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.run.launch import is_main_process, world_size
-from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
+from simpo_cli.evaluation.plots import training_curves
+from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, name_trained_model
 from simpo_cli.errors import Interrupted
 from simpo_cli.objectives import get_objective
 from simpo_cli.training.reference import make_collator, prepare_reference
@@ -81,7 +82,7 @@ def training_arguments(cfg, run: RunDir):
     report_to = ["wandb"] if cfg.logger.name == "wandb" else "none"
     return TrainingArguments(
         output_dir=str(run.checkpoints),
-        run_name=run.path.name,
+        run_name=f"{cfg.model.name}/{run.path.name}",
         seed=cfg.seed,
         learning_rate=hp.learning_rate,
         lr_scheduler_type=hp.lr_scheduler_type,
@@ -154,6 +155,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
 
     resolve_hparams(cfg)
     validate_train(cfg)
+    name_trained_model(cfg.model)
     spec = get_objective(cfg.objective.name)
     checkpoint = resume_checkpoint(cfg.get("resume"), Path(run_dir) / "checkpoints")
     if checkpoint:
@@ -193,7 +195,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             train_ds, eval_ds = splits[cfg.data.split], splits.get(cfg.data.eval_split)
             run.update(reference=ref_info)
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
-                   model={"fingerprint": model_fingerprint(cfg.model, model),
+                   model={"name": cfg.model.name, "name_or_path": cfg.model.name_or_path,
+                          "fingerprint": model_fingerprint(cfg.model, model),
                           # ds_numel: a ZeRO-3 partitioned parameter's numel() is 0
                           "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())})
         _setup_wandb(cfg, run)
@@ -238,6 +241,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
                 shutil.rmtree(run.model_dir, ignore_errors=True)
                 tmp.rename(run.model_dir)
         final_loss = losses[-1] if losses else output.training_loss
+        if trainer.is_world_process_zero():
+            training_curves(run.metrics, run.path / "curves.png", f"{cfg.model.name}, {cfg.objective.name}: {run.path.name}")
         result = TrainResult(run.path, output.global_step, final_loss, before, after,
                              cfg.data.eval_split or cfg.data.split)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
