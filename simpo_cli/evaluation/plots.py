@@ -72,6 +72,7 @@ def training_curves(metrics_path: Path, path: Path, title: str) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = []
     if Path(metrics_path).is_file():
@@ -92,10 +93,12 @@ def training_curves(metrics_path: Path, path: Path, title: str) -> bool:
         if label == "reward margin":
             ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(label)
         if len(keys) > 1:
             ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.02)
+    fig.tight_layout()
     _save(fig, Path(path))
     plt.close(fig)
     return True
