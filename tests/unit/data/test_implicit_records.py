@@ -28,7 +28,8 @@ def test_shared_prefix_becomes_user_and_assistant_messages():
 
 def test_answers_sharing_their_first_words_keep_them():
     # The common prefix runs into the answers ("Call a "); the prompt must stop at "Assistant:".
-    record = {"chosen": SHARED + "\n\nAssistant: Call a locksmith.", "rejected": SHARED + "\n\nAssistant: Call a friend."}
+    record = {"chosen": SHARED + "\n\nAssistant: Call a locksmith.",
+              "rejected": SHARED + "\n\nAssistant: Call a friend."}
     pair = normalise(record, "implicit", COLUMNS, "hh.jsonl", 0)
     assert (pair["chosen"], pair["rejected"]) == ("Call a locksmith.", "Call a friend.")
 
