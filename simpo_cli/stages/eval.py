@@ -286,7 +286,8 @@ def _report(summary: dict) -> str:
                   f"| reward accuracy (summed log-prob) | {fmt(ra['summed'])} |",
                   f"| mean margin ({p['margin_reward']} reward) | {fmt(p['margins'][p['margin_reward']]['mean'])} |",
                   *([f"| reference model: reward accuracy length-normalised / summed | "
-                     f"{fmt(start['reward_accuracy']['length_normalized'])} / {fmt(start['reward_accuracy']['summed'])} |",
+                     f"{fmt(start['reward_accuracy']['length_normalized'])} / "
+                     f"{fmt(start['reward_accuracy']['summed'])} |",
                      f"| reference model: mean margin (length_normalized reward) | "
                      f"{fmt(start['margins']['length_normalized']['mean'])} |"] if start else []),
                   f"| avg log-likelihood chosen / rejected (nats/token) | {fmt(ll['chosen'])} / {fmt(ll['rejected'])} |",
@@ -327,12 +328,12 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     run_info = apply_run(cfg, overrides or [])
     resolve_hparams(cfg)
     validate_eval(cfg)
+    name_trained_model(cfg.model)
     ev = cfg.eval
     device = _device(ev.device)
     out = RunDir(out_dir)
     out.start(cfg, "eval")
     files: list[str] = []
-    name_trained_model(cfg.model)
     model_id = ev.model_id or f"{cfg.model.name}-{cfg.objective.name}"
     try:
         set_seed(cfg.seed)
