@@ -18,9 +18,9 @@ from tests.helpers import read_jsonl, run_dirs, run_simpo
 HH = "pkg:data/hh-rlhf-harmless-base"
 SMOL = ["model=smollm2-135m-instruct", "hparams.max_length=128", "hparams.max_prompt_length=64",
         "trainer.max_steps=2", "trainer.logging_steps=1", "trainer.progress_bar=false"]
-# Measured with OMP_NUM_THREADS=1 on a shared 2-core CPU: train+reload+generate+eval 134 s (+ 40 s
-# converting SmolLM2 once per session), sft 31 s, generate-pairs+train 56 s. The generous limit only
-# keeps a heavily loaded machine from failing them.
+# Measured with OMP_NUM_THREADS=1 on a 2-core CPU shared with other jobs: train+reload+generate+eval
+# 81-134 s (+ 29-42 s converting SmolLM2 once per session), sft 17-31 s, generate-pairs+train 21-56 s.
+# The generous limit only keeps a heavily loaded machine from failing them.
 LIMIT = 1800
 
 
