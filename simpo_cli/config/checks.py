@@ -123,7 +123,7 @@ def writable(path: Path) -> bool:
 
 
 # Preference layouts, KTO's unpaired records, and the SFT layouts (simpo_cli/data/sft.py).
-DATA_FORMATS = ("auto", "plain", "ultrafeedback", "sharegpt", "unpaired", "messages", "alpaca")
+DATA_FORMATS = ("auto", "plain", "ultrafeedback", "sharegpt", "implicit", "unpaired", "messages", "alpaca")
 CHAT_TEMPLATE_MODES = ("auto", "always", "never")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 

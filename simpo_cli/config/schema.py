@@ -72,7 +72,7 @@ class DataConfig:
     # null in options that need one from the user (local, generated): unlike ???, null replaces the
     # path of the data set `simpo train` composed before them (recipe or demo).
     path: Optional[str] = MISSING
-    format: str = "auto"  # auto | plain | ultrafeedback | sharegpt
+    format: str = "auto"  # auto | plain | ultrafeedback | sharegpt | implicit (HH-RLHF transcripts)
     split: str = "train"
     eval_split: Optional[str] = None
     columns: DataColumns = field(default_factory=DataColumns)

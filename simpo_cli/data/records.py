@@ -6,7 +6,11 @@ Supported layouts (``data.format``, or ``auto`` = detected from the first record
 - ``ultrafeedback``: HuggingFaceH4/ultrafeedback_binarized, ``chosen``/``rejected`` message lists
   ending with the assistant answer (the history before it is the prompt);
 - ``sharegpt``: LLaMA-Factory's pairs, a ``conversations`` history of ``{from, value}`` turns and
-  ``chosen``/``rejected`` as ``{from: gpt, value}``.
+  ``chosen``/``rejected`` as ``{from: gpt, value}``;
+- ``implicit``: TRL's implicit-prompt pairs, Anthropic HH-RLHF style: no ``prompt`` field,
+  ``chosen``/``rejected`` are whole ``"\n\nHuman: ...\n\nAssistant: ..."`` transcripts that share
+  the conversation up to the last ``Assistant:`` turn. The shared part becomes the prompt's
+  user/assistant messages (so the model's chat template applies); the rest is the response.
 
 Every pair becomes ``{"prompt": [messages], "chosen": str, "rejected": str}``.
 """
@@ -14,6 +18,8 @@ Every pair becomes ``{"prompt": [messages], "chosen": str, "rejected": str}``.
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,6 +29,8 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system"}
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+TURN_RE = re.compile(r"\n\n(Human|Assistant):")
 
 
 def resolve_path(path: str) -> str:
@@ -101,7 +109,34 @@ def detect_format(record: dict, columns: Any) -> str:
         return "sharegpt"
     if isinstance(record.get(columns.chosen), list):
         return "ultrafeedback"
+    chosen = record.get(columns.chosen)
+    if columns.prompt not in record and isinstance(chosen, str) and chosen.lstrip("\n").startswith("Human:") \
+            and ASSISTANT in chosen:
+        return "implicit"
     return "plain"
+
+
+def split_implicit(chosen: str, rejected: str, source: str, index: int, columns: Any) -> tuple[list[dict], str, str]:
+    """An HH-RLHF transcript pair → ``(prompt messages, chosen answer, rejected answer)``.
+
+    The prompt is the longest shared prefix cut back to its last ``"\n\nAssistant:"``; its
+    ``Human:``/``Assistant:`` turns become user/assistant messages. Raises ``DataError`` when the
+    pair diverges before its last assistant turn (one side carries more turns) or has no turns.
+    """
+    shared = os.path.commonprefix([chosen, rejected])
+    cut = shared.rfind(ASSISTANT)
+    if cut < 0 or not chosen.lstrip("\n").startswith("Human:"):
+        raise DataError(source, index, columns.chosen,
+                        "implicit-prompt pair without a shared '\\n\\nHuman: ... \\n\\nAssistant:' prefix")
+    answers = [text[cut + len(ASSISTANT):].strip() for text in (chosen, rejected)]
+    for name, text in zip((columns.chosen, columns.rejected), answers):
+        if TURN_RE.search(text):
+            raise DataError(source, index, name, "the pair diverges before its last Assistant turn")
+    head = "\n\n" + chosen[:cut].lstrip("\n")
+    pieces = TURN_RE.split(head)  # ["", role, text, role, text, ...]
+    prompt = [{"role": "user" if role == "Human" else "assistant", "content": text.strip()}
+              for role, text in zip(pieces[1::2], pieces[2::2])]
+    return prompt, answers[0], answers[1]
 
 
 def _text(value: Any, source: str, index: int, field: str) -> str:
@@ -158,8 +193,12 @@ def normalise(record: dict, fmt: str, columns: Any, source: str, index: int) -> 
         chosen = _message(_field(record, c.chosen, source, index), source, index, c.chosen)["content"]
         rejected = _message(_field(record, c.rejected, source, index), source, index,
                             c.rejected)["content"]
+    elif fmt == "implicit":
+        chosen = _text(_field(record, c.chosen, source, index), source, index, c.chosen)
+        rejected = _text(_field(record, c.rejected, source, index), source, index, c.rejected)
+        prompt, chosen, rejected = split_implicit(chosen, rejected, source, index, c)
     else:
-        raise UserError(f"unknown data.format '{fmt}'; choose from: auto, plain, ultrafeedback, sharegpt")
+        raise UserError(f"unknown data.format '{fmt}'; choose from: auto, plain, ultrafeedback, sharegpt, implicit")
     if not prompt or prompt[-1]["role"] != "user":
         raise DataError(source, index, c.conversations if fmt == "sharegpt" else c.prompt,
                         "the prompt must end with a user turn")

@@ -4,23 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TEMPLATE_MODES = ("auto", "always", "never")
-
-
-def uses_template(tokenizer, mode: str) -> bool:
-    if mode not in TEMPLATE_MODES:
-        raise ValueError(f"data.chat_template must be one of {TEMPLATE_MODES}, got '{mode}'")
-    has = bool(getattr(tokenizer, "chat_template", None))
-    return has if mode == "auto" else mode == "always"
-
-
-def plain_prompt(messages: list[dict]) -> str:
-    """A prompt for a tokenizer without a chat template: a lone user turn is used verbatim;
-    longer histories are written as "Role: text" paragraphs ending with "Assistant:"."""
-    if len(messages) == 1:
-        return messages[0]["content"]
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-    return "\n\n".join(lines) + "\n\nAssistant:"
+# TEMPLATE_MODES, plain_prompt and uses_template live in templates.py; re-exported for callers.
+from simpo_cli.data.templates import (TEMPLATE_MODES, plain_prompt, prompt_ids,  # noqa: F401
+                                      prompt_text, response_ids, uses_template)
 
 
 @dataclass
@@ -33,34 +19,18 @@ class PairTokens:
 
 
 def encode_pair(pair: dict, tokenizer, template: bool) -> PairTokens:
-    """Token ids of prompt, chosen and rejected, before truncation.
+    """Token ids of prompt, chosen and rejected, before truncation (``simpo_cli.data.templates``).
 
     With a chat template: the prompt is the history rendered with the generation prompt; each
-    response is the rest of the rendered conversation (so it carries the template's end-of-turn
-    token). Without one (TRL CPOTrainer's convention): tokens(prompt) with BOS, then
-    tokens(response) without special tokens, then EOS.
+    response is the rest of the rendered conversation up to and including the template's
+    end-of-turn (EOS) token. Without one (TRL CPOTrainer's convention): tokens(prompt) with BOS,
+    then tokens(response) without special tokens, then EOS. Raises ``ValueError`` when the
+    template does not render the prompt as a prefix of the conversation.
     """
-    if template:
-        prompt_text = tokenizer.apply_chat_template(pair["prompt"], tokenize=False,
-                                                    add_generation_prompt=True)
-        responses = []
-        for key in ("chosen", "rejected"):
-            full = tokenizer.apply_chat_template(
-                pair["prompt"] + [{"role": "assistant", "content": pair[key]}], tokenize=False
-            )
-            if not full.startswith(prompt_text):
-                raise ValueError("the chat template does not render the prompt as a prefix of the "
-                                 "conversation; set data.chat_template=never or model.chat_template")
-            responses.append(tokenizer(full[len(prompt_text):], add_special_tokens=False).input_ids)
-        prompt = tokenizer(prompt_text, add_special_tokens=False).input_ids
-        return PairTokens(prompt, responses[0], responses[1])
-    prompt = tokenizer(plain_prompt(pair["prompt"]), add_special_tokens=False).input_ids
-    if tokenizer.bos_token_id is not None and (not prompt or prompt[0] != tokenizer.bos_token_id):
-        prompt = [tokenizer.bos_token_id] + prompt
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    chosen = tokenizer(pair["chosen"], add_special_tokens=False).input_ids + eos
-    rejected = tokenizer(pair["rejected"], add_special_tokens=False).input_ids + eos
-    return PairTokens(prompt, chosen, rejected)
+    rendered = prompt_text(pair["prompt"], tokenizer, template)
+    return PairTokens(prompt_ids(pair["prompt"], tokenizer, template),
+                      response_ids(pair["prompt"], pair["chosen"], tokenizer, template, rendered),
+                      response_ids(pair["prompt"], pair["rejected"], tokenizer, template, rendered))
 
 
 def truncate(tokens: PairTokens, max_length: int, max_prompt_length: int, bos_id: int | None) -> PairTokens:

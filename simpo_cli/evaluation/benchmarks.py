@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simpo_cli.data.templates import prompt_ids, prompt_text
 from simpo_cli.errors import DataError, UserError
 from simpo_cli.models.generate import Sampler, row_key
 
@@ -101,16 +102,10 @@ def max_new_tokens_for(bench_cfg, model_name: str, cap: int | None) -> int:
 
 
 def render_prompt(tokenizer, messages: list[dict], template: bool = True) -> str:
-    """The generation prompt, rendered as training rendered prompts (``simpo_cli.data.tokenize``):
-    with ``template`` the tokenizer's chat template plus the assistant header, else the plain-text
-    convention (``plain_prompt``) after BOS. ``template``: ``uses_template(tokenizer,
-    data.chat_template)``."""
-    from simpo_cli.data.tokenize import plain_prompt
-
-    if template:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    bos = tokenizer.bos_token or ""
-    return bos + plain_prompt(messages)
+    """The generation prompt as text (``simpo_cli.data.templates.prompt_text``); ``generate``
+    itself tokenises with ``templates.prompt_ids``, the renderer training uses, so a BOS is an id
+    and never text. ``template``: ``uses_template(tokenizer, data.chat_template)``."""
+    return prompt_text(messages, tokenizer, template)
 
 
 def generate(model, tokenizer, conversations: list[list[dict]], temperatures: list[float], *, top_p: float,
@@ -129,7 +124,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], temperatures: li
     sampler = Sampler(model, tokenizer, eos_ids=stops)
     out = []
     for messages, temp, key in zip(conversations, temperatures, keys):
-        ids = tokenizer(render_prompt(tokenizer, messages, template), add_special_tokens=False).input_ids
+        ids = prompt_ids(messages, tokenizer, template)
         (s,) = sampler.sample(ids, [key], temperature=temp if temp > 1e-4 else 0.0, top_p=top_p,
                               max_new_tokens=max_new_tokens)
         out.append((s.text.strip(), s.num_tokens))

@@ -1,7 +1,8 @@
-"""PNG plots of ``simpo eval`` (matplotlib, headless Agg backend), written atomically."""
+"""PNG plots of ``simpo eval`` and of training runs (matplotlib, headless Agg backend), written atomically."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -52,3 +53,52 @@ def loglik_vs_length(path: Path, series: dict, title: str) -> None:
     ax.legend(loc="best", fontsize=8)
     _save(fig, Path(path))
     plt.close(fig)
+
+
+CURVE_PANELS = (
+    ("loss", ("loss",)),
+    ("rewards (chosen, rejected)", ("rewards/chosen", "rewards/rejected")),
+    ("reward margin", ("rewards/margins",)),
+    ("reward accuracy", ("rewards/accuracies",)),
+)
+
+
+def training_curves(metrics_path: Path, path: Path, title: str) -> bool:
+    """``curves.png``: loss, rewards/chosen and rewards/rejected, margins and accuracy against the
+    optimizer step, from a run's ``metrics.jsonl`` (training log records; an SFT run has only
+    loss). Chosen and rejected rewards falling together is the classic sign of a run that lowers
+    both likelihoods. Returns False (and writes nothing) when there is no logged step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    rows = []
+    if Path(metrics_path).is_file():
+        for line in Path(metrics_path).read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                if "loss" in record:  # training records (the others are eval / summary lines)
+                    rows.append(record)
+    if not rows:
+        return False
+    panels = [(label, keys) for label, keys in CURVE_PANELS if any(k in r for r in rows for k in keys)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (label, keys) in zip(axes[0], panels):
+        for key, color in zip(keys, ("#4C72B0", "#DD8452")):
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            ax.plot([s for s, _ in points], [v for _, v in points], marker="o", markersize=3,
+                    color=color, label=key)
+        if label == "reward margin":
+            ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(label)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, y=1.02)
+    fig.tight_layout()
+    _save(fig, Path(path))
+    plt.close(fig)
+    return True

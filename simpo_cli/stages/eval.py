@@ -227,6 +227,14 @@ def pair_metrics(cfg, pol: dict, ref: dict | None, bins: int) -> tuple[dict, dic
     return summary, arrays
 
 
+def reference_pair_metrics(cfg, ref: dict, bins: int) -> dict:
+    """The reference model's (by default the run's starting model's) reward accuracy, margins and
+    average log-likelihoods on the same pairs, as ``pair_metrics`` computes them for the policy;
+    its objective reward needs no reference only for reference-free objectives (SimPO, ORPO...)."""
+    summary, _ = pair_metrics(cfg, ref, None, bins)
+    return {k: summary[k] for k in ("reward_accuracy", "margins", "avg_logps")}
+
+
 def pair_rows(pol: dict, ref: dict | None, arrays: dict) -> str:
     rows = []
     for i in range(len(pol["index"])):
@@ -274,6 +282,7 @@ def _report(summary: dict) -> str:
     if p:
         ra, ll, sp = p["reward_accuracy"], p["avg_logps"], p["spearman_avg_logps_vs_length"]
         fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
+        start = p.get("reference_model")
         lines += ["", f"## Preference pairs ({p['n_pairs']} pairs, {p['source']}, split `{p['split']}`"
                   + {True: ", held out", False: ", NOT held out: the run's training pairs",
                      None: ", held-out status unknown (no run= given)"}[p["held_out"]] + ")", "",
@@ -282,6 +291,11 @@ def _report(summary: dict) -> str:
                   f"| reward accuracy (length-normalised, SimPO) | {fmt(ra['length_normalized'])} |",
                   f"| reward accuracy (summed log-prob) | {fmt(ra['summed'])} |",
                   f"| mean margin ({p['margin_reward']} reward) | {fmt(p['margins'][p['margin_reward']]['mean'])} |",
+                  *([f"| reference model: reward accuracy length-normalised / summed | "
+                     f"{fmt(start['reward_accuracy']['length_normalized'])} / "
+                     f"{fmt(start['reward_accuracy']['summed'])} |",
+                     f"| reference model: mean margin (length_normalized reward) | "
+                     f"{fmt(start['margins']['length_normalized']['mean'])} |"] if start else []),
                   f"| avg log-likelihood chosen / rejected (nats/token) | {fmt(ll['chosen'])} / {fmt(ll['rejected'])} |",
                   f"| Spearman(avg log-likelihood, length) chosen / rejected | {fmt(sp['chosen'])} / {fmt(sp['rejected'])} |"]
         kl = p.get("kl_chosen")
@@ -314,12 +328,13 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
 
     from simpo_cli.evaluation import benchmarks as B
     from simpo_cli.data.tokenize import uses_template
-    from simpo_cli.models.loading import load_model, load_tokenizer
+    from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
     from simpo_cli.config.checks import resolve_hparams
 
     run_info = apply_run(cfg, overrides or [])
     resolve_hparams(cfg)
     validate_eval(cfg)
+    name_trained_model(cfg.model)
     ev = cfg.eval
     device = _device(ev.device)
     out = RunDir(out_dir)
@@ -363,6 +378,8 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             held_out = None if run_info is None or run_info["trained_on"] is None else not train_split
             pairs.update(source=cfg.data.path, split=split, held_out=held_out, data=stats.as_dict(),
                          margin_reward=margin_reward)
+            if ref is not None:  # the starting model (or reference.name_or_path), for before -> after
+                pairs["reference_model"] = reference_pair_metrics(cfg, ref, ev.histogram_bins)
             if train_split:
                 log.warning("eval pairs are the run's training pairs (%s, split '%s'): the metrics are not "
                             "held out; pass data.path=<held-out file> or data.eval_split", cfg.data.path, split)

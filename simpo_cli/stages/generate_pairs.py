@@ -226,10 +226,11 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
     from simpo_cli.data.prompts import read_prompts
     from simpo_cli.data.tokenize import uses_template
     from simpo_cli.models.generate import encode_prompt, row_key
-    from simpo_cli.models.loading import load_tokenizer
+    from simpo_cli.models.loading import load_tokenizer, name_trained_model
     from simpo_cli.models.reward import load_scorer
 
     validate_generate_pairs(cfg)
+    name_trained_model(cfg.model)
     g, out = cfg.generation, Path(run_dir)
     settings = output_settings(cfg)
     out.mkdir(parents=True, exist_ok=True)

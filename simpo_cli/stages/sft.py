@@ -16,8 +16,9 @@ import torch
 
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, ensure_chat_template, split_heldout
-from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
+from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
+from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, name_trained_model
 from simpo_cli.run.rundir import RunDir
 from simpo_cli.stages.train import _setup_wandb, training_arguments
 from simpo_cli.config.checks import validate_sft
@@ -86,6 +87,7 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
     from simpo_cli.training.trainer import MetricsJsonlCallback
 
     validate_sft(cfg)
+    name_trained_model(cfg.model)
     run = RunDir(run_dir)
     run.start(cfg, "sft")
     try:
@@ -108,7 +110,8 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
                               cfg.trainer.gradient_checkpointing)
         run.update(data={"fingerprint": data_fingerprint(data, data.split), **stats.as_dict(),
                          "train": len(train_ds), "heldout": len(eval_ds), "heldout_source": heldout_source},
-                   model={"fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
+                   model={"name": cfg.model.name, "name_or_path": cfg.model.name_or_path,
+                          "fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
                           **adapters.parameter_counts(model)},
                    chat_template=tokenizer.chat_template)
         _setup_wandb(cfg, run)
@@ -129,6 +132,8 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
             after = assistant_token_loss(trainer, eval_ds)
             trainer.log({"heldout_loss": after})
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+        if trainer.is_world_process_zero():
+            training_curves(run.metrics, run.path / "curves.png", f"{cfg.model.name}, sft: {run.path.name}")
         if cfg.trainer.save_model and trainer.is_world_process_zero():
             tmp = run.path / "model.tmp"
             shutil.rmtree(tmp, ignore_errors=True)

@@ -15,8 +15,9 @@ from simpo_cli.data.heldout import metric_pairs
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.run.launch import is_main_process, world_size
-from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
+from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
+from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, name_trained_model
 from simpo_cli.errors import Interrupted
 from simpo_cli.objectives import get_objective
 from simpo_cli.training.reference import make_collator, prepare_reference
@@ -88,7 +89,7 @@ def training_arguments(cfg, run: RunDir, group_by_length: bool | None = None):
     report_to = ["wandb"] if cfg.logger.name == "wandb" else "none"
     return TrainingArguments(
         output_dir=str(run.checkpoints),
-        run_name=run.path.name,
+        run_name=f"{cfg.model.name}/{run.path.name}",
         seed=cfg.seed,
         learning_rate=hp.learning_rate * adapters.learning_rate_scale(cfg),
         lr_scheduler_type=hp.lr_scheduler_type,
@@ -162,6 +163,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
 
     resolve_hparams(cfg)
     validate_train(cfg)
+    name_trained_model(cfg.model)
     spec = get_objective(cfg.objective.name)
     checkpoint = resume_checkpoint(cfg.get("resume"), Path(run_dir) / "checkpoints")
     if checkpoint:
@@ -213,7 +215,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
                 eval_size=cfg.data.eval_size, cap=cfg.trainer.get("eval_pairs"), seed=cfg.seed)
             run.update(pairs=pairs_info.as_dict())
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
-                   model={"fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
+                   model={"name": cfg.model.name, "name_or_path": cfg.model.name_or_path,
+                          "fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
                           **adapters.parameter_counts(model)})
         _setup_wandb(cfg, run)
         trainer = PreferenceTrainer(
@@ -258,6 +261,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
                 shutil.rmtree(run.model_dir, ignore_errors=True)
                 tmp.rename(run.model_dir)
         final_loss = losses[-1] if losses else output.training_loss
+        if trainer.is_world_process_zero():
+            training_curves(run.metrics, run.path / "curves.png", f"{cfg.model.name}, {cfg.objective.name}: {run.path.name}")
         result = TrainResult(run.path, output.global_step, final_loss, before, after,
                              pairs_info.label() if pairs_info else cfg.data.split)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,

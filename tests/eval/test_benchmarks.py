@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from simpo_cli.data.templates import prompt_ids
 from simpo_cli.evaluation import benchmarks as B
 from tests.eval import schemas
 from tests.helpers import compose
@@ -120,9 +121,11 @@ def test_generation_lengths_and_greedy_decoding(answered):
     for _, _, _, counts in res.values():
         assert all(0 <= n <= 3 for c in counts for n in c)
     _, prompts, answers, counts = res["arena_hard"]
-    text = B.render_prompt(tok, [{"role": "user", "content": prompts[0].turns[0]}], template=False)
-    assert text.startswith(tok.bos_token) and text.endswith(prompts[0].turns[0])
-    ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+    messages = [{"role": "user", "content": prompts[0].turns[0]}]
+    assert B.render_prompt(tok, messages, template=False) == prompts[0].turns[0]
+    prompt = prompt_ids(messages, tok, template=False)  # the renderer training uses: one BOS id
+    assert prompt[0] == tok.bos_token_id and prompt.count(tok.bos_token_id) == 1
+    ids = torch.tensor([prompt])
     with torch.no_grad():
         seq = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
