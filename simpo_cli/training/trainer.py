@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
+from simpo_cli.training.fused_head import fused_preference_loss, supports_fused
 from simpo_cli.training.logps import sequence_logps
 from simpo_cli.objectives import ObjectiveSpec, PreferenceLogps
 from simpo_cli.training.reliability import ReliableTrainerMixin
@@ -67,10 +68,23 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
             logps.ref_kl = (sequence_logps(self.ref_model, *kl_batch, path=self.logps_path).logps
                             if self.ref_model is not None else inputs.get("ref_kl_logps"))
 
+    def _fused_head(self, model) -> bool:
+        """Log-probs, loss and head gradients in one pass (``fused_head``) when training a model
+        whose head allows it (path ``auto`` only: ``chunked``/``plain`` force those paths)."""
+        return (self.logps_path == "auto" and torch.is_grad_enabled() and self.objective.pairwise
+                and supports_fused(model))
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logps, logits_mean = self.preference_logps(model, inputs)
-        result = self.objective.fn(logps, **self.objective_kwargs)
-        loss = result.losses.mean()
+        if self._fused_head(model):
+            fill = lambda logps: self._reference_logps(model, inputs, logps) if self.objective.needs_reference else None  # noqa: E731
+            loss, logps, result, logits_mean = fused_preference_loss(
+                model, inputs, self.objective, self.objective_kwargs, fill, padding_free=self.padding_free)
+            if self.objective.needs_reference and logps.ref_chosen is None:
+                raise RuntimeError(f"objective '{self.objective.name}' needs reference log-probs")
+        else:
+            logps, logits_mean = self.preference_logps(model, inputs)
+            result = self.objective.fn(logps, **self.objective_kwargs)
+            loss = result.losses.mean()
         mode = "train" if model.training else "eval"
         self._accumulate(mode, logps, result, logits_mean, inputs["attention_mask"])
         return (loss, {}) if return_outputs else loss
