@@ -1,6 +1,6 @@
 """LM head + SimPO loss alone, forward + backward: our fused head vs Liger-Kernel vs full logits.
 
-    OMP_NUM_THREADS=2 python -m bench.head                      # both shapes, 3 runs each
+    OMP_NUM_THREADS=1 python -m bench.head      # both shapes; ours and liger 3 runs each, others 1
     python -m bench.head --configs 576x49152 --repeats 1 --json out.json
 
 8 rows (4 pairs, chosen rows first) x 1,024 positions, the last 768 of each row scored; random
@@ -136,8 +136,9 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in ("loss", "grad_h", "grad_w"))
 
 
-def run(configs=CONFIGS, impls=IMPLS, repeats: int = 3, threads: int = 2) -> list[dict]:
-    """Run every (shape, implementation) ``repeats`` times in fresh subprocesses; returns one row
+def run(configs=CONFIGS, impls=IMPLS, repeats: int = 3, threads: int = 2, other_repeats: int = 1) -> list[dict]:
+    """Run ``ours`` and ``liger`` ``repeats`` times and the others ``other_repeats`` times per shape,
+    each in a fresh subprocess; returns one row
     per (shape, implementation) with median time and peak RSS, the largest absolute difference of
     loss and gradients from the reference, and ratios to Liger and to the FLOP bound."""
     peak = matmul_peak(threads)
@@ -149,7 +150,7 @@ def run(configs=CONFIGS, impls=IMPLS, repeats: int = 3, threads: int = 2) -> lis
             results = {}
             for impl in impls:
                 runs = []
-                for r in range(repeats):
+                for r in range(repeats if impl in ("ours", "liger") else other_repeats):
                     save = str(Path(tmp) / f"{impl}.pt") if r == 0 else ""
                     cmd = [sys.executable, "-m", "bench.head", "--worker", impl, "--configs",
                            f"{hidden}x{vocab}", "--threads", str(threads), "--save", save]
@@ -217,7 +218,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=[f"{h}x{v}" for h, v in CONFIGS], help="HxV shapes")
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of ours and liger per shape")
+    parser.add_argument("--other-repeats", type=int, default=1, help="runs of chunked and full per shape")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -227,7 +229,7 @@ def main(argv=None) -> None:
         print(json.dumps(worker(args.worker, *_shape(args.configs[0]), args.threads, args.save or None)))
         return
     load_before = os.getloadavg()
-    rows = run([_shape(c) for c in args.configs], args.impls, args.repeats, args.threads)
+    rows = run([_shape(c) for c in args.configs], args.impls, args.repeats, args.threads, args.other_repeats)
     print(table(rows))
     print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} "
           f"({os.cpu_count()} CPUs; timings on a shared machine are indicative)")

@@ -111,27 +111,38 @@ def _fused_pass(hidden, weight, bias, targets, lengths, groups, group_loss, chun
     partial_b = [torch.empty(vocab, dtype=acc, device=weight.device) for _ in range(width_max)] if need_b else []
     loss = torch.zeros((), dtype=acc, device=h_all.device)
 
+    # Reused [chunk, V] blocks: fresh ones per chunk would be page-faulted in every time.
+    block_rows = max(1, min(chunk, max(counts, default=1)))
+    z_buf = torch.empty(block_rows, vocab, dtype=acc, device=h_all.device)
+    q_buf = torch.empty_like(z_buf)
+    cap_buf = torch.empty_like(z_buf) if softcap is not None else None
+    w_t = w_mm.T
     for g, group in enumerate(groups):
         for k, row in enumerate(group):
             start, count = offsets[row], counts[row]
             for s in range(start, start + count, chunk):
                 e = min(s + chunk, start + count)
                 h, y = h_all[s:e], targets[s:e]
-                z = F.linear(h.to(mm), w_mm, b_mm).to(acc)
+                z, q = z_buf[:e - s], q_buf[:e - s]
+                if mm == acc:
+                    if b_mm is None:
+                        torch.mm(h.to(mm), w_t, out=z)
+                    else:
+                        torch.addmm(b_mm, h.to(mm), w_t, out=z)
+                else:
+                    z.copy_(F.linear(h.to(mm), w_mm, b_mm))
                 if softcap is not None:
                     tanh = z.div_(softcap).tanh_()
-                    z = tanh.mul(softcap)
-                logit_sums[row] += z.sum()
+                    z = torch.mul(tanh, softcap, out=cap_buf[:e - s])
+                    logit_sums[row] += z.sum()
                 # log_softmax is one vectorised kernel; exp of it in place is the softmax.
-                q = torch.log_softmax(z, 1)
-                del z
+                torch.log_softmax(z, 1, out=q)
                 token_logps[s:e] = q.gather(1, y[:, None])[:, 0]
                 q.exp_()
                 if softcap is not None:
                     slope = tanh.square_().neg_().add_(1)  # cap'(x) = 1 - tanh(x/c)^2
                     target_slope[s:e] = slope.gather(1, y[:, None])[:, 0]
                     q.mul_(slope)
-                    del tanh, slope
                 if need_h:
                     bracket[s:e] = -(q.to(mm) @ w_mm).to(acc)
                 if need_w:
@@ -144,7 +155,6 @@ def _fused_pass(hidden, weight, bias, targets, lengths, groups, group_loss, chun
                         torch.sum(q, 0, out=partial_b[k])
                     else:
                         partial_b[k] += q.sum(0)
-                del q
         # Every token of the group is scored: evaluate the objective on the group alone.
         seq_logps = torch.stack([token_logps[offsets[r]:offsets[r] + counts[r]].sum() for r in group])
         with torch.enable_grad():
@@ -171,7 +181,15 @@ def _fused_pass(hidden, weight, bias, targets, lengths, groups, group_loss, chun
     seq_logps = torch.zeros(n, dtype=acc, device=h_all.device)
     for r in range(n):
         seq_logps[r] = token_logps[offsets[r]:offsets[r] + counts[r]].sum()
-    logits_mean = logit_sums / (lengths.clamp(min=1).to(acc) * vocab)
+    if softcap is None:
+        # Without capping a token's mean logit is linear in h: h . mean_v(W) (+ mean(b)), no pass
+        # over the [chunk, V] blocks needed.
+        token_means = h_all.to(acc) @ weight.detach().to(acc).mean(0)
+        if bias is not None:
+            token_means += bias.detach().to(acc).mean()
+        rows = torch.repeat_interleave(torch.arange(n, device=h_all.device), lengths)
+        logit_sums.index_add_(0, rows, token_means)
+    logits_mean = logit_sums / (lengths.clamp(min=1).to(acc) * (1 if softcap is None else vocab))
     return loss, seq_logps, logits_mean, bracket, grad_w, grad_b
 
 
