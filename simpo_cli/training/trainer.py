@@ -48,11 +48,14 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
             chosen_lengths=out.lengths[:b], rejected_lengths=out.lengths[b:],
             ref_chosen=inputs.get("ref_chosen_logps"), ref_rejected=inputs.get("ref_rejected_logps"),
         )
+        self._fill_reference(model, inputs, logps)
+        return logps, out.logits_mean
+
+    def _fill_reference(self, model, inputs, logps: PreferenceLogps) -> None:
         if self.objective.needs_reference:
             self._reference_logps(model, inputs, logps)
         if self.objective.needs_reference and logps.ref_chosen is None:
             raise RuntimeError(f"objective '{self.objective.name}' needs reference log-probs")
-        return logps, out.logits_mean
 
     @torch.no_grad()
     def _reference_logps(self, model, inputs, logps: PreferenceLogps) -> None:
@@ -76,11 +79,9 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self._fused_head(model):
-            fill = lambda logps: self._reference_logps(model, inputs, logps) if self.objective.needs_reference else None  # noqa: E731
             loss, logps, result, logits_mean = fused_preference_loss(
-                model, inputs, self.objective, self.objective_kwargs, fill, padding_free=self.padding_free)
-            if self.objective.needs_reference and logps.ref_chosen is None:
-                raise RuntimeError(f"objective '{self.objective.name}' needs reference log-probs")
+                model, inputs, self.objective, self.objective_kwargs,
+                lambda logps: self._fill_reference(model, inputs, logps), padding_free=self.padding_free)
         else:
             logps, logits_mean = self.preference_logps(model, inputs)
             result = self.objective.fn(logps, **self.objective_kwargs)
