@@ -71,13 +71,14 @@ class FusedHeadOutput:
 def supports_fused(model) -> bool:
     """True when the fused head applies: a head ``supports_chunked`` accepts that is not
     ZeRO-3-partitioned (its full-size gradient would have to be produced outside DeepSpeed's
-    hooks) and whose two accumulators fit ``FUSED_ACCUMULATOR_BYTES``."""
+    hooks) and, when the head is trained, whose two accumulators fit ``FUSED_ACCUMULATOR_BYTES``
+    (a frozen head, e.g. under LoRA, needs none)."""
     if not supports_chunked(model):
         return False
     weight = output_head(model).weight
     if hasattr(weight, "ds_id"):
         return False
-    return 2 * weight.numel() * 4 <= FUSED_ACCUMULATOR_BYTES
+    return not weight.requires_grad or 2 * weight.numel() * 4 <= FUSED_ACCUMULATOR_BYTES
 
 
 def _matmul_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:

@@ -310,6 +310,16 @@ def test_fused_bf16_model_and_cpu_autocast():
             assert (fused[name].float() - g.float()).abs().max() <= 0.05 * scale, name
 
 
+def test_accumulator_budget_falls_back_unless_the_head_is_frozen(monkeypatch):
+    import simpo_cli.training.fused_head as fused_head
+
+    model = tiny("llama")
+    monkeypatch.setattr(fused_head, "FUSED_ACCUMULATOR_BYTES", 2 * VOCAB * 32 * 4 - 1)
+    assert not supports_fused(model)  # two [V, H] float32 accumulators do not fit
+    model.lm_head.weight.requires_grad_(False)
+    assert supports_fused(model)  # a frozen head needs no accumulators
+
+
 def test_unsupported_heads_are_not_fused():
     from transformers import GPT2Config, GPT2LMHeadModel
 
