@@ -8,7 +8,7 @@ fp32 hidden states ``[8, 1024, H]`` and head weight ``[V, H]``; SimPO (Î² 2.0, Î
 
 - ``ours``: ``simpo_cli.training.fused_head.fused_head_loss`` on the scored positions, the SimPO
   objective evaluated pair by pair exactly as ``PreferenceTrainer`` does (3 matmul units/token).
-- ``chunked``: today's recompute path (``sequence_logps``'s ``_ChunkedHeadLogps``, 4 units).
+- ``chunked``: today's recompute path (``chunked_head_logps``, 4 units).
 - ``liger``: Liger-Kernel 0.8.5 ``LigerFusedLinearSimPOLoss`` (torch.compile, its defaults: one
   pair per chunk, ``compute_nll_loss=False``) on the full rows with ``ignore_index`` on prompt
   positions, as TRL calls it.
@@ -86,10 +86,9 @@ def _step(impl: str, h, w, targets, scored):
         loss = fused_head_loss(h[scored], w, None, targets[scored], lengths,
                                [(i, b + i) for i in range(b)], group_loss).loss
     elif impl == "chunked":
-        from simpo_cli.training.logps import _ChunkedHeadLogps, default_chunk_size
+        from simpo_cli.training.logps import chunked_head_logps
 
-        token_logps, _ = _ChunkedHeadLogps.apply(h[scored], w, None, targets[scored],
-                                                 default_chunk_size(w.shape[0]), None)
+        token_logps, _ = chunked_head_logps(h[scored], w, None, targets[scored])
         rows = torch.arange(ROWS)[:, None].expand_as(scored)[scored]
         row_logps = torch.zeros(ROWS).index_add(0, rows, token_logps)
         loss = _simpo_on_rows(row_logps, lengths)

@@ -188,6 +188,15 @@ class _ChunkedHeadLogps(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
+def chunked_head_logps(hidden, weight, bias, targets, *, chunk_size: int | None = None,
+                       softcap: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recompute path on its own: log-probs of ``targets`` ``[T]`` under the head applied to
+    ``hidden`` ``[T, H]``, and each token's mean logit ``[T]`` (detached), ``chunk_size`` tokens
+    at a time (default ``default_chunk_size(V)``); see ``_ChunkedHeadLogps``."""
+    chunk = chunk_size or default_chunk_size(weight.shape[0])
+    return _ChunkedHeadLogps.apply(hidden, weight, bias, targets, chunk, softcap)
+
+
 def _row_sums(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
     return torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
 
