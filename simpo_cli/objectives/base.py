@@ -67,6 +67,9 @@ class ObjectiveSpec:
     prompt/response rows (KTO's z_ref); implies ``needs_reference``.
     ``accepts_unpaired``: the objective also trains on unpaired ``prompt``/``completion``/``label``
     records, which arrive as examples with one side empty (its length 0).
+    ``pairwise``: example ``i``'s loss depends only on example ``i``'s log-probs (and on batch-level
+    inputs computed without gradient, such as KTO's mismatched rows), so it can be evaluated one
+    pair at a time; the fused LM head (``simpo_cli.training.fused_head``) relies on it.
     ``params``: the dataclass of the objective's own settings (its ``conf/objective/<name>.yaml``
     is validated against it). ``beta``/``gamma`` are not in it: they live in ``hparams``.
     """
@@ -80,3 +83,4 @@ class ObjectiveSpec:
     uses: tuple[str, ...] = field(default=("beta",))
     needs_mismatched: bool = False
     accepts_unpaired: bool = False
+    pairwise: bool = True

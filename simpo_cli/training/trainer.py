@@ -14,6 +14,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from simpo_cli.models.adapters import adapters_disabled, has_adapter
+from simpo_cli.training.fused_head import fused_preference_loss, supports_fused
 from simpo_cli.training.logps import sequence_logps
 from simpo_cli.objectives import ObjectiveSpec, PreferenceLogps
 from simpo_cli.training.reliability import ReliableTrainerMixin
@@ -49,11 +50,14 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
             chosen_lengths=out.lengths[:b], rejected_lengths=out.lengths[b:],
             ref_chosen=inputs.get("ref_chosen_logps"), ref_rejected=inputs.get("ref_rejected_logps"),
         )
+        self._fill_reference(model, inputs, logps)
+        return logps, out.logits_mean
+
+    def _fill_reference(self, model, inputs, logps: PreferenceLogps) -> None:
         if self.objective.needs_reference:
             self._reference_logps(model, inputs, logps)
         if self.objective.needs_reference and logps.ref_chosen is None:
             raise RuntimeError(f"objective '{self.objective.name}' needs reference log-probs")
-        return logps, out.logits_mean
 
     @torch.no_grad()
     def _reference_logps(self, model, inputs, logps: PreferenceLogps) -> None:
@@ -76,10 +80,21 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
                 with adapters_disabled(model) if ref_model is model else contextlib.nullcontext():
                     logps.ref_kl = sequence_logps(ref_model, *kl_batch, path=self.logps_path).logps
 
+    def _fused_head(self, model) -> bool:
+        """Log-probs, loss and head gradients in one pass (``fused_head``) when training a model
+        whose head allows it (path ``auto`` only: ``chunked``/``plain`` force those paths)."""
+        return (self.logps_path == "auto" and torch.is_grad_enabled() and self.objective.pairwise
+                and supports_fused(model))
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logps, logits_mean = self.preference_logps(model, inputs)
-        result = self.objective.fn(logps, **self.objective_kwargs)
-        loss = result.losses.mean()
+        if self._fused_head(model):
+            loss, logps, result, logits_mean = fused_preference_loss(
+                model, inputs, self.objective, self.objective_kwargs,
+                lambda logps: self._fill_reference(model, inputs, logps), padding_free=self.padding_free)
+        else:
+            logps, logits_mean = self.preference_logps(model, inputs)
+            result = self.objective.fn(logps, **self.objective_kwargs)
+            loss = result.losses.mean()
         mode = "train" if model.training else "eval"
         self._accumulate(mode, logps, result, logits_mean, inputs["attention_mask"])
         return (loss, {}) if return_outputs else loss
