@@ -25,7 +25,9 @@ def compose(overrides: list[str] | None = None, config_name: str = "config"):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from simpo_cli.config.schema import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR
+
+    from simpo_cli.config.store import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -34,7 +34,7 @@ def first_step_grads(tmp_path, objective: str, batch: int, accumulation: int) ->
     from simpo_cli.objectives import get_objective
     from simpo_cli.training.reference import make_collator, prepare_reference
     from simpo_cli.run.rundir import RunDir
-    from simpo_cli.stages.train import objective_kwargs, training_arguments
+    from simpo_cli.training.common import objective_kwargs, training_arguments
     from simpo_cli.training.trainer import PreferenceTrainer
     from simpo_cli.config.checks import resolve_hparams
 

@@ -4,7 +4,9 @@ selects its objective, and sweeps exactly PAPER.md Table 7's range x the learnin
 import pytest
 from hydra import compose, initialize_config_dir
 
-from simpo_cli.config.schema import CONF_DIR, register_configs
+from simpo_cli.config.schema import CONF_DIR
+
+from simpo_cli.config.store import register_configs
 from simpo_cli.objectives import OBJECTIVES
 
 LR = ["3e-7", "5e-7", "6e-7", "1e-6"]

@@ -45,7 +45,7 @@ def test_group_by_length_uses_transformers_sampler_and_cuts_padding(tmp_path, ti
     from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
     from simpo_cli.objectives import get_objective
     from simpo_cli.run.rundir import RunDir
-    from simpo_cli.stages.train import objective_kwargs, training_arguments
+    from simpo_cli.training.common import objective_kwargs, training_arguments
     from simpo_cli.training.trainer import PreferenceTrainer
 
     cfg = compose(["trainer.group_by_length=true", "trainer.use_cpu=true",

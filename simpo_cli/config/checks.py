@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from simpo_cli.data.records import is_local, resolve_path
 from simpo_cli.errors import ConfigError
 from simpo_cli.objectives import OBJECTIVES
 
@@ -102,8 +104,6 @@ def writable(path: Path) -> bool:
     """Whether a directory can be created at ``path``: probes its nearest existing ancestor by
     creating (and removing) a temporary directory, since ``os.access`` says yes to root even on a
     read-only mount or /proc."""
-    import tempfile
-
     probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     if not probe.is_dir():
         return False
@@ -121,8 +121,6 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 def _local_missing(path: str | None) -> bool:
-    from simpo_cli.data.records import is_local, resolve_path
-
     return bool(path) and is_local(path) and not Path(resolve_path(path)).exists()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from simpo_cli.config.schema import DataConfig, HParams, ModelConfig, PathsConfig
 
@@ -88,8 +88,6 @@ class EvalConfig:
 
 
 def register_eval_configs(cs) -> None:
-    from omegaconf import OmegaConf
-
     # ${simpo.or:a,b}: a unless it is null/empty, else b (oc.select keeps an explicit null)
     OmegaConf.register_new_resolver("simpo.or", lambda a, b: a if a else b, replace=True)
     cs.store(name="base_eval", node=EvalConfig)

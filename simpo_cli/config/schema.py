@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -284,11 +285,9 @@ class GeneratePairsConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
-def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent)."""
-    from simpo_cli.objectives import OBJECTIVES
-
-    cs = ConfigStore.instance()
+def register_schemas(cs: ConfigStore) -> None:
+    """Store the schemas of this module in ``cs`` (idempotent); ``config.store.register_configs``
+    stores every stage's."""
     cs.store(name="base_train", node=TrainConfig)
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="data", name="base_data", node=DataConfig)
@@ -299,12 +298,6 @@ def register_configs() -> None:
     cs.store(name="base_generate_pairs", node=GeneratePairsConfig)
     cs.store(group="scorer", name="base_scorer", node=ScorerConfig)
     cs.store(group="distributed", name="base_distributed", node=DistributedConfig)
-    for name, spec in OBJECTIVES.items():
-        # Not in the "objective" group itself, so `objective=glob(*)` sweeps only the YAML options.
-        cs.store(group="objective_schema", name=name, node=spec.params)
-    from simpo_cli.config.eval import register_eval_configs  # simpo eval
-
-    register_eval_configs(cs)
 
 
 def group_options(group: str) -> list[str]:

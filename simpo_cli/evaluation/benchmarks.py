@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from simpo_cli.data.tokenize import plain_prompt
 from simpo_cli.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,6 @@ def render_prompt(tokenizer, messages: list[dict], template: bool = True) -> str
     with ``template`` the tokenizer's chat template plus the assistant header, else the plain-text
     convention (``plain_prompt``) after BOS. ``template``: ``uses_template(tokenizer,
     data.chat_template)``."""
-    from simpo_cli.data.tokenize import plain_prompt
-
     if template:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     bos = tokenizer.bos_token or ""

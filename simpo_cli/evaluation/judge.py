@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from simpo_cli.errors import DataError, UserError
 from simpo_cli.evaluation.metrics import bootstrap_ci, win_rate
@@ -58,8 +59,6 @@ class RewardModelJudge:
     template, or as ``user\\n\\nassistant`` paragraphs when it has none."""
 
     def __init__(self, path: str, max_length: int = 2048, batch_size: int = 4, device: str = "cpu"):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()

@@ -19,10 +19,12 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import LogitsProcessor
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper,
+                          TopKLogitsWarper, TopPLogitsWarper)
 
 from simpo_cli.data.tokenize import plain_prompt
 from simpo_cli.errors import UserError
+from simpo_cli.models.loading import tokenizer_location
 
 log = logging.getLogger(__name__)
 MASK32 = 0xFFFFFFFF
@@ -123,8 +125,6 @@ class TransformersBackend:
     """
 
     def __init__(self, model, tokenizer, gen):
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-
         self.model, self.tokenizer, self.gen = model.eval(), tokenizer, gen
         self.device = next(model.parameters()).device
         self.eos = _eos_ids(model, tokenizer)
@@ -139,8 +139,6 @@ class TransformersBackend:
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], keys: list[list[int]]) -> list[list[Sample]]:
-        from transformers import GenerationConfig
-
         rows = [p for p, ks in zip(prompts, keys) for _ in ks]
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
@@ -177,10 +175,8 @@ class VLLMBackend:
         if model_cfg.name_or_path is None:
             raise UserError("generation.backend=vllm needs model.name_or_path (the tiny model is "
                             "transformers-only)")
-        from simpo_cli.models.loading import _tokenizer_location
-
         self.gen = gen
-        self.llm = LLM(model=model_cfg.name_or_path, tokenizer=_tokenizer_location(model_cfg),
+        self.llm = LLM(model=model_cfg.name_or_path, tokenizer=tokenizer_location(model_cfg),
                        revision=model_cfg.revision, dtype=model_cfg.dtype, seed=seed,
                        trust_remote_code=model_cfg.trust_remote_code,
                        gpu_memory_utilization=gen.vllm_gpu_memory_utilization,

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from simpo_cli.errors import UserError
 
@@ -36,7 +37,7 @@ def model_location(model_cfg) -> str | None:
     return str(run_model) if run_model else model_cfg.name_or_path
 
 
-def _tokenizer_location(model_cfg) -> str:
+def tokenizer_location(model_cfg) -> str:
     # A simpo run's model carries the tokenizer (and chat template) it was trained with: it wins
     # over the preset's model.tokenizer, so `simpo sft`'s template reaches train/eval unchanged.
     run_model = run_model_dir(model_cfg.name_or_path)
@@ -54,9 +55,7 @@ def _tokenizer_location(model_cfg) -> str:
 def load_tokenizer(model_cfg):
     """``AutoTokenizer`` from ``model.tokenizer`` (or ``model.name_or_path``); ``model.chat_template``
     replaces its template; a missing pad token becomes the EOS token (padding is always masked)."""
-    from transformers import AutoTokenizer
-
-    loc = _tokenizer_location(model_cfg)
+    loc = tokenizer_location(model_cfg)
     try:
         tok = AutoTokenizer.from_pretrained(loc, revision=model_cfg.revision,
                                             trust_remote_code=model_cfg.trust_remote_code)
@@ -72,8 +71,6 @@ def load_tokenizer(model_cfg):
 def build_tiny_model(tiny_cfg, tokenizer):
     """A randomly initialised model from ``model.tiny``; ``tiny.seed`` makes the weights identical
     on every call and machine (CPU float32)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     kwargs = dict(
         vocab_size=len(tokenizer), hidden_size=tiny_cfg.hidden_size,
         intermediate_size=tiny_cfg.intermediate_size, num_hidden_layers=tiny_cfg.num_hidden_layers,
@@ -94,8 +91,6 @@ def build_tiny_model(tiny_cfg, tokenizer):
 def load_model(model_cfg, tokenizer):
     """The policy: ``AutoModelForCausalLM.from_pretrained(name_or_path)`` with the preset's dtype and
     attention implementation, or the tiny model when ``name_or_path`` is null."""
-    from transformers import AutoModelForCausalLM
-
     if model_cfg.name_or_path is None:
         if model_cfg.tiny is None:
             raise UserError(f"model '{model_cfg.name}': set model.name_or_path or model.tiny")

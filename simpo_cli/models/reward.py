@@ -13,9 +13,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from simpo_cli.data.tokenize import plain_prompt
+from simpo_cli.data.tokenize import plain_prompt, uses_template
 from simpo_cli.errors import UserError
+from simpo_cli.models.loading import DTYPES, load_tokenizer
 
 DROP_IDENTICAL = "all candidates identical"
 DROP_FEW = "fewer than 2 distinct non-empty candidates"
@@ -65,8 +67,6 @@ def select_pair(texts: list[str], scores: list[float]) -> Selection:
 def build_tiny_reward_model(tiny_cfg, tokenizer):
     """A randomly initialised ``*ForSequenceClassification`` (one output) from ``scorer.tiny``;
     seeded like ``modeling.build_tiny_model``, so its scores are identical on every build."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
     config = AutoConfig.for_model(
         tiny_cfg.architecture, vocab_size=len(tokenizer), hidden_size=tiny_cfg.hidden_size,
         intermediate_size=tiny_cfg.intermediate_size, num_hidden_layers=tiny_cfg.num_hidden_layers,
@@ -103,9 +103,6 @@ class RewardModelScorer:
     token, as transformers' ``*ForSequenceClassification`` and TRL's RewardTrainer do)."""
 
     def __init__(self, cfg, device: torch.device | str = "cpu"):
-        from simpo_cli.data.tokenize import uses_template
-        from simpo_cli.models.loading import DTYPES, load_tokenizer
-
         self.cfg, self.device = cfg, torch.device(device)
         self.tokenizer = load_tokenizer(cfg)  # ScorerConfig has ModelConfig's tokenizer fields
         self.template = uses_template(self.tokenizer, "auto")
@@ -114,8 +111,6 @@ class RewardModelScorer:
                 raise UserError(f"scorer '{cfg.name}': set scorer.name_or_path or scorer.tiny")
             model = build_tiny_reward_model(cfg.tiny, self.tokenizer)
         else:
-            from transformers import AutoModelForSequenceClassification
-
             if cfg.dtype not in DTYPES:
                 raise UserError(f"scorer.dtype must be one of {', '.join(DTYPES)}, got '{cfg.dtype}'")
             kwargs = {"dtype": DTYPES[cfg.dtype], "revision": cfg.revision,

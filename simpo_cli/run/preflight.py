@@ -17,12 +17,24 @@ its own multi-line error with exit code 1).
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import MissingConfigException, OverrideParseException
+from omegaconf import OmegaConf
+
+from simpo_cli.config.checks import validate_stage, writable
+from simpo_cli.config.schema import CONF_DIR
+from simpo_cli.config.store import register_configs
 from simpo_cli.errors import ConfigError, UserError
+from simpo_cli.training.reliability import resume_checkpoint
 
 # Hydra flags that take a value (everything else starting with '-' is a bare flag).
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
@@ -78,8 +90,6 @@ def quote(value: str) -> str:
 
 def hydra_error_line(e: BaseException) -> str:
     """One line for a Hydra/OmegaConf compose error."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-
     if isinstance(e, MissingConfigException):
         m = re.search(r"Could not find '([^']+)'", str(e))
         missing = m.group(1) if m else (e.missing_cfg_file or "?")
@@ -112,11 +122,6 @@ def _close_key(e, parent: str, leaf: str) -> str | None:
 
 
 def _compose(config_name: str, overrides: list[str], hydra_cfg: bool = False):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from simpo_cli.config.schema import CONF_DIR, register_configs
-
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -155,8 +160,6 @@ def compose_config(config_name: str, overrides: list[str], hydra_cfg: bool = Fal
 
 def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
     """Checks that need the run directory: ``resume`` and an existing run's checkpoints."""
-    from simpo_cli.training.reliability import resume_checkpoint
-
     problems = []
     resume = cfg.get("resume")
     if resume == "auto" and not explicit:
@@ -166,8 +169,6 @@ def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
             resume_checkpoint(resume, run_dir / "checkpoints")
         except UserError as e:
             problems.append(str(e))
-    from simpo_cli.config.checks import writable
-
     if explicit and not writable(run_dir):  # else it lies under paths.output_root, checked already
         problems.append(f"run directory is not writable: {run_dir}")
     return problems
@@ -176,10 +177,6 @@ def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
 def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
     """The stage validator's problems, as a list (empty: valid). Its warnings are muted unless
     ``warn`` (the job validates again inside Hydra, where they are logged once)."""
-    import logging
-
-    from simpo_cli.config.checks import validate_stage
-
     logger = logging.getLogger("simpo_cli")
     level = logger.level
     if not warn:
@@ -197,8 +194,6 @@ def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
 
 def preflight(stage: str, config_name: str, args: list[str], warn: bool = False) -> Plan:
     """Compose + validate before Hydra starts the job. Raises ``ConfigError`` (all problems)."""
-    from omegaconf import OmegaConf
-
     args = translate_run_dir(args)
     flags, overrides = split_args(args)
     if _NO_RUN_FLAGS & set(flags):
@@ -225,14 +220,6 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
 
 def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: list[str],
                      warn: bool = False) -> Plan:
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from simpo_cli.config.schema import CONF_DIR, register_configs
-
     try:
         register_configs()
         GlobalHydra.instance().clear()

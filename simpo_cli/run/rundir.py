@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from simpo_cli.atomic import write_atomic, write_json  # noqa: F401 (re-exported)
+from simpo_cli.run.launch import is_main_process
 
 PACKAGES = ("simpo-cli", "torch", "transformers", "datasets", "accelerate", "hydra-core", "omegaconf",
             "wandb", "typer", "trl", "deepspeed")
@@ -46,20 +46,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
 class RunDir:
     """``config.yaml`` (resolved), ``meta.json``, ``metrics.jsonl``, ``model/``, ``checkpoints/``."""
 
@@ -69,8 +55,6 @@ class RunDir:
         self.meta: dict = {}
         # In a multi-process run only rank 0 writes; the others keep ``meta`` in memory only.
         if main is None:
-            from simpo_cli.run.launch import is_main_process
-
             main = is_main_process()
         self.main = main
 

@@ -12,6 +12,7 @@ Outputs (all written atomically into ``out_dir``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -19,11 +20,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+from transformers import set_seed
 
-from simpo_cli.evaluation import metrics as M
+from simpo_cli.config.checks import resolve_hparams
+from simpo_cli.config.eval import BENCHMARK_FORMATS
+from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
+from simpo_cli.data.tokenize import uses_template
 from simpo_cli.errors import ConfigError, UserError
+from simpo_cli.evaluation import benchmarks as B, metrics as M, plots
+from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
+from simpo_cli.models.loading import load_model, load_tokenizer
+from simpo_cli.objectives import OBJECTIVES, PreferenceLogps, get_objective
 from simpo_cli.run.rundir import RunDir, write_atomic, write_json
+from simpo_cli.training.common import objective_kwargs
+from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)
 SECTIONS = ("model", "data", "objective", "hparams")
@@ -49,8 +62,6 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
     ``None`` without a run. Raises ``UserError`` for a missing or unfinished run."""
     if not cfg.get("run"):
         return None
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     run = Path(cfg.run).resolve()
     if not (run / "config.yaml").is_file():
         raise UserError(f"run={run}: no config.yaml there; pass a `simpo train` run directory")
@@ -90,13 +101,7 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
 def _typed_section(cfg, section: str, value, run: Path):
     """``value`` (a section of a saved config.yaml) as a node of the section's schema, so that the
     schema's types and defaults still hold (a plain dict cannot replace a structured node)."""
-    import dataclasses
-
-    from omegaconf.errors import OmegaConfBaseException
-
     if section == "objective":
-        from simpo_cli.objectives import OBJECTIVES
-
         spec = OBJECTIVES.get(value.get("name"))
         if spec is None:
             raise UserError(f"run={run}: config.yaml uses objective '{value.get('name')}', which this "
@@ -115,8 +120,6 @@ def _typed_section(cfg, section: str, value, run: Path):
 
 def validate_eval(cfg) -> None:
     """Raise ``ConfigError`` listing every problem in a composed ``simpo eval`` config."""
-    from simpo_cli.config.eval import BENCHMARK_FORMATS
-
     problems = []
     ev = cfg.eval
     for name in ev.benchmarks:
@@ -156,9 +159,6 @@ def score_pairs(model, dataset, pad_token_id: int, batch_size: int, path: str = 
     """Summed response log-probs (nats) and response lengths (tokens) of every pair, ``[B]`` numpy
     arrays ``chosen``, ``rejected``, ``chosen_lengths``, ``rejected_lengths``, ``index``; computed
     with ``PreferenceCollator`` + ``sequence_logps``, exactly as in training."""
-    from simpo_cli.data.preference import PreferenceCollator
-    from simpo_cli.training.logps import sequence_logps
-
     collate = PreferenceCollator(pad_token_id)
     model.eval()
     device = next(model.parameters()).device
@@ -181,9 +181,6 @@ def pair_metrics(cfg, pol: dict, ref: dict | None, bins: int) -> tuple[dict, dic
     Rewards: the run's objective (its own ``fn`` on these log-probs; ``None`` when it needs a
     reference and there is none), SimPO's length-normalised ``β·log π(y|x)/|y|`` (Eq. 4) and the
     summed ``log π(y|x)``."""
-    from simpo_cli.objectives import PreferenceLogps, get_objective
-    from simpo_cli.stages.train import objective_kwargs
-
     spec = get_objective(cfg.objective.name)
     t = {k: torch.as_tensor(v) for k, v in pol.items()}
     logps = PreferenceLogps(t["chosen"], t["rejected"], t["chosen_lengths"], t["rejected_lengths"],
@@ -304,13 +301,6 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     ``overrides``: the command-line overrides, re-applied on top of ``cfg.run``'s saved config.
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes, before loading a model
     where possible."""
-    from transformers import set_seed
-
-    from simpo_cli.evaluation import benchmarks as B
-    from simpo_cli.data.tokenize import uses_template
-    from simpo_cli.models.loading import load_model, load_tokenizer
-    from simpo_cli.config.checks import resolve_hparams
-
     run_info = apply_run(cfg, overrides or [])
     resolve_hparams(cfg)
     validate_eval(cfg)
@@ -331,8 +321,6 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
                    "gamma": cfg.hparams.get("gamma"), "seed": cfg.seed, "device": str(device)}
 
         if ev.pairs:
-            from simpo_cli.data.preference import build_preference_dataset
-
             split = ev.split or cfg.data.eval_split or cfg.data.split
             ds, stats = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, split=split)
             if len(ds) == 0:
@@ -362,8 +350,6 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
                             "held out; pass data.path=<held-out file> or data.eval_split", cfg.data.path, split)
             summary["pairs"] = pairs
             write_atomic(out.path / "pairs.jsonl", pair_rows(pol, ref, arrays))
-            from simpo_cli.evaluation import plots
-
             plots.margin_histogram(out.path / "margins.png", arrays["margins"][margin_reward], ev.histogram_bins,
                                    f"{model_id}: reward margins ({margin_reward} reward)", "r(y_w) − r(y_l)")
             plots.loglik_vs_length(
@@ -399,8 +385,6 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             log.info("%s: %d prompts answered -> %s", name, len(prompts), rel)
 
         if cfg.judge.reward_model:
-            from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
-
             j = cfg.judge
             judge = RewardModelJudge(j.reward_model, j.max_length, j.batch_size, device)
             prompts, answers = generated[j.benchmark]

@@ -29,9 +29,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
+from tqdm.auto import tqdm
 
+from simpo_cli.data.preference import data_fingerprint
+from simpo_cli.data.prompts import read_prompts
+from simpo_cli.data.records import read_jsonl_dir
+from simpo_cli.data.tokenize import uses_template
 from simpo_cli.errors import ConfigError, UserError
+from simpo_cli.models.generate import TransformersBackend, VLLMBackend, encode_prompt, row_key
+from simpo_cli.models.loading import load_model, load_tokenizer
+from simpo_cli.models.reward import load_scorer, select_pair
 from simpo_cli.run.rundir import RunDir, write_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -80,8 +89,6 @@ def output_settings(cfg) -> dict:
     """Everything that changes the output, compared on resume. Batch sizes and the progress bar
     are left out on purpose: a run resumed with a smaller batch (after running out of memory)
     stays valid, though its later shards may differ in the last float bit."""
-    from simpo_cli.data.preference import data_fingerprint
-
     c = OmegaConf.to_container(cfg, resolve=True)
     model = {k: c["model"].get(k) for k in ("name_or_path", "tokenizer", "revision", "dtype", "chat_template", "tiny")}
     data = {k: c["data"].get(k) for k in ("path", "format", "split", "columns", "chat_template", "max_samples")}
@@ -149,8 +156,6 @@ def _dumps(record: dict) -> str:
 
 def _shard_records(prompts, lengths_ok, samples, scores) -> tuple[list[str], list[str], Counter]:
     """Candidate and pair lines for one shard, in source order."""
-    from simpo_cli.models.reward import select_pair
-
     cand_lines, pair_lines, dropped = [], [], Counter()
     for p in prompts:
         record = {"source_index": p.index, "prompt_id": p.prompt_id, "prompt": p.messages,
@@ -179,8 +184,6 @@ def _shard_records(prompts, lengths_ok, samples, scores) -> tuple[list[str], lis
 
 def summarise(out: Path, shards: int) -> dict:
     """Counts over every candidate shard (so a resumed run reports the whole output)."""
-    from simpo_cli.data.records import read_jsonl_dir
-
     records = read_jsonl_dir(out / "candidates") if shards else []
     dropped = Counter(r["dropped"] for r in records if r["dropped"])
     kept = [r for r in records if not r["dropped"]]
@@ -196,18 +199,12 @@ def summarise(out: Path, shards: int) -> dict:
 
 
 def _device():
-    import torch
-
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _backend(cfg, tokenizer, device):
-    from simpo_cli.models.generate import TransformersBackend, VLLMBackend
-
     if cfg.generation.backend == "vllm":
         return VLLMBackend(cfg.model, cfg.generation, cfg.seed)
-    from simpo_cli.models.loading import load_model
-
     return TransformersBackend(load_model(cfg.model, tokenizer).to(device), tokenizer, cfg.generation)
 
 
@@ -218,14 +215,6 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model loads),
     including an existing ``run_dir`` made with other settings.
     """
-    from tqdm.auto import tqdm
-
-    from simpo_cli.data.prompts import read_prompts
-    from simpo_cli.data.tokenize import uses_template
-    from simpo_cli.models.generate import encode_prompt, row_key
-    from simpo_cli.models.loading import load_tokenizer
-    from simpo_cli.models.reward import load_scorer
-
     validate_generate_pairs(cfg)
     g, out = cfg.generation, Path(run_dir)
     settings = output_settings(cfg)

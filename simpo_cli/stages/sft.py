@@ -8,18 +8,19 @@ other stages take as ``model.name_or_path`` (the run directory itself works too)
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import DataCollatorWithFlattening, Trainer, set_seed
 
+from simpo_cli.config.checks import validate_sft
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, ensure_chat_template, split_heldout
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.run.rundir import RunDir
-from simpo_cli.stages.train import _setup_wandb, training_arguments
-from simpo_cli.config.checks import validate_sft
+from simpo_cli.training.common import finish_wandb, save_model, setup_wandb, training_arguments
+from simpo_cli.training.trainer import MetricsJsonlCallback
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,6 @@ def assistant_token_loss(trainer, dataset) -> float:
 
 def _collator(cfg, tokenizer):
     if cfg.hparams.packing:
-        from transformers import DataCollatorWithFlattening
-
         return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
     return SFTCollator(tokenizer.pad_token_id)
 
@@ -80,10 +79,6 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
     where possible). Returns the step count, the final training loss and the held-out
     assistant-token loss before and after training.
     """
-    from transformers import Trainer, set_seed
-
-    from simpo_cli.training.trainer import MetricsJsonlCallback
-
     validate_sft(cfg)
     run = RunDir(run_dir)
     run.start(cfg, "sft")
@@ -109,7 +104,7 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
                    model={"fingerprint": model_fingerprint(cfg.model, model),
                           "parameters": sum(p.numel() for p in model.parameters())},
                    chat_template=tokenizer.chat_template)
-        _setup_wandb(cfg, run)
+        setup_wandb(cfg, run)
         trainer = Trainer(
             model=model,
             args=training_arguments(cfg, run),
@@ -127,13 +122,8 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
             after = assistant_token_loss(trainer, eval_ds)
             trainer.log({"heldout_loss": after})
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-        if cfg.trainer.save_model and trainer.is_world_process_zero():
-            tmp = run.path / "model.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            trainer.save_model(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            shutil.rmtree(run.model_dir, ignore_errors=True)
-            tmp.rename(run.model_dir)
+        if cfg.trainer.save_model:
+            save_model(trainer, tokenizer, run.model_dir)  # every rank: a collective under ZeRO-3/FSDP
         result = SFTResult(run.path, output.global_step, losses[-1] if losses else output.training_loss, before, after,
                            len(eval_ds), heldout_source)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
@@ -144,8 +134,5 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
         run.finish("failed", error=f"{type(e).__name__}: {e}")
         raise
     finally:
-        if cfg.logger.name == "wandb":
-            import wandb
-
-            wandb.finish()
+        finish_wandb(cfg)
 

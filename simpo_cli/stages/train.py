@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from transformers import TrainerCallback, set_seed
 
-from simpo_cli.training.batching import LENGTH_COLUMN, add_length_column
+from simpo_cli.config.checks import resolve_hparams, validate_train
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
-from simpo_cli.run.launch import is_main_process, world_size
-from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.errors import Interrupted
+from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.objectives import get_objective
-from simpo_cli.training.reference import make_collator, prepare_reference
-from simpo_cli.training.reliability import (checkpoint_step, check_resume_config, clear_staging,
-                                   resume_checkpoint, truncate_jsonl)
+from simpo_cli.run.launch import is_main_process, world_size
 from simpo_cli.run.rundir import RunDir
-from simpo_cli.config.checks import resolve_hparams, validate_train
+from simpo_cli.training.batching import add_length_column
+from simpo_cli.training.common import finish_wandb, objective_kwargs, save_model, setup_wandb, training_arguments
+from simpo_cli.training.reference import make_collator, prepare_reference
+from simpo_cli.training.reliability import (check_resume_config, checkpoint_step, clear_staging, resume_checkpoint,
+                                            truncate_jsonl)
+from simpo_cli.training.trainer import MetricsJsonlCallback, PreferenceTrainer
 
 log = logging.getLogger(__name__)
 
@@ -34,31 +34,6 @@ class TrainResult:
     before: dict = field(default_factory=dict)  # pair metrics before training
     after: dict = field(default_factory=dict)  # ... and after
     pairs_split: str = "train"
-
-
-def objective_kwargs(cfg) -> dict:
-    """The keyword arguments of the objective function: its YAML settings plus β (and γ) from hparams."""
-    spec = get_objective(cfg.objective.name)
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.objective, resolve=True).items() if k != "name"}
-    for name in spec.uses:
-        kwargs[name] = cfg.hparams[name]
-    return kwargs
-
-
-def gradient_accumulation(hp, world: int | None = None) -> int:
-    """Micro-batches per optimizer step: ``global_batch_size / (per_device_train_batch_size x world)``
-    when the global batch is set, else ``gradient_accumulation_steps``. ``world`` defaults to the
-    launcher's ``WORLD_SIZE`` (1 without one). Raises ``UserError`` if it does not divide."""
-    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
-    if hp.get("global_batch_size") is None:
-        return hp.gradient_accumulation_steps
-    per_step = hp.per_device_train_batch_size * world
-    if hp.global_batch_size % per_step:
-        from simpo_cli.errors import UserError
-
-        raise UserError(f"hparams.global_batch_size ({hp.global_batch_size}) is not divisible by "
-                        f"per_device_train_batch_size x processes ({per_step})")
-    return hp.global_batch_size // per_step
 
 
 def batch_plan(hp, args) -> dict:
@@ -74,53 +49,6 @@ def batch_plan(hp, args) -> dict:
     return plan
 
 
-def training_arguments(cfg, run: RunDir):
-    from transformers import TrainingArguments
-
-    hp, tr = cfg.hparams, cfg.trainer
-    report_to = ["wandb"] if cfg.logger.name == "wandb" else "none"
-    return TrainingArguments(
-        output_dir=str(run.checkpoints),
-        run_name=run.path.name,
-        seed=cfg.seed,
-        learning_rate=hp.learning_rate,
-        lr_scheduler_type=hp.lr_scheduler_type,
-        warmup_steps=hp.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        weight_decay=hp.weight_decay,
-        max_grad_norm=hp.max_grad_norm,
-        optim=hp.optim,
-        num_train_epochs=hp.num_train_epochs,
-        max_steps=tr.max_steps,
-        per_device_train_batch_size=hp.per_device_train_batch_size,
-        per_device_eval_batch_size=hp.per_device_train_batch_size,
-        gradient_accumulation_steps=gradient_accumulation(hp),
-        gradient_checkpointing=tr.gradient_checkpointing,
-        bf16=tr.bf16,
-        fp16=tr.fp16,
-        use_cpu=tr.use_cpu,
-        logging_steps=tr.logging_steps,
-        save_strategy="steps" if tr.save_steps > 0 else "no",
-        save_steps=tr.save_steps if tr.save_steps > 0 else 500,
-        save_total_limit=tr.save_total_limit,
-        dataloader_num_workers=tr.dataloader_num_workers,
-        remove_unused_columns=False,
-        report_to=report_to,
-        disable_tqdm=not tr.progress_bar,
-        train_sampling_strategy="group_by_length" if tr.get("group_by_length") else "random",
-        length_column_name=LENGTH_COLUMN,
-    )
-
-
-def _setup_wandb(cfg, run: RunDir) -> None:
-    if cfg.logger.name != "wandb":
-        return
-    os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
-    os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
-    os.environ.setdefault("WANDB_DIR", str(run.path))
-    if cfg.logger.entity:
-        os.environ.setdefault("WANDB_ENTITY", cfg.logger.entity)
-
-
 def prepared_in_train(trainer) -> bool:
     """True when the model can only run once ``Trainer.train`` has prepared it: DeepSpeed (the
     engine places it and, under ZeRO-3, installs the hooks that gather its partitioned weights)
@@ -131,8 +59,6 @@ def prepared_in_train(trainer) -> bool:
 def _pair_metrics_at_start(trainer, pairs):
     """A callback that scores ``pairs`` at ``on_train_begin``: after the model is prepared, before
     the first optimizer step, so the numbers are the same "before" metrics."""
-    from transformers import TrainerCallback
-
     class PairMetricsAtStart(TrainerCallback):
         metrics: dict = {}  # set on_train_begin
 
@@ -148,10 +74,6 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model loads
     where possible). Returns the step count, final loss and the pair metrics before and after.
     """
-    from transformers import set_seed
-
-    from simpo_cli.training.trainer import MetricsJsonlCallback, PreferenceTrainer
-
     resolve_hparams(cfg)
     validate_train(cfg)
     spec = get_objective(cfg.objective.name)
@@ -159,7 +81,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     if checkpoint:
         check_resume_config(Path(run_dir) / "config.yaml", cfg)
     run = RunDir(run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         clear_staging(run.checkpoints)
         # Metrics logged after the checkpoint (all of them on a fresh start) are logged again.
         truncate_jsonl(run.metrics, checkpoint_step(checkpoint))
@@ -196,7 +118,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
                    model={"fingerprint": model_fingerprint(cfg.model, model),
                           # ds_numel: a ZeRO-3 partitioned parameter's numel() is 0
                           "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())})
-        _setup_wandb(cfg, run)
+        setup_wandb(cfg, run)
         trainer = PreferenceTrainer(
             model=model,
             args=args,
@@ -227,16 +149,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         after = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
         if cfg.trainer.save_model:
-            tmp = run.path / "model.tmp"
-            if trainer.is_world_process_zero():
-                shutil.rmtree(tmp, ignore_errors=True)
-            # Every rank calls save_model: under ZeRO-3/FSDP it gathers the sharded weights
-            # (a collective); only the main process writes.
-            trainer.save_model(str(tmp))
-            if trainer.is_world_process_zero():
-                tokenizer.save_pretrained(str(tmp))
-                shutil.rmtree(run.model_dir, ignore_errors=True)
-                tmp.rename(run.model_dir)
+            save_model(trainer, tokenizer, run.model_dir)  # every rank: a collective under ZeRO-3/FSDP
         final_loss = losses[-1] if losses else output.training_loss
         result = TrainResult(run.path, output.global_step, final_loss, before, after,
                              cfg.data.eval_split or cfg.data.split)
@@ -248,7 +161,4 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
                    error=f"{type(e).__name__}: {e}")
         raise
     finally:
-        if cfg.logger.name == "wandb":
-            import wandb
-
-            wandb.finish()
+        finish_wandb(cfg)

@@ -32,8 +32,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import OmegaConf
 
+from simpo_cli.errors import UserError
 from simpo_cli.run.rundir import now, write_json
 
 log = logging.getLogger(__name__)
@@ -65,8 +69,6 @@ def job_overrides(job_dir: Path, meta: dict | None = None) -> list[str] | None:
         return list(meta["overrides"])
     path = job_dir / ".hydra" / "overrides.yaml"
     if path.is_file():
-        from omegaconf import OmegaConf
-
         return [str(o) for o in OmegaConf.load(path)]
     return None
 
@@ -114,9 +116,6 @@ def metric_value(meta_or_result: Any, metric: str) -> float | None:
 
 
 def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -174,9 +173,6 @@ def sweep_job(task: Callable) -> Callable:
 
     @functools.wraps(task)
     def wrapped(cfg):
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
             return task(cfg)
         hc = HydraConfig.get()
@@ -199,8 +195,6 @@ def sweep_job(task: Callable) -> Callable:
         try:
             value = task(cfg)
         except Exception as e:
-            from simpo_cli.errors import UserError
-
             if os.environ.get("SIMPO_DEBUG"):
                 raise
             error = f"{type(e).__name__}: {e}"

@@ -30,8 +30,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from omegaconf import OmegaConf
+
 from simpo_cli.errors import UserError
-from simpo_cli.run.rundir import write_atomic
+from simpo_cli.atomic import write_atomic
 from simpo_cli.sweeps.job import job_overrides, override_key, run_records
 
 AXES = {"beta": "hparams.beta", "gamma": "hparams.gamma", "lr": "hparams.learning_rate"}
@@ -89,8 +92,6 @@ def _resolved_hparams(job_dir: Path, params: dict[str, str]) -> dict[str, float 
     ``gamma_beta_ratio`` count), else its overrides (a job that failed before writing one)."""
     hp: dict = {}
     if (job_dir / "config.yaml").is_file():
-        from omegaconf import OmegaConf
-
         try:
             hp = OmegaConf.to_container(OmegaConf.load(job_dir / "config.yaml")).get("hparams") or {}
         except Exception:  # an unreadable config only costs the plots this job
@@ -263,8 +264,6 @@ def plot_heatmap(jobs: list[Job], metric: str, path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-
     points = _grid_points(jobs)
     if not points:
         return False

@@ -35,8 +35,11 @@ import signal
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from transformers import TrainerCallback
+from transformers.trainer_utils import rotate_checkpoints
 
+from simpo_cli.atomic import write_atomic
 from simpo_cli.errors import Interrupted, TrainingDiverged, UserError
 
 log = logging.getLogger(__name__)
@@ -94,8 +97,6 @@ def clear_staging(checkpoints_dir: str | Path) -> None:
 def truncate_jsonl(path: str | Path, max_step: int) -> None:
     """Keep only the complete records with ``step <= max_step`` (the log of a resumed run then
     continues exactly where its checkpoint was taken; 0 restarts it). Atomic."""
-    from simpo_cli.run.rundir import write_atomic
-
     path = Path(path)
     if not path.is_file():
         return
@@ -122,8 +123,6 @@ def check_resume_config(saved_config: str | Path, cfg, sections=RESUME_SECTIONS)
     """Refuse to resume with a different recipe: every key under ``sections`` must equal the run's
     saved ``config.yaml`` (``trainer.*``, ``logger.*`` and ``paths.*`` may change, e.g. a larger
     ``trainer.max_steps``). Raises ``UserError`` naming the keys that differ."""
-    from omegaconf import OmegaConf
-
     saved_config = Path(saved_config)
     if not saved_config.is_file():
         return
@@ -244,8 +243,6 @@ class ReliableTrainerMixin:
             if self.state.best_model_checkpoint and STAGING in self.state.best_model_checkpoint:
                 self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
                     os.sep + STAGING, "")
-            from transformers.trainer_utils import rotate_checkpoints
-
             rotate_checkpoints(output_dir=final_root, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()

@@ -104,7 +104,7 @@ def test_deepspeed_batch_is_the_global_batch(option, stage, tmp_path):
     from accelerate.utils import DeepSpeedPlugin, patch_environment
 
     from simpo_cli.run.rundir import RunDir
-    from simpo_cli.stages.train import gradient_accumulation, training_arguments
+    from simpo_cli.training.common import gradient_accumulation, training_arguments
 
     cfg = compose([f"distributed={option}", *PAPER])
     _, env = _launch_env(cfg, tmp_path)
@@ -137,12 +137,12 @@ def test_deepspeed_batch_is_the_global_batch(option, stage, tmp_path):
 def test_precheck_rejects_indivisible_global_batch_before_launch(monkeypatch):
     """hparams.global_batch_size must divide by per-device batch x processes; said once, in the
     parent, before any process starts: 128 / (2 x 3) does not divide."""
-    from simpo_cli.cli import _precheck_train
+    from simpo_cli.stages.lifecycle import precheck_train
     from simpo_cli.errors import UserError
 
     with pytest.raises(UserError, match=r"global_batch_size \(128\) is not divisible by "
                                         r"per_device_train_batch_size x processes \(6\)"):
-        _precheck_train(compose(["distributed=ddp", "distributed.num_processes=3", "hparams=llama3-instruct"]))
+        precheck_train(compose(["distributed=ddp", "distributed.num_processes=3", "hparams=llama3-instruct"]))
 
 
 def test_launches_relaunches_outside_a_launcher_only(monkeypatch):

@@ -169,9 +169,9 @@ def test_real_model_presets_compose():
 
 
 def test_help_names_the_scorer_group_and_resume():
-    from simpo_cli.cli import generate_pairs_help
+    from simpo_cli.cli import stage_help
 
-    text = generate_pairs_help()
+    text = stage_help("generate-pairs")
     assert "scorer" in text and "tiny" in text and "armorm" in text and "resumes" in text
     assert "simpo train data=generated data.path=<output_dir>" in text
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from simpo_cli.config.schema import CONF_DIR, register_configs
+from simpo_cli.config.schema import CONF_DIR
+
+from simpo_cli.config.store import register_configs
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = REPO / "sweeps"
