@@ -10,7 +10,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.data.records import is_local, resolve_path
+from simpo_cli.data.tokenize import TEMPLATE_MODES
 from simpo_cli.errors import ConfigError
+from simpo_cli.models.loading import DTYPES as TORCH_DTYPES
 from simpo_cli.objectives import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -116,8 +118,38 @@ def writable(path: Path) -> bool:
 
 # Preference layouts, KTO's unpaired records, and the SFT layouts (simpo_cli/data/sft.py).
 DATA_FORMATS = ("auto", "plain", "ultrafeedback", "sharegpt", "unpaired", "messages", "alpaca")
-CHAT_TEMPLATE_MODES = ("auto", "always", "never")
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+CHAT_TEMPLATE_MODES = TEMPLATE_MODES  # data.chat_template, defined with the renderer that reads it
+DTYPES = tuple(TORCH_DTYPES)  # model.dtype / scorer.dtype, defined with the loader that maps them
+BACKENDS = ("transformers", "vllm")  # generation.backend
+
+
+def validate_generate_pairs(cfg) -> None:
+    """Raise ``ConfigError`` listing every problem in a composed ``generate-pairs`` config."""
+    g, problems = cfg.generation, []
+    if g.backend not in BACKENDS:
+        problems.append(f"unknown generation.backend '{g.backend}'; choose from: {', '.join(BACKENDS)}")
+    if g.n < 2:
+        problems.append(f"generation.n must be >= 2 (a pair needs two responses), got {g.n}")
+    if g.temperature <= 0:
+        problems.append(f"generation.temperature must be > 0 (greedy samples are all identical), got {g.temperature}")
+    if not 0 < g.top_p <= 1:
+        problems.append(f"generation.top_p must be in (0, 1], got {g.top_p}")
+    if g.top_k < 0:
+        problems.append(f"generation.top_k must be >= 0 (0 = off), got {g.top_k}")
+    for key in ("max_new_tokens", "max_prompt_length", "batch_size", "shard_size"):
+        if g[key] < 1:
+            problems.append(f"generation.{key} must be >= 1, got {g[key]}")
+    if cfg.scorer.batch_size < 1:
+        problems.append(f"scorer.batch_size must be >= 1, got {cfg.scorer.batch_size}")
+    if OmegaConf.is_missing(cfg.data, "path"):
+        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/prompts.jsonl")
+    # (A ``???`` in an option YAML does not override the schema's None when merged, hence no is_missing.)
+    if cfg.scorer.name_or_path is None and cfg.scorer.tiny is None:
+        problems.append(f"scorer '{cfg.scorer.name}' needs a model: scorer.name_or_path=<hub id or dir>")
+    if problems:
+        raise ConfigError(problems)
+
+
 
 
 def _local_missing(path: str | None) -> bool:
@@ -163,8 +195,9 @@ def common_problems(cfg) -> list[str]:
     return problems  # ``resume`` is checked with the run directory (reliability.resume_checkpoint)
 
 
-# Stage → validator; a new stage registers its own (falling back to ``validate_config``).
-VALIDATORS = {"train": validate_train}
+# Stage → validator, run once by ``run/preflight.py`` before any run directory exists. ``eval``
+# checks its own section after merging ``run=``'s saved config (``stages/eval.validate_eval``).
+VALIDATORS = {"train": validate_train, "sft": validate_sft, "generate-pairs": validate_generate_pairs}
 
 
 def validate_config(cfg) -> None:
@@ -175,7 +208,15 @@ def validate_config(cfg) -> None:
 
 
 def validate_stage(stage: str, cfg) -> None:
-    """Run the stage's validator (``VALIDATORS``), ``validate_config`` for unregistered stages."""
+    """Raise ``ConfigError`` listing every problem of a composed stage config: the stage's own
+    validator (``VALIDATORS``) and the checks every stage shares (``common_problems``)."""
     if cfg.get("hparams") is not None:
         resolve_hparams(cfg)
-    VALIDATORS.get(stage, validate_config)(cfg)
+    problems: list[str] = []
+    try:
+        VALIDATORS.get(stage, validate_config)(cfg)
+    except ConfigError as e:
+        problems += e.problems
+    problems += common_problems(cfg)
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from simpo_cli.errors import UserError
+from simpo_cli.files import META_FILE, MODEL_DIR
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -24,9 +25,9 @@ def run_model_dir(name_or_path: str | None) -> Path | None:
     if not name_or_path:
         return None
     path = Path(name_or_path).expanduser()
-    if (path / "meta.json").is_file() and (path / "model" / "config.json").is_file():
-        return path / "model"
-    if (path / "config.json").is_file() and (path.parent / "meta.json").is_file():
+    if (path / META_FILE).is_file() and (path / MODEL_DIR / "config.json").is_file():
+        return path / MODEL_DIR
+    if (path / "config.json").is_file() and (path.parent / META_FILE).is_file():
         return path
     return None
 

@@ -29,7 +29,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from simpo_cli.atomic import write_atomic
+from simpo_cli.files import write_atomic
 from simpo_cli.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ its own multi-line error with exit code 1).
 - ``run_dir=DIR`` is accepted as a friendlier spelling of ``hydra.run.dir=DIR``;
 - Hydra's compose errors (unknown group option, misspelled key, wrong type, bad override syntax)
   become one line each; every bad override is reported, not just the first;
-- the composed config goes through the stage's validator (``validate.VALIDATORS``), plus the run
+- the composed config goes through the stage's validator (``config/checks.VALIDATORS``), plus the run
   directory checks (``resume``, existing checkpoints, writability);
 - for a single run the run directory is resolved once and pinned (``hydra.run.dir=<resolved>``),
   so the CLI knows whether it created it and can remove it if the job fails on a user mistake;
@@ -34,6 +34,7 @@ from simpo_cli.config.checks import validate_stage, writable
 from simpo_cli.config.schema import CONF_DIR
 from simpo_cli.config.store import register_configs
 from simpo_cli.errors import ConfigError, UserError
+from simpo_cli.files import CHECKPOINTS_DIR
 from simpo_cli.training.reliability import resume_checkpoint
 
 # Hydra flags that take a value (everything else starting with '-' is a bare flag).
@@ -55,6 +56,7 @@ class Plan:
     existed: bool = True
     root: Path | None = None  # the nearest ancestor of run_dir that existed before the command
     cfg: object = None
+    validated: bool = True  # False: the job validates itself (search sweeps, whose trials are not known yet)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -166,7 +168,7 @@ def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
         problems.append("resume=auto needs the run directory to continue: add run_dir=<dir>")
     else:
         try:
-            resume_checkpoint(resume, run_dir / "checkpoints")
+            resume_checkpoint(resume, run_dir / CHECKPOINTS_DIR)
         except UserError as e:
             problems.append(str(e))
     if explicit and not writable(run_dir):  # else it lies under paths.output_root, checked already
@@ -228,7 +230,7 @@ def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: l
             loader = GlobalHydra.instance().config_loader()
             parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
             if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
-                return Plan(args)  # interval/range for a search sweeper (Optuna): each trial validates itself
+                return Plan(args, validated=False)  # interval/range for a search sweeper (Optuna)
             jobs = BasicSweeper.split_arguments(parsed, None)[0]
     except Exception as e:  # noqa: BLE001
         if os.environ.get("SIMPO_DEBUG"):

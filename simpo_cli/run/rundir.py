@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Iterator
 
 from omegaconf import OmegaConf
 
-from simpo_cli.atomic import write_atomic, write_json  # noqa: F401 (re-exported)
+from simpo_cli.errors import Interrupted
+from simpo_cli.files import (CHECKPOINTS_DIR, CONFIG_FILE, META_FILE, METRICS_FILE, MODEL_DIR, write_atomic, write_json)  # noqa: F401 (re-exported)
 from simpo_cli.run.launch import is_main_process
 
 PACKAGES = ("simpo-cli", "torch", "transformers", "datasets", "accelerate", "hydra-core", "omegaconf",
@@ -60,19 +65,19 @@ class RunDir:
 
     @property
     def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / METRICS_FILE
 
     @property
     def model_dir(self) -> Path:
-        return self.path / "model"
+        return self.path / MODEL_DIR
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS_DIR
 
     def start(self, cfg, stage: str) -> None:
         if self.main:
-            write_atomic(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            write_atomic(self.path / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
         self.meta = {"stage": stage, "status": "running", "started": now(), "ended": None,
                      "command": " ".join(sys.argv), "git_sha": git_sha(), "seed": cfg.get("seed"),
                      "versions": package_versions()}
@@ -87,4 +92,52 @@ class RunDir:
 
     def save_meta(self) -> None:
         if self.main:
-            write_json(self.path / "meta.json", self.meta)
+            write_json(self.path / META_FILE, self.meta)
+
+
+@contextmanager
+def open_run(run: RunDir, cfg, stage: str) -> Iterator[RunDir]:
+    """The one skeleton of a stage's run: write ``config.yaml`` and ``meta.json`` (status
+    ``running``), run the body, and on any exception record ``interrupted`` (``Interrupted``: resume
+    it) or ``failed`` with the error before re-raising. The body records success itself, with its
+    results: ``run.finish("completed", ...)``."""
+    run.start(cfg, stage)
+    try:
+        yield run
+    except BaseException as e:
+        run.finish("interrupted" if isinstance(e, Interrupted) else "failed", error=f"{type(e).__name__}: {e}")
+        raise
+
+
+@dataclass
+class RunRecord:
+    """A finished or running stage's directory as a reader sees it (eval, report, sweeps): its
+    ``meta.json`` (empty if absent or unreadable) and, on demand, its resolved config."""
+
+    path: Path
+    meta: dict
+
+    @classmethod
+    def read(cls, path: str | Path) -> "RunRecord":
+        path = Path(path)
+        try:
+            meta = json.loads((path / META_FILE).read_text())
+        except (OSError, ValueError):
+            meta = {}
+        return cls(path, meta if isinstance(meta, dict) else {})
+
+    @property
+    def status(self) -> str | None:
+        return self.meta.get("status")
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / MODEL_DIR
+
+    def config(self):
+        """The run's resolved config (``None`` without ``config.yaml``)."""
+        return OmegaConf.load(self.config_path) if self.config_path.is_file() else None

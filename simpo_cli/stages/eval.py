@@ -32,9 +32,10 @@ from simpo_cli.data.tokenize import uses_template
 from simpo_cli.errors import ConfigError, UserError
 from simpo_cli.evaluation import benchmarks as B, metrics as M, plots
 from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
+from simpo_cli.files import MODEL_DIR
 from simpo_cli.models.loading import load_model, load_tokenizer
 from simpo_cli.objectives import OBJECTIVES, PreferenceLogps, get_objective
-from simpo_cli.run.rundir import RunDir, write_atomic, write_json
+from simpo_cli.run.rundir import RunDir, RunRecord, write_atomic, write_json
 from simpo_cli.training.common import objective_kwargs
 from simpo_cli.training.logps import sequence_logps
 
@@ -62,14 +63,14 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
     ``None`` without a run. Raises ``UserError`` for a missing or unfinished run."""
     if not cfg.get("run"):
         return None
-    run = Path(cfg.run).resolve()
-    if not (run / "config.yaml").is_file():
+    record = RunRecord.read(Path(cfg.run).resolve())
+    run, meta = record.path, record.meta
+    if not record.config_path.is_file():
         raise UserError(f"run={run}: no config.yaml there; pass a `simpo train` run directory")
-    meta = json.loads((run / "meta.json").read_text()) if (run / "meta.json").is_file() else {}
-    if not (run / "model").is_dir():
+    if not record.model_dir.is_dir():
         raise UserError(f"run={run}: no model/ directory (run status: {meta.get('status', 'unknown')}; "
                         "was it trained with trainer.save_model=false?)")
-    saved = OmegaConf.load(run / "config.yaml")
+    saved = record.config()
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     chosen_groups = {o.key_or_group for o in parsed if o.key_or_group in SECTIONS}
     keys = [o.key_or_group for o in parsed if "." in o.key_or_group and not o.is_delete()
@@ -92,7 +93,7 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
                 if key in saved.model:
                     start_model[key] = saved.model[key]
         if "model.name_or_path" not in keys:
-            cfg.model.name_or_path = str(run / "model")
+            cfg.model.name_or_path = str(run / MODEL_DIR)
             cfg.model.tokenizer = None  # the run saved its tokenizer next to the model
     trained_on = (saved.data.path, saved.data.split) if "data" in saved else None
     return {"path": str(run), "meta": meta, "start_model": start_model, "trained_on": trained_on}

@@ -37,14 +37,14 @@ from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.prompts import read_prompts
 from simpo_cli.data.records import read_jsonl_dir
 from simpo_cli.data.tokenize import uses_template
-from simpo_cli.errors import ConfigError, UserError
+from simpo_cli.errors import UserError
+from simpo_cli.files import META_FILE
 from simpo_cli.models.generate import TransformersBackend, VLLMBackend, encode_prompt, row_key
 from simpo_cli.models.loading import load_model, load_tokenizer
 from simpo_cli.models.reward import load_scorer, select_pair
 from simpo_cli.run.rundir import RunDir, write_atomic, write_json
 
 log = logging.getLogger(__name__)
-BACKENDS = ("transformers", "vllm")
 DROP_TOO_LONG = "prompt longer than generation.max_prompt_length"
 
 
@@ -56,33 +56,6 @@ class GenerateResult:
     dropped: dict = field(default_factory=dict)
     shards_done_before: int = 0  # shards found complete when this run started (resume)
     samples_per_second: float | None = None
-
-
-def validate_generate_pairs(cfg) -> None:
-    """Raise ``ConfigError`` listing every problem in a composed ``generate-pairs`` config."""
-    g, problems = cfg.generation, []
-    if g.backend not in BACKENDS:
-        problems.append(f"unknown generation.backend '{g.backend}'; choose from: {', '.join(BACKENDS)}")
-    if g.n < 2:
-        problems.append(f"generation.n must be >= 2 (a pair needs two responses), got {g.n}")
-    if g.temperature <= 0:
-        problems.append(f"generation.temperature must be > 0 (greedy samples are all identical), got {g.temperature}")
-    if not 0 < g.top_p <= 1:
-        problems.append(f"generation.top_p must be in (0, 1], got {g.top_p}")
-    if g.top_k < 0:
-        problems.append(f"generation.top_k must be >= 0 (0 = off), got {g.top_k}")
-    for key in ("max_new_tokens", "max_prompt_length", "batch_size", "shard_size"):
-        if g[key] < 1:
-            problems.append(f"generation.{key} must be >= 1, got {g[key]}")
-    if cfg.scorer.batch_size < 1:
-        problems.append(f"scorer.batch_size must be >= 1, got {cfg.scorer.batch_size}")
-    if OmegaConf.is_missing(cfg.data, "path"):
-        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/prompts.jsonl")
-    # (A ``???`` in an option YAML does not override the schema's None when merged, hence no is_missing.)
-    if cfg.scorer.name_or_path is None and cfg.scorer.tiny is None:
-        problems.append(f"scorer '{cfg.scorer.name}' needs a model: scorer.name_or_path=<hub id or dir>")
-    if problems:
-        raise ConfigError(problems)
 
 
 def output_settings(cfg) -> dict:
@@ -128,7 +101,7 @@ def _prepare_output(out: Path, settings: dict, overwrite: bool) -> dict:
     The settings live in their own file, written once (atomically) before the first shard, so that
     a kill at any moment (even while ``meta.json`` is being rewritten) leaves them readable.
     """
-    previous = _read_json(out / "meta.json")
+    previous = _read_json(out / META_FILE)
     settings_file = out / SETTINGS_FILE
     if overwrite:
         for p in [*out.glob("pairs-*.jsonl"), *out.glob("candidates/candidates-*.jsonl"), settings_file]:
@@ -215,7 +188,6 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model loads),
     including an existing ``run_dir`` made with other settings.
     """
-    validate_generate_pairs(cfg)
     g, out = cfg.generation, Path(run_dir)
     settings = output_settings(cfg)
     out.mkdir(parents=True, exist_ok=True)

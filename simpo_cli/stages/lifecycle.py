@@ -22,7 +22,7 @@ from typing import Callable
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from simpo_cli.config.checks import resolve_hparams
+from simpo_cli.config.checks import resolve_hparams, validate_stage
 from simpo_cli.config.schema import CONF_DIR
 from simpo_cli.config.store import register_configs
 from simpo_cli.data.preference import check_preference_data
@@ -98,6 +98,8 @@ def make_task(spec: StageSpec) -> Callable:
     printer, value = getattr(summaries, spec.printer), getattr(summaries, spec.value)
 
     def task(cfg):
+        if _PLAN is None or not _PLAN.validated:  # a search sweep trial, or a job on another host
+            validate_stage(spec.name, cfg)
         hc = HydraConfig.get()
         kwargs = {"overrides": list(hc.overrides.task)} if spec.name == "eval" else {}
         result = run(cfg, hc.runtime.output_dir, **kwargs)

@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorWithFlattening, Trainer, set_seed
 
-from simpo_cli.config.checks import validate_sft
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, ensure_chat_template, split_heldout
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
-from simpo_cli.run.rundir import RunDir
-from simpo_cli.training.common import finish_wandb, save_model, setup_wandb, training_arguments
+from simpo_cli.run.rundir import RunDir, open_run
+from simpo_cli.training.common import save_model, setup_wandb, training_arguments, wandb_run
 from simpo_cli.training.trainer import MetricsJsonlCallback
 
 log = logging.getLogger(__name__)
@@ -79,10 +78,8 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
     where possible). Returns the step count, the final training loss and the held-out
     assistant-token loss before and after training.
     """
-    validate_sft(cfg)
     run = RunDir(run_dir)
-    run.start(cfg, "sft")
-    try:
+    with open_run(run, cfg, "sft"), wandb_run(cfg):
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
         if ensure_chat_template(tokenizer, cfg.default_chat_template):
@@ -130,9 +127,4 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
                    heldout_loss_before=before, heldout_loss_after=after,
                    heldout_reduction=result.heldout_reduction)
         return result
-    except BaseException as e:
-        run.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        finish_wandb(cfg)
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 from transformers import TrainerCallback, set_seed
 
-from simpo_cli.config.checks import resolve_hparams, validate_train
+from simpo_cli.config.checks import resolve_hparams
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
-from simpo_cli.errors import Interrupted
+from simpo_cli.files import CHECKPOINTS_DIR, CONFIG_FILE
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.objectives import get_objective
 from simpo_cli.run.launch import is_main_process, world_size
-from simpo_cli.run.rundir import RunDir
+from simpo_cli.run.rundir import RunDir, open_run
 from simpo_cli.training.batching import add_length_column
-from simpo_cli.training.common import finish_wandb, objective_kwargs, save_model, setup_wandb, training_arguments
+from simpo_cli.training.common import objective_kwargs, save_model, setup_wandb, training_arguments, wandb_run
 from simpo_cli.training.reference import make_collator, prepare_reference
 from simpo_cli.training.reliability import (check_resume_config, checkpoint_step, clear_staging, resume_checkpoint,
                                             truncate_jsonl)
@@ -75,20 +75,18 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     where possible). Returns the step count, final loss and the pair metrics before and after.
     """
     resolve_hparams(cfg)
-    validate_train(cfg)
     spec = get_objective(cfg.objective.name)
-    checkpoint = resume_checkpoint(cfg.get("resume"), Path(run_dir) / "checkpoints")
+    checkpoint = resume_checkpoint(cfg.get("resume"), Path(run_dir) / CHECKPOINTS_DIR)
     if checkpoint:
-        check_resume_config(Path(run_dir) / "config.yaml", cfg)
+        check_resume_config(Path(run_dir) / CONFIG_FILE, cfg)
     run = RunDir(run_dir)
     if is_main_process():
         clear_staging(run.checkpoints)
         # Metrics logged after the checkpoint (all of them on a fresh start) are logged again.
         truncate_jsonl(run.metrics, checkpoint_step(checkpoint))
-    run.start(cfg, "train")
-    if checkpoint:
-        run.update(resumed_from=checkpoint)
-    try:
+    with open_run(run, cfg, "train"), wandb_run(cfg):
+        if checkpoint:
+            run.update(resumed_from=checkpoint)
         set_seed(cfg.seed)
         # Before the model loads: it sets up the process group and, under ZeRO-3, makes
         # from_pretrained create the model already partitioned.
@@ -156,9 +154,3 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
                    pairs_before=before, pairs_after=after, nan_skipped=trainer.nan_skipped)
         return result
-    except BaseException as e:
-        run.finish("interrupted" if isinstance(e, Interrupted) else "failed",
-                   error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        finish_wandb(cfg)

@@ -34,7 +34,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from simpo_cli.errors import UserError
-from simpo_cli.atomic import write_atomic
+from simpo_cli.files import CONFIG_FILE, METRICS_FILE, write_atomic
 from simpo_cli.sweeps.job import job_overrides, override_key, run_records
 
 AXES = {"beta": "hparams.beta", "gamma": "hparams.gamma", "lr": "hparams.learning_rate"}
@@ -91,9 +91,9 @@ def _resolved_hparams(job_dir: Path, params: dict[str, str]) -> dict[str, float 
     """β, γ and learning rate the job trained with: its resolved ``config.yaml`` (so presets and
     ``gamma_beta_ratio`` count), else its overrides (a job that failed before writing one)."""
     hp: dict = {}
-    if (job_dir / "config.yaml").is_file():
+    if (job_dir / CONFIG_FILE).is_file():
         try:
-            hp = OmegaConf.to_container(OmegaConf.load(job_dir / "config.yaml")).get("hparams") or {}
+            hp = OmegaConf.to_container(OmegaConf.load(job_dir / CONFIG_FILE)).get("hparams") or {}
         except Exception:  # an unreadable config only costs the plots this job
             hp = {}
     out: dict[str, float | None] = {}
@@ -123,7 +123,7 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
         if meta.get("steps") is not None:
             metrics["steps"] = float(meta["steps"])
         metrics.update({k: float(v) for k, v in (meta.get("pairs_after") or {}).items() if v is not None})
-        metrics.update(_last_train_log(job_dir / "metrics.jsonl"))
+        metrics.update(_last_train_log(job_dir / METRICS_FILE))
         job = Job(dir=job_dir.relative_to(sweep_dir).as_posix() or ".", status=meta.get("status", "running"),
                   overrides=list(overrides), metrics=metrics, error=meta.get("error"),
                   ended=meta.get("ended") or meta.get("started"))

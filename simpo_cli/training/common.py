@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from omegaconf import OmegaConf
 from transformers import TrainingArguments
@@ -85,6 +87,15 @@ def setup_wandb(cfg, run) -> None:
     os.environ.setdefault("WANDB_DIR", str(run.path))
     if cfg.logger.entity:
         os.environ.setdefault("WANDB_ENTITY", cfg.logger.entity)
+
+
+@contextmanager
+def wandb_run(cfg) -> Iterator[None]:
+    """Close the wandb run (``finish_wandb``) however the body ends."""
+    try:
+        yield
+    finally:
+        finish_wandb(cfg)
 
 
 def finish_wandb(cfg) -> None:

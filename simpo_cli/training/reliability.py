@@ -39,8 +39,8 @@ from omegaconf import OmegaConf
 from transformers import TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 
-from simpo_cli.atomic import write_atomic
 from simpo_cli.errors import Interrupted, TrainingDiverged, UserError
+from simpo_cli.files import META_FILE, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def resume_checkpoint(resume: str | None, checkpoints_dir: str | Path) -> str | 
         if existing:
             log.info("resume=auto: continuing from %s", existing[-1])
             return str(existing[-1])
-        meta = Path(checkpoints_dir).parent / "meta.json"
+        meta = Path(checkpoints_dir).parent / META_FILE
         if meta.is_file() and json.loads(meta.read_text()).get("status") == "completed":
             raise UserError(f"resume=auto: {meta.parent} holds a completed run without checkpoints; "
                             f"nothing to resume (choose another run_dir to train again)")

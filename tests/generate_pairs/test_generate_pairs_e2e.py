@@ -149,7 +149,7 @@ def test_rerun_with_other_settings_is_refused(reference, tmp_path):
 
 
 def test_invalid_settings_are_listed_together():
-    from simpo_cli.stages.generate_pairs import validate_generate_pairs
+    from simpo_cli.config.checks import validate_generate_pairs
 
     cfg = compose(["generation.n=1", "generation.temperature=0", "generation.backend=tgi",
                    "scorer=reward-model", "output_dir=x"], "generate-pairs")
