@@ -12,25 +12,15 @@ import importlib
 
 import typer
 
-from simpo_cli.config.schema import CONF_DIR, group_options
+from simpo_cli.config.schema import GROUP_DIRS, group_options
 from simpo_cli.errors import UserError
 from simpo_cli.stages.spec import BY_NAME, STAGES
 
 
-def _fits_stage(stage: str, group: str, option: str) -> bool:
-    """SFT presets/data are listed under `simpo sft` only, preference ones under the other stages."""
-    if group == "hparams":
-        return option.startswith("sft-") == (stage == "sft")
-    if group == "data":
-        text = (CONF_DIR / group / f"{option}.yaml").read_text()
-        return f"kind: {'preference' if stage == 'sft' else 'sft'}" not in text
-    return True
-
-
 def _groups_text(stage: str) -> str:
-    lines = [f"  {g:<10} {', '.join(o for o in group_options(g) if _fits_stage(stage, g, o))}"
-             for g in BY_NAME[stage].groups]
-    return "\n".join(lines)
+    """One line per config group of the stage, with the options in its directory (``GROUP_DIRS``)."""
+    dirs = GROUP_DIRS.get(BY_NAME[stage].config, {})
+    return "\n".join(f"  {g:<10} {', '.join(group_options(dirs.get(g, g)))}" for g in BY_NAME[stage].groups)
 
 
 def _objectives_text() -> str:

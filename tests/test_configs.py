@@ -6,7 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from simpo_cli.config.schema import CONF_DIR
+from simpo_cli.config.schema import CONF_DIR, GROUP_DIRS
 from tests.helpers import compose
 
 GROUP_FILES = sorted(p for p in CONF_DIR.rglob("*.yaml") if p.parent != CONF_DIR
@@ -15,10 +15,11 @@ GROUP_FILES = sorted(p for p in CONF_DIR.rglob("*.yaml") if p.parent != CONF_DIR
 
 @pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: str(p.relative_to(CONF_DIR)))
 def test_every_group_option_composes(path: Path):
-    group, option = path.parent.relative_to(CONF_DIR).as_posix(), path.stem
-    stage_config = {"scorer": "generate-pairs"}.get(group, "config")  # groups only one stage has
-    if option.startswith("sft-"):
-        stage_config = "sft"  # SFT recipes belong to simpo sft
+    directory, option = path.parent.relative_to(CONF_DIR).as_posix(), path.stem
+    # The stage whose group lives in that directory (GROUP_DIRS: sft_data/ is `simpo sft data=`);
+    # scorer belongs to generate-pairs only; every other group to train.
+    stage_config, group = next(((stage, g) for stage, dirs in GROUP_DIRS.items() for g, d in dirs.items()
+                                if d == directory), ({"scorer": "generate-pairs"}.get(directory, "config"), directory))
     cfg = compose([f"{group}={option}"] + (["data.path=x.jsonl"] if option == "local" else []), stage_config)
     assert cfg[group.split("/")[0]] is not None
 

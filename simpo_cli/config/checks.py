@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from simpo_cli.data.records import is_local, resolve_path
 from simpo_cli.data.tokenize import TEMPLATE_MODES
+from simpo_cli.config.schema import GROUP_DIRS, group_options
 from simpo_cli.errors import ConfigError
 from simpo_cli.models.loading import DTYPES as TORCH_DTYPES
 from simpo_cli.objectives import OBJECTIVES
@@ -23,6 +24,43 @@ def resolve_hparams(cfg) -> None:
     hp = cfg.hparams
     if hp.get("gamma_beta_ratio") is not None:
         hp.gamma = hp.gamma_beta_ratio * hp.beta
+
+
+def group_overrides(config_name: str, overrides: list[str]) -> list[str]:
+    """The overrides with a stage's group names mapped to their directories (``GROUP_DIRS``:
+    ``simpo sft data=ultrachat`` -> ``sft_data@data=ultrachat``). An option of another stage's group
+    raises ``ConfigError`` naming the command that takes it."""
+    dirs = GROUP_DIRS.get(config_name, {})
+    own = {group: dirs.get(group, group) for group in ("data", "hparams")}
+    problems, out = [], []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        group = key.lstrip("+")
+        if sep and group in own and not value.startswith(("glob(", "choice(")):
+            for option in value.split(","):
+                problems += _foreign_option(config_name, group, own[group], option.strip())
+            if own[group] != group:  # the defaults list places the directory at the group: dir@group
+                o = f"{key[:len(key) - len(group)]}{own[group]}@{group}={value}"
+        out.append(o)
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def _foreign_option(config_name: str, group: str, directory: str, option: str) -> list[str]:
+    if not option or option in group_options(directory):
+        return []
+    sft_option = option in group_options(GROUP_DIRS["sft"][group])
+    if group == "data" and config_name == "sft" and option in group_options("data"):
+        return [f"data '{option}' holds preference pairs, not conversations: run `simpo train data={option}`, "
+                f"or pick SFT data (data={'|'.join(group_options(directory))})"]
+    if group == "data" and config_name != "sft" and sft_option:
+        return [f"data '{option}' holds SFT conversations, not preference pairs: run `simpo sft data={option}`, "
+                "or pick pairs (data=demo-prefs|ultrafeedback|local)"]
+    if sft_option or (config_name == "sft" and option in group_options(group)):
+        return [f"hparams '{option}' is a {'simpo sft' if sft_option else 'preference'} recipe; "
+                f"choose from: {', '.join(group_options(directory))}"]
+    return [f"unknown {group} option '{option}'; choose from: {', '.join(group_options(directory))}"]
 
 
 def validate_train(cfg) -> None:
@@ -146,6 +184,8 @@ def validate_generate_pairs(cfg) -> None:
     # (A ``???`` in an option YAML does not override the schema's None when merged, hence no is_missing.)
     if cfg.scorer.name_or_path is None and cfg.scorer.tiny is None:
         problems.append(f"scorer '{cfg.scorer.name}' needs a model: scorer.name_or_path=<hub id or dir>")
+    if cfg.get("resume") not in (None, "auto", "never"):
+        problems.append(f"resume must be auto or never for generate-pairs, got '{cfg.resume}'")
     if problems:
         raise ConfigError(problems)
 

@@ -16,6 +16,9 @@ from omegaconf import MISSING
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# A stage whose options of a group live in their own directory: `simpo sft data=ultrachat` picks
+# conf/sft_data/ultrachat.yaml (placed at `data`), so each stage lists and accepts only its own.
+GROUP_DIRS = {"sft": {"data": "sft_data", "hparams": "sft_hparams"}}
 
 
 @dataclass
@@ -232,6 +235,7 @@ class SFTConfig:
     # Chat template for a tokenizer that has none (base models): `zephyr` (built in), a .jinja
     # file or a Jinja string. It is saved with the SFT model's tokenizer.
     default_chat_template: str = "zephyr"
+    resume: Optional[str] = None  # as TrainConfig.resume: auto | never/null | a checkpoint directory
 
 
 @dataclass
@@ -281,6 +285,9 @@ class GeneratePairsConfig:
     # Deterministic, so rerunning the same command resumes in the same directory.
     output_dir: str = MISSING
     overwrite: bool = False  # discard what output_dir holds and start again
+    # auto: continue the shards already in the run directory (rerunning the same command resumes);
+    # never: refuse a run directory that already holds shards (overwrite=true discards them)
+    resume: Optional[str] = "auto"
     progress_bar: bool = True
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -293,7 +300,8 @@ def register_schemas(cs: ConfigStore) -> None:
     cs.store(group="data", name="base_data", node=DataConfig)
     cs.store(group="hparams", name="base_hparams", node=HParams)
     cs.store(name="base_sft", node=SFTConfig)
-    cs.store(group="hparams", name="base_sft_hparams", node=SFTHParams)
+    cs.store(group="sft_hparams", name="base_sft_hparams", node=SFTHParams)
+    cs.store(group="sft_data", name="base_data", node=DataConfig)
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
     cs.store(name="base_generate_pairs", node=GeneratePairsConfig)
     cs.store(group="scorer", name="base_scorer", node=ScorerConfig)

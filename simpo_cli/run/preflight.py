@@ -20,6 +20,7 @@ import difflib
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
 
-from simpo_cli.config.checks import validate_stage, writable
+from simpo_cli.config.checks import group_overrides, validate_stage, writable
 from simpo_cli.config.schema import CONF_DIR
 from simpo_cli.config.store import register_configs
 from simpo_cli.errors import ConfigError, UserError
@@ -77,10 +78,18 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def translate_run_dir(args: list[str]) -> list[str]:
-    """``run_dir=DIR`` → ``hydra.run.dir=DIR`` (and ``hydra.sweep.dir`` under ``-m``)."""
+    """``run_dir=DIR`` → ``hydra.run.dir=DIR`` (and ``hydra.sweep.dir`` under ``-m``), for every stage.
+    ``output_dir=DIR`` (generate-pairs' former spelling) still works, with a deprecation line."""
     multirun = bool({"-m", "--multirun"} & set(args))
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    return [f"{key}={a.split('=', 1)[1]}" if a.startswith("run_dir=") else a for a in args]
+    out = []
+    for a in args:
+        if a.startswith("output_dir=") and not multirun and not any(b.startswith("run_dir=") for b in args):
+            print(f"simpo: note: output_dir= is deprecated; use run_dir={a.split('=', 1)[1]}", file=sys.stderr)
+            out.append(a)  # keeps cfg.output_dir in step with the run directory
+            a = "run_dir=" + a.split("=", 1)[1]
+        out.append(f"{key}={a.split('=', 1)[1]}" if a.startswith("run_dir=") else a)
+    return out
 
 
 def quote(value: str) -> str:
@@ -196,7 +205,7 @@ def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
 
 def preflight(stage: str, config_name: str, args: list[str], warn: bool = False) -> Plan:
     """Compose + validate before Hydra starts the job. Raises ``ConfigError`` (all problems)."""
-    args = translate_run_dir(args)
+    args = group_overrides(config_name, translate_run_dir(args))
     flags, overrides = split_args(args)
     if _NO_RUN_FLAGS & set(flags):
         if {"--cfg", "-c"} & set(flags):

@@ -191,6 +191,9 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
     g, out = cfg.generation, Path(run_dir)
     settings = output_settings(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("resume") == "never" and not cfg.overwrite and [*out.glob("pairs-*.jsonl")]:
+        raise UserError(f"{out} already holds pairs-*.jsonl shards; pass resume=auto to continue them, "
+                        "overwrite=true to start again, or another run_dir")
     previous = _prepare_output(out, settings, cfg.overwrite)
     prompts = read_prompts(cfg.data)
     shards = [prompts[i:i + g.shard_size] for i in range(0, len(prompts), g.shard_size)]

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorWithFlattening, Trainer, set_seed
+from transformers import DataCollatorWithFlattening, set_seed
 
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, ensure_chat_template, split_heldout
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.run.rundir import RunDir, open_run
 from simpo_cli.training.common import save_model, setup_wandb, training_arguments, wandb_run
-from simpo_cli.training.trainer import MetricsJsonlCallback
+from simpo_cli.training.reliability import prepare_resume
+from simpo_cli.training.trainer import MetricsJsonlCallback, SFTTrainer
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,10 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
     assistant-token loss before and after training.
     """
     run = RunDir(run_dir)
+    checkpoint = prepare_resume(cfg, run)
     with open_run(run, cfg, "sft"), wandb_run(cfg):
+        if checkpoint:
+            run.update(resumed_from=checkpoint)
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
         if ensure_chat_template(tokenizer, cfg.default_chat_template):
@@ -102,19 +106,21 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
                           "parameters": sum(p.numel() for p in model.parameters())},
                    chat_template=tokenizer.chat_template)
         setup_wandb(cfg, run)
-        trainer = Trainer(
+        trainer = SFTTrainer(
             model=model,
             args=training_arguments(cfg, run),
             data_collator=_collator(cfg, tokenizer),
             train_dataset=train_ds,
             processing_class=tokenizer,
             callbacks=[MetricsJsonlCallback(run.metrics)],
+            nan_skip_budget=cfg.trainer.nan_skip_budget,
         )
         before = after = None
         if cfg.trainer.evaluate:
             before = assistant_token_loss(trainer, eval_ds)
             trainer.log({"heldout_loss": before})
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.raise_if_interrupted(run.path)
         if cfg.trainer.evaluate:
             after = assistant_token_loss(trainer, eval_ds)
             trainer.log({"heldout_loss": after})

@@ -11,7 +11,6 @@ from transformers import TrainerCallback, set_seed
 from simpo_cli.config.checks import resolve_hparams
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
-from simpo_cli.files import CHECKPOINTS_DIR, CONFIG_FILE
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint
 from simpo_cli.objectives import get_objective
 from simpo_cli.run.launch import is_main_process, world_size
@@ -19,8 +18,7 @@ from simpo_cli.run.rundir import RunDir, open_run
 from simpo_cli.training.batching import add_length_column
 from simpo_cli.training.common import objective_kwargs, save_model, setup_wandb, training_arguments, wandb_run
 from simpo_cli.training.reference import make_collator, prepare_reference
-from simpo_cli.training.reliability import (check_resume_config, checkpoint_step, clear_staging, resume_checkpoint,
-                                            truncate_jsonl)
+from simpo_cli.training.reliability import prepare_resume
 from simpo_cli.training.trainer import MetricsJsonlCallback, PreferenceTrainer
 
 log = logging.getLogger(__name__)
@@ -76,14 +74,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     """
     resolve_hparams(cfg)
     spec = get_objective(cfg.objective.name)
-    checkpoint = resume_checkpoint(cfg.get("resume"), Path(run_dir) / CHECKPOINTS_DIR)
-    if checkpoint:
-        check_resume_config(Path(run_dir) / CONFIG_FILE, cfg)
     run = RunDir(run_dir)
-    if is_main_process():
-        clear_staging(run.checkpoints)
-        # Metrics logged after the checkpoint (all of them on a fresh start) are logged again.
-        truncate_jsonl(run.metrics, checkpoint_step(checkpoint))
+    checkpoint = prepare_resume(cfg, run)
     with open_run(run, cfg, "train"), wandb_run(cfg):
         if checkpoint:
             run.update(resumed_from=checkpoint)

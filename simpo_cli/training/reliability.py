@@ -40,7 +40,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 
 from simpo_cli.errors import Interrupted, TrainingDiverged, UserError
-from simpo_cli.files import META_FILE, write_atomic
+from simpo_cli.files import CONFIG_FILE, META_FILE, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,20 @@ def checkpoint_step(checkpoint: str | Path | None) -> int:
 
 
 RESUME_SECTIONS = ("seed", "model", "data", "objective", "hparams")
+
+
+def prepare_resume(cfg, run) -> str | None:
+    """Where a training stage starts: the checkpoint ``cfg.resume`` names (``resume_checkpoint``),
+    after checking the saved config agrees (``check_resume_config``). On the main process
+    (``run.main``) it also clears a killed save's staging leftovers and drops the metrics logged
+    after that checkpoint (all of them on a fresh start), which are logged again."""
+    checkpoint = resume_checkpoint(cfg.get("resume"), run.checkpoints)
+    if checkpoint:
+        check_resume_config(run.path / CONFIG_FILE, cfg)
+    if run.main:
+        clear_staging(run.checkpoints)
+        truncate_jsonl(run.metrics, checkpoint_step(checkpoint))
+    return checkpoint
 
 
 def check_resume_config(saved_config: str | Path, cfg, sections=RESUME_SECTIONS) -> None:

@@ -43,8 +43,8 @@ def test_config_problems_are_listed(stage, overrides, message):
     from simpo_cli.errors import ConfigError
     from simpo_cli.config.checks import resolve_hparams, validate_sft, validate_train
 
-    cfg = compose(overrides, stage)
     with pytest.raises(ConfigError, match=message):
+        cfg = compose(overrides, stage)  # another stage's data option fails here, naming its command
         if stage == "sft":
             validate_sft(cfg)
         else:
