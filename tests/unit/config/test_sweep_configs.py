@@ -13,7 +13,7 @@ from simpo_cli.config.schema import CONF_DIR
 
 from simpo_cli.config.store import register_configs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SWEEPS = REPO / "sweeps"
 SWEEP_FILES = sorted(SWEEPS.rglob("*.yaml"))
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.eval import schemas
-from tests.eval.test_benchmarks import make_reward_model
+from tests.unit.evaluation import schemas
+from tests.unit.evaluation.test_benchmarks import make_reward_model
 from tests.helpers import FAST_TRAIN, read_jsonl, run_dirs, run_simpo
 
 EXPECTED = ["eval.json", "report.md", "pairs.jsonl", "margins.png", "loglik_vs_length.png",

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def start_simpo(args: list[str], tmp_path: Path, step_sleep: float = 0.0) -> subprocess.Popen:
-    """``simpo ARGS`` in the background (``tests.reliability.slow_simpo``: each micro-step sleeps
+    """``simpo ARGS`` in the background (``tests.e2e.reliability.slow_simpo``: each micro-step sleeps
     ``step_sleep`` s), stdout+stderr captured."""
     env = {**os.environ, "SIMPO_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
            "SIMPO_TEST_STEP_SLEEP": str(step_sleep),
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-m", "tests.reliability.slow_simpo", *args], cwd=tmp_path,
+    return subprocess.Popen([sys.executable, "-m", "tests.e2e.reliability.slow_simpo", *args], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

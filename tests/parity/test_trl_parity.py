@@ -5,31 +5,15 @@ tokens(response) + EOS, log-probs length-averaged over response tokens, loss
 −log σ(β·(a_w − a_l) − γ). Same tiny model weights, same batch, before any update.
 """
 
-import copy
 
 import pytest
 import torch
 
+from tests.parity.conftest import PAIRS
+
 trl_cpo = pytest.importorskip("trl.experimental.cpo")
 
-PAIRS = [
-    {"prompt": "What is the capital of France?", "chosen": " The capital of France is Paris.",
-     "rejected": " It is London, I think."},
-    {"prompt": "Give me a word that rhymes with cat.", "chosen": " Hat rhymes with cat.",
-     "rejected": " Dog."},
-    {"prompt": "Describe a process of making crepes.",
-     "chosen": " Whisk flour, eggs and milk, then cook thin layers in a hot pan.",
-     "rejected": " Crepes are made."},
-    {"prompt": "How many legs does a spider have?", "chosen": " Eight.", "rejected": " Six legs, like insects."},
-]
 BETA, GAMMA = 2.0, 0.8
-
-
-@pytest.fixture
-def plain_tokenizer(tiny_tokenizer):
-    tok = copy.deepcopy(tiny_tokenizer)
-    tok.chat_template = None
-    return tok
 
 
 def ours(model, tokenizer):

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from tests.helpers import read_jsonl
-from tests.reliability.conftest import start_simpo, wait_for
+from tests.e2e.reliability.conftest import start_simpo, wait_for
 
 # 16 pairs / batch 2 = 8 steps an epoch, so 10 steps cross an epoch boundary (data order resumes
 # mid-epoch and reshuffles after it). A checkpoint every 2 steps.

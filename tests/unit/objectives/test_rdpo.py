@@ -8,7 +8,7 @@ import torch
 from simpo_cli.objectives import get_objective
 from simpo_cli.objectives.dpo import dpo
 from simpo_cli.objectives.rdpo import rdpo
-from tests.objectives.conftest import make_logps
+from tests.unit.objectives.conftest import make_logps
 
 
 def test_rdpo_hand_computed():

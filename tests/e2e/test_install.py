@@ -6,7 +6,7 @@ import zipfile
 
 
 def test_wheel_ships_configs_and_assets(tmp_path):
-    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "dist"), str(root)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("simpo_cli-*.whl")

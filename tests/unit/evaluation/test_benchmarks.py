@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from simpo_cli.evaluation import benchmarks as B
-from tests.eval import schemas
+from tests.unit.evaluation import schemas
 from tests.helpers import compose
 
 SHARED = Path("/work/shared/data/benchmarks")

@@ -6,7 +6,7 @@ import torch
 
 from simpo_cli.objectives import get_objective
 from simpo_cli.objectives.cpo import cpo
-from tests.objectives.conftest import make_logps
+from tests.unit.objectives.conftest import make_logps
 
 
 def test_cpo_hand_computed():

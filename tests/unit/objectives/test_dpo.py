@@ -7,7 +7,7 @@ import torch
 
 from simpo_cli.objectives import get_objective
 from simpo_cli.objectives.dpo import dpo
-from tests.objectives.conftest import make_logps
+from tests.unit.objectives.conftest import make_logps
 
 
 def test_dpo_hand_computed():

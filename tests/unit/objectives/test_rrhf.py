@@ -4,7 +4,7 @@ import torch
 
 from simpo_cli.objectives import get_objective
 from simpo_cli.objectives.rrhf import rrhf
-from tests.objectives.conftest import make_logps
+from tests.unit.objectives.conftest import make_logps
 
 
 def test_rrhf_hand_computed():

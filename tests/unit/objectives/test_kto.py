@@ -8,7 +8,7 @@ import torch
 
 from simpo_cli.objectives import get_objective
 from simpo_cli.objectives.kto import kto, kto_z_ref
-from tests.objectives.conftest import make_logps
+from tests.unit.objectives.conftest import make_logps
 
 
 def sig(x):

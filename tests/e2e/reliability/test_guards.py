@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from simpo_cli.objectives.registry import OBJECTIVES
 from tests.helpers import FAST_TRAIN, read_jsonl
-from tests.reliability.test_bad_input import GOOD, GOOD2, jsonl
+from tests.e2e.reliability.test_bad_input import GOOD, GOOD2, jsonl
 
 
 @pytest.fixture

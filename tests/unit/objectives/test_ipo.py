@@ -5,7 +5,7 @@ import torch
 
 from simpo_cli.objectives import get_objective
 from simpo_cli.objectives.ipo import ipo
-from tests.objectives.conftest import make_logps
+from tests.unit.objectives.conftest import make_logps
 
 
 def test_ipo_hand_computed():

@@ -4,7 +4,7 @@ import torch
 
 from simpo_cli.objectives import get_objective
 from simpo_cli.objectives.slic_hf import slic_hf
-from tests.objectives.conftest import make_logps
+from tests.unit.objectives.conftest import make_logps
 
 
 def test_slic_hf_hand_computed():
