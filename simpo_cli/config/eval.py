@@ -49,7 +49,7 @@ class EvalOptions:
 
 
 @dataclass
-class ReferenceConfig:
+class EvalReferenceConfig:
     """The reference for KL (and for objectives whose reward needs one). ``name_or_path: null`` = the
     run's starting model (``simpo eval run=...``); without a run and without a path: no KL."""
 
@@ -80,7 +80,7 @@ class EvalConfig:
     data: DataConfig = MISSING
     objective: Any = MISSING
     hparams: HParams = MISSING
-    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    reference: EvalReferenceConfig = field(default_factory=EvalReferenceConfig)
     eval: EvalOptions = field(default_factory=EvalOptions)
     benchmarks: Dict[str, BenchmarkConfig] = field(default_factory=dict)
     judge: JudgeConfig = field(default_factory=JudgeConfig)

@@ -87,14 +87,10 @@ class DataConfig:
 
 
 @dataclass
-class HParams:
-    """The training recipe. ``beta`` (and ``gamma`` for SimPO) default to the chosen objective's
-    paper values (its YAML sets them); a preset or a command-line override replaces them."""
+class Recipe:
+    """What every training stage's recipe sets: optimiser, schedule, batch and sequence length
+    (``HParams`` for ``simpo train``, ``SFTHParams`` for ``simpo sft``)."""
 
-    beta: float = MISSING
-    gamma: Optional[float] = MISSING
-    # γ/β as in the official SimPO configs; when set it takes precedence: γ = ratio × β.
-    gamma_beta_ratio: Optional[float] = None
     learning_rate: float = 1e-6
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = 0.1
@@ -107,24 +103,25 @@ class HParams:
     # When set, accumulation = global_batch_size / (per_device_train_batch_size x world size).
     global_batch_size: Optional[int] = None
     max_length: int = 2048
+
+
+@dataclass
+class HParams(Recipe):
+    """The training recipe. ``beta`` (and ``gamma`` for SimPO) default to the chosen objective's
+    paper values (its YAML sets them); a preset or a command-line override replaces them."""
+
+    beta: float = MISSING
+    gamma: Optional[float] = MISSING
+    # γ/β as in the official SimPO configs; when set it takes precedence: γ = ratio × β.
+    gamma_beta_ratio: Optional[float] = None
     max_prompt_length: int = 1800
 
 
 @dataclass
-class SFTHParams:
-    """The SFT recipe (``simpo sft``): the fields of ``HParams`` that apply, plus packing."""
+class SFTHParams(Recipe):
+    """The SFT recipe (``simpo sft``): the shared recipe, plus packing."""
 
     learning_rate: float = 2e-5
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
-    num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    global_batch_size: Optional[int] = None
-    max_length: int = 2048
     # Padding-free packing: each micro-batch is one row of concatenated conversations whose
     # position_ids restart per conversation, so attention stays within a conversation.
     packing: bool = False

@@ -51,17 +51,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-class RunDir:
-    """``config.yaml`` (resolved), ``meta.json``, ``metrics.jsonl``, ``model/``, ``checkpoints/``."""
+class RunPaths:
+    """Where each file of a run directory is (``simpo_cli/files.py`` names them)."""
 
-    def __init__(self, path: str | Path, main: bool | None = None):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.meta: dict = {}
-        # In a multi-process run only rank 0 writes; the others keep ``meta`` in memory only.
-        if main is None:
-            main = is_main_process()
-        self.main = main
+    path: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / META_FILE
 
     @property
     def metrics(self) -> Path:
@@ -75,9 +76,22 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS_DIR
 
+
+class RunDir(RunPaths):
+    """``config.yaml`` (resolved), ``meta.json``, ``metrics.jsonl``, ``model/``, ``checkpoints/``."""
+
+    def __init__(self, path: str | Path, main: bool | None = None):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.meta: dict = {}
+        # In a multi-process run only rank 0 writes; the others keep ``meta`` in memory only.
+        if main is None:
+            main = is_main_process()
+        self.main = main
+
     def start(self, cfg, stage: str) -> None:
         if self.main:
-            write_atomic(self.path / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+            write_atomic(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))
         self.meta = {"stage": stage, "status": "running", "started": now(), "ended": None,
                      "command": " ".join(sys.argv), "git_sha": git_sha(), "seed": cfg.get("seed"),
                      "versions": package_versions()}
@@ -92,7 +106,7 @@ class RunDir:
 
     def save_meta(self) -> None:
         if self.main:
-            write_json(self.path / META_FILE, self.meta)
+            write_json(self.meta_path, self.meta)
 
 
 @contextmanager
@@ -110,7 +124,7 @@ def open_run(run: RunDir, cfg, stage: str) -> Iterator[RunDir]:
 
 
 @dataclass
-class RunRecord:
+class RunRecord(RunPaths):
     """A finished or running stage's directory as a reader sees it (eval, report, sweeps): its
     ``meta.json`` (empty if absent or unreadable) and, on demand, its resolved config."""
 
@@ -129,14 +143,6 @@ class RunRecord:
     @property
     def status(self) -> str | None:
         return self.meta.get("status")
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def model_dir(self) -> Path:
-        return self.path / MODEL_DIR
 
     def config(self):
         """The run's resolved config (``None`` without ``config.yaml``)."""

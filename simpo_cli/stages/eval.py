@@ -247,7 +247,7 @@ def _device(name: str) -> torch.device:
 
 
 def _reference_cfg(cfg, run_info: dict | None):
-    """The reference model's config (see ``ReferenceConfig``), or ``None``."""
+    """The reference model's config (see ``config.eval.EvalReferenceConfig``), or ``None``."""
     if not cfg.reference.enabled:
         return None
     if cfg.reference.name_or_path:

@@ -14,7 +14,7 @@ import copy
 import pytest
 import torch
 
-from tests.parity.conftest import PAIRS
+from tests.parity.conftest import PAIRS, check_same_tokens, our_plain_pairs
 
 trl = pytest.importorskip("trl")
 
@@ -112,33 +112,6 @@ def test_ipo_matches_trl_on_length_averaged_log_ratios(policy_and_ref, plain_tok
                                ref_chosen=lp.ref_chosen / lw, ref_rejected=lp.ref_rejected / ll)
     assert ipo(averaged, tau=tau).losses.mean().item() == pytest.approx(trl_loss, abs=ATOL)
     assert abs(ipo(lp, tau=tau).losses.mean().item() - trl_loss) > 1e-2  # the documented departure
-
-
-def our_plain_pairs(model, tokenizer):
-    """Our tokenisation (no chat template: prompt with BOS, response + EOS) and summed log-probs."""
-    from omegaconf import OmegaConf
-
-    from simpo_cli.config.schema import DataConfig
-    from simpo_cli.data.preference import PreferenceCollator
-    from simpo_cli.data.records import normalise
-    from simpo_cli.data.tokenize import encode_pair
-    from simpo_cli.objectives import PreferenceLogps
-
-    columns = OmegaConf.structured(DataConfig(name="x", path="x")).columns
-    feats = []
-    for i, rec in enumerate(PAIRS):
-        t = encode_pair(normalise(rec, "plain", columns, "pairs", i), tokenizer, template=False)
-        feats.append({"prompt_input_ids": t.prompt, "chosen_input_ids": t.chosen, "rejected_input_ids": t.rejected})
-    batch = PreferenceCollator(tokenizer.pad_token_id)(feats)
-    out = score(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
-    b = len(PAIRS)
-    return PreferenceLogps(out.logps[:b], out.logps[b:], out.lengths[:b], out.lengths[b:]), feats
-
-
-def check_same_tokens(trl_ds, feats):
-    for i, f in enumerate(feats):
-        assert trl_ds[i]["chosen_input_ids"] == f["prompt_input_ids"] + f["chosen_input_ids"]
-        assert trl_ds[i]["rejected_input_ids"] == f["prompt_input_ids"] + f["rejected_input_ids"]
 
 
 def test_cpo_preference_term_matches_trl(tiny_model, plain_tokenizer, tmp_path):
