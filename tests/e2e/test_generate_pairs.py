@@ -114,7 +114,7 @@ def test_resume_after_a_kill_between_writes(reference, tmp_path, monkeypatch):
     """What a kill can leave: a shard's candidates written but not its pairs, a temporary file
     from an interrupted write, a missing meta.json. The rerun redoes exactly the unfinished shards;
     a rerun on finished output loads no model."""
-    import simpo_cli.models.reward
+    import simpo_cli.stages.generate_pairs
     from simpo_cli.stages.generate_pairs import run_generate_pairs
 
     out = tmp_path / "gen"
@@ -133,7 +133,7 @@ def test_resume_after_a_kill_between_writes(reference, tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("nothing left to generate: no model should load")
 
-    monkeypatch.setattr(simpo_cli.models.reward, "load_scorer", no_model)
+    monkeypatch.setattr(simpo_cli.stages.generate_pairs, "load_scorer", no_model)  # where the stage looks it up
     assert run_generate_pairs(cfg, out).pairs == result.pairs
 
 
