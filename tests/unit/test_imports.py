@@ -117,6 +117,26 @@ def test_no_import_cycles():
     assert _cycles(_graph()) == []
 
 
+# The package's layers, most basic first: a module imports only from its own layer or earlier ones
+# (README "How it is built").
+LAYERS = ["errors", "files", "objectives", "data", "models", "training", "evaluation", "config", "run", "sweeps",
+          "stages", "cli", "__main__"]
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 else -1
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in MODULES if m != "simpo_cli" and m.split(".")[1] not in LAYERS] == []
+
+
+def test_imports_only_point_down_the_layers():
+    up = [f"{m} -> {d}" for m, deps in _graph().items() for d in deps if _layer(d) > _layer(m)]
+    assert up == []
+
+
 def test_imports_at_module_top_except_optional_heavy_dependencies():
     bad = []
     for module in MODULES:
