@@ -11,8 +11,10 @@ from omegaconf import OmegaConf
 
 from simpo_cli.data.records import is_local, resolve_path
 from simpo_cli.data.tokenize import TEMPLATE_MODES
+from simpo_cli.config.eval import BENCHMARK_FORMATS
 from simpo_cli.config.schema import GROUP_DIRS, group_options
 from simpo_cli.errors import ConfigError
+from simpo_cli.files import CONFIG_FILE
 from simpo_cli.models.loading import DTYPES as TORCH_DTYPES
 from simpo_cli.objectives import OBJECTIVES
 
@@ -235,9 +237,44 @@ def common_problems(cfg) -> list[str]:
     return problems  # ``resume`` is checked with the run directory (reliability.resume_checkpoint)
 
 
-# Stage → validator, run once by ``run/preflight.py`` before any run directory exists. ``eval``
-# checks its own section after merging ``run=``'s saved config (``stages/eval.validate_eval``).
-VALIDATORS = {"train": validate_train, "sft": validate_sft, "generate-pairs": validate_generate_pairs}
+def validate_eval(cfg) -> None:
+    """Raise ``ConfigError`` listing every problem in a composed ``simpo eval`` config."""
+    problems = []
+    ev = cfg.eval
+    for name in ev.benchmarks:
+        if name not in cfg.benchmarks:
+            problems.append(f"eval.benchmarks: unknown benchmark '{name}'; choose from: "
+                            f"{', '.join(sorted(cfg.benchmarks))}")
+        elif cfg.benchmarks[name].format not in BENCHMARK_FORMATS:
+            problems.append(f"benchmarks.{name}.format must be one of {', '.join(BENCHMARK_FORMATS)}")
+    if ev.limit is not None and ev.limit < 1:
+        problems.append(f"eval.limit must be >= 1, got {ev.limit}")
+    if ev.max_new_tokens is not None and ev.max_new_tokens < 1:
+        problems.append(f"eval.max_new_tokens must be >= 1, got {ev.max_new_tokens}")
+    for key in ("batch_size", "generation_batch_size", "histogram_bins"):
+        if ev[key] < 1:
+            problems.append(f"eval.{key} must be >= 1, got {ev[key]}")
+    if ev.logps_path not in ("auto", "chunked", "plain"):
+        problems.append(f"eval.logps_path must be auto, chunked or plain, got '{ev.logps_path}'")
+    if cfg.get("run") and not (Path(cfg.run) / CONFIG_FILE).is_file():
+        problems.append(f"run={cfg.run}: no config.yaml there; pass a `simpo train` run directory")
+    if ev.pairs and not cfg.get("run") and OmegaConf.is_missing(cfg.data, "path"):  # run= brings its data
+        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl (or eval.pairs=false)")
+    j = cfg.judge
+    if j.reward_model:
+        if not j.baseline:
+            problems.append("judge.reward_model needs judge.baseline (an answers file to compare against)")
+        if j.benchmark not in ev.benchmarks:
+            problems.append(f"judge.benchmark '{j.benchmark}' is not in eval.benchmarks {list(ev.benchmarks)}")
+        if not 0 < j.confidence < 1:
+            problems.append(f"judge.confidence must be in (0, 1), got {j.confidence}")
+    if problems:
+        raise ConfigError(problems)
+
+
+# Stage → validator, run once by ``run/preflight.py`` before any run directory exists.
+VALIDATORS = {"train": validate_train, "sft": validate_sft, "generate-pairs": validate_generate_pairs,
+              "eval": validate_eval}
 
 
 def validate_config(cfg) -> None:

@@ -26,16 +26,15 @@ from omegaconf.errors import OmegaConfBaseException
 from transformers import set_seed
 
 from simpo_cli.config.checks import resolve_hparams
-from simpo_cli.config.eval import BENCHMARK_FORMATS
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
 from simpo_cli.data.tokenize import uses_template
-from simpo_cli.errors import ConfigError, UserError
+from simpo_cli.errors import UserError
 from simpo_cli.evaluation import benchmarks as B, metrics as M, plots
 from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 from simpo_cli.files import MODEL_DIR
 from simpo_cli.models.loading import load_model, load_tokenizer
 from simpo_cli.objectives import OBJECTIVES, PreferenceLogps, get_objective
-from simpo_cli.run.rundir import RunDir, RunRecord, write_atomic, write_json
+from simpo_cli.run.rundir import RunDir, RunRecord, open_run, write_atomic, write_json
 from simpo_cli.training.common import objective_kwargs
 from simpo_cli.training.logps import sequence_logps
 
@@ -117,39 +116,6 @@ def _typed_section(cfg, section: str, value, run: Path):
     except OmegaConfBaseException as e:
         raise UserError(f"run={run}: config.yaml section '{section}' does not fit this version's schema: "
                         f"{str(e).splitlines()[0]}") from None
-
-
-def validate_eval(cfg) -> None:
-    """Raise ``ConfigError`` listing every problem in a composed ``simpo eval`` config."""
-    problems = []
-    ev = cfg.eval
-    for name in ev.benchmarks:
-        if name not in cfg.benchmarks:
-            problems.append(f"eval.benchmarks: unknown benchmark '{name}'; choose from: "
-                            f"{', '.join(sorted(cfg.benchmarks))}")
-        elif cfg.benchmarks[name].format not in BENCHMARK_FORMATS:
-            problems.append(f"benchmarks.{name}.format must be one of {', '.join(BENCHMARK_FORMATS)}")
-    if ev.limit is not None and ev.limit < 1:
-        problems.append(f"eval.limit must be >= 1, got {ev.limit}")
-    if ev.max_new_tokens is not None and ev.max_new_tokens < 1:
-        problems.append(f"eval.max_new_tokens must be >= 1, got {ev.max_new_tokens}")
-    for key in ("batch_size", "generation_batch_size", "histogram_bins"):
-        if ev[key] < 1:
-            problems.append(f"eval.{key} must be >= 1, got {ev[key]}")
-    if ev.logps_path not in ("auto", "chunked", "plain"):
-        problems.append(f"eval.logps_path must be auto, chunked or plain, got '{ev.logps_path}'")
-    if ev.pairs and OmegaConf.is_missing(cfg.data, "path"):
-        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl (or eval.pairs=false)")
-    j = cfg.judge
-    if j.reward_model:
-        if not j.baseline:
-            problems.append("judge.reward_model needs judge.baseline (an answers file to compare against)")
-        if j.benchmark not in ev.benchmarks:
-            problems.append(f"judge.benchmark '{j.benchmark}' is not in eval.benchmarks {list(ev.benchmarks)}")
-        if not 0 < j.confidence < 1:
-            problems.append(f"judge.confidence must be in (0, 1), got {j.confidence}")
-    if problems:
-        raise ConfigError(problems)
 
 
 # --------------------------------------------------------------------------- pair metrics
@@ -304,14 +270,12 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     where possible."""
     run_info = apply_run(cfg, overrides or [])
     resolve_hparams(cfg)
-    validate_eval(cfg)
     ev = cfg.eval
     device = _device(ev.device)
     out = RunDir(out_dir)
-    out.start(cfg, "eval")
     files: list[str] = []
     model_id = ev.model_id or f"{cfg.model.name}-{cfg.objective.name}"
-    try:
+    with open_run(out, cfg, "eval"):
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
         model = load_model(cfg.model, tokenizer).eval().to(device)
@@ -400,6 +364,3 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
         files += ["eval.json", "report.md"]
         out.finish("completed", files=files)
         return EvalResult(out.path, summary, files)
-    except BaseException as e:
-        out.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise

@@ -42,7 +42,7 @@ from simpo_cli.files import META_FILE
 from simpo_cli.models.generate import TransformersBackend, VLLMBackend, encode_prompt, row_key
 from simpo_cli.models.loading import load_model, load_tokenizer
 from simpo_cli.models.reward import load_scorer, select_pair
-from simpo_cli.run.rundir import RunDir, write_atomic, write_json
+from simpo_cli.run.rundir import RunDir, open_run, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 DROP_TOO_LONG = "prompt longer than generation.max_prompt_length"
@@ -199,11 +199,10 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
     shards = [prompts[i:i + g.shard_size] for i in range(0, len(prompts), g.shard_size)]
     done = [all((out / name).is_file() for name in shard_names(k)) for k in range(len(shards))]
     run = RunDir(out)
-    run.start(cfg, "generate-pairs")
-    run.update(started=previous.get("started", run.meta["started"]),
-               attempts=previous.get("attempts", 0) + 1, settings=settings,
-               shards=len(shards), shards_done_before=sum(done))
-    try:
+    with open_run(run, cfg, "generate-pairs"):
+        run.update(started=previous.get("started", run.meta["started"]),
+                   attempts=previous.get("attempts", 0) + 1, settings=settings,
+                   shards=len(shards), shards_done_before=sum(done))
         samples_done, elapsed = 0, 0.0
         if not all(done):
             tokenizer = load_tokenizer(cfg.model)
@@ -245,6 +244,3 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
         rate = samples_done / elapsed if elapsed > 0 else None
         run.finish("completed", **summary, samples_per_second_last_attempt=rate)
         return GenerateResult(out, summary["prompts"], summary["pairs"], summary["dropped"], sum(done), rate)
-    except BaseException as e:
-        run.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise
