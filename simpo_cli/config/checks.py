@@ -14,7 +14,6 @@ from simpo_cli.data.tokenize import TEMPLATE_MODES
 from simpo_cli.config.eval import BENCHMARK_FORMATS
 from simpo_cli.config.schema import GROUP_DIRS, group_options
 from simpo_cli.errors import ConfigError
-from simpo_cli.files import CONFIG_FILE
 from simpo_cli.models.loading import DTYPES as TORCH_DTYPES
 from simpo_cli.objectives import OBJECTIVES
 
@@ -256,8 +255,6 @@ def validate_eval(cfg) -> None:
             problems.append(f"eval.{key} must be >= 1, got {ev[key]}")
     if ev.logps_path not in ("auto", "chunked", "plain"):
         problems.append(f"eval.logps_path must be auto, chunked or plain, got '{ev.logps_path}'")
-    if cfg.get("run") and not (Path(cfg.run) / CONFIG_FILE).is_file():
-        problems.append(f"run={cfg.run}: no config.yaml there; pass a `simpo train` run directory")
     if ev.pairs and not cfg.get("run") and OmegaConf.is_missing(cfg.data, "path"):  # run= brings its data
         problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl (or eval.pairs=false)")
     j = cfg.judge
