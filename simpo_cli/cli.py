@@ -32,7 +32,7 @@ SFT_HELP = """Usage: simpo sft [OVERRIDES...] [-m] [--cfg job] [--help]
 
 Supervised fine-tuning on conversations, loss on assistant tokens only (every assistant turn).
 The output <run dir>/model (weights + tokenizer with its chat template) starts `simpo train`:
-  simpo train model.name_or_path=<run dir>/model   (or model.name_or_path=<run dir>)
+  simpo train model=<run dir>   (or model.name_or_path=<run dir>)
 
 Config groups (group=option):
 {groups}
@@ -54,15 +54,16 @@ Outputs go to outputs/sft/<date>/<time>/ (set paths.output_root or hydra.run.dir
 
 EVAL_HELP = """
 simpo eval:
-  simpo eval run=<train run dir>            policy = <run>/model, reference = the run's start model;
+  simpo eval model=<train run dir>          policy = <run>/model, reference = the run's start model;
                                             model/data/objective/hparams come from the run's config
-  simpo eval run=<dir> data.path=heldout.jsonl data.max_samples=null   held-out pairs from a file
+  simpo eval model=<dir> data.path=heldout.jsonl data.max_samples=null   held-out pairs from a file
   simpo eval model=llama3-instruct model.name_or_path=/path data=local data.path=pairs.jsonl
   eval.benchmarks=[alpaca_eval,arena_hard,mt_bench]   eval.limit=N   eval.max_new_tokens=N
   eval.pairs=false   reference.enabled=false   reference.name_or_path=/path/to/sft
   judge.reward_model=/path/to/rm judge.baseline=/path/to/model_outputs.json   (local win rate)
 Outputs: eval.json, report.md, pairs.jsonl, margins.png, loglik_vs_length.png and the answer files,
-in <run>/eval/<date>/<time>/ (without run=: <paths.output_root>/eval/<date>/<time>/).
+in <run>/eval/<date>/<time>/ (without a run: <paths.output_root>/eval/<date>/<time>/). run=<dir> is the
+former spelling of model=<train run dir>.
 """
 
 
@@ -82,14 +83,14 @@ Config groups (group=option):
 Settings: generation.n=5 generation.temperature=0.8 generation.top_p=1.0 generation.top_k=0
 generation.max_new_tokens=1024 generation.max_prompt_length=1800 generation.batch_size=8
 generation.shard_size=128 generation.backend=transformers|vllm seed=42 scorer.batch_size=8
-output_dir=<dir> (default outputs/generate-pairs/<model>_<data>_<scorer>_n<n>_seed<seed>)
-overwrite=true (start again) progress_bar=false
+run_dir=<dir> (default outputs/generate-pairs/<model>_<data>_<scorer>_n<n>_seed<seed>; output_dir= is deprecated)
+resume=auto (default) | resume=never (refuse a directory with shards) overwrite=true (start again) progress_bar=false
 
 Examples:
   simpo generate-pairs data.max_samples=64 generation.max_new_tokens=32      (tiny model, CPU)
   simpo generate-pairs model=llama3-instruct data=ultrafeedback-prompts scorer=armorm \\
       generation.batch_size=64 generation.max_new_tokens=2048
-Then: simpo train data=generated data.path=<output_dir>
+Then: simpo train data=<run dir>   (= simpo train data=generated data.path=<output_dir>)
 """
     text = f"""Usage: simpo {stage} [OVERRIDES...] [-m] [--cfg job] [--help]
 

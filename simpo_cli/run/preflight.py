@@ -32,10 +32,11 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
 
 from simpo_cli.config.checks import group_overrides, validate_stage, writable
-from simpo_cli.config.schema import CONF_DIR
+from simpo_cli.config.schema import CONF_DIR, group_options
 from simpo_cli.config.store import register_configs
 from simpo_cli.errors import ConfigError, UserError
-from simpo_cli.files import CHECKPOINTS_DIR
+from simpo_cli.files import CHECKPOINTS_DIR, META_FILE
+from simpo_cli.run.rundir import RunRecord
 from simpo_cli.training.reliability import resume_checkpoint
 
 # Hydra flags that take a value (everything else starting with '-' is a bare flag).
@@ -90,6 +91,45 @@ def translate_run_dir(args: list[str]) -> list[str]:
             a = "run_dir=" + a.split("=", 1)[1]
         out.append(f"{key}={a.split('=', 1)[1]}" if a.startswith("run_dir=") else a)
     return out
+
+
+def handoff_overrides(config_name: str, args: list[str]) -> list[str]:
+    """A stage's output is its run directory, and the next stage takes it as the input it provides,
+    the same way for every stage: ``model=<sft or train run>`` (the run's ``model/``, on the run's
+    model preset) and ``data=<generate-pairs run>`` (its pairs); ``simpo eval model=<train run>``
+    evaluates that run (its config supplies the defaults). The former spellings still work:
+    ``model.name_or_path=<run>``, ``data=generated data.path=<run>``, and eval's ``run=<run>`` (with
+    a deprecation line)."""
+    out = []
+    for a in args:
+        key, sep, value = a.partition("=")
+        record = _run_record(value) if sep and key in ("model", "data") else None
+        if record is None:
+            if key == "run" and sep and value and config_name == "eval":
+                print(f"simpo: note: run= is deprecated; use model={value}", file=sys.stderr)
+            out.append(a)
+            continue
+        stage, where = record.meta.get("stage"), quote(str(record.path))
+        if key == "model" and config_name == "eval" and stage == "train":
+            out.append(f"run={where}")
+        elif key == "model" and record.model_dir.is_dir():
+            saved = record.config()
+            preset = saved.get("model", {}).get("name") if saved is not None else None
+            out += ([f"model={preset}"] if preset in group_options("model") else []) + [f"model.name_or_path={where}"]
+        elif key == "data" and stage == "generate-pairs":
+            out += ["data=generated", f"data.path={where}"]
+        else:
+            raise ConfigError([f"{a}: this {stage or 'simpo'} run directory has no {key} to give "
+                               f"(model=<sft or train run>, data=<generate-pairs run>)"])
+    return out
+
+
+def _run_record(value: str) -> RunRecord | None:
+    """The run directory ``value`` names, if it is one (it holds ``meta.json``); else ``None``."""
+    if not value or "," in value or not ("/" in value or value.startswith(".")):
+        return None  # a group option name (or a sweep of them), not a path
+    path = Path(value).expanduser()
+    return RunRecord.read(path.absolute()) if (path / META_FILE).is_file() else None
 
 
 def quote(value: str) -> str:
@@ -205,7 +245,7 @@ def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
 
 def preflight(stage: str, config_name: str, args: list[str], warn: bool = False) -> Plan:
     """Compose + validate before Hydra starts the job. Raises ``ConfigError`` (all problems)."""
-    args = group_overrides(config_name, translate_run_dir(args))
+    args = group_overrides(config_name, handoff_overrides(config_name, translate_run_dir(args)))
     flags, overrides = split_args(args)
     if _NO_RUN_FLAGS & set(flags):
         if {"--cfg", "-c"} & set(flags):

@@ -36,7 +36,7 @@ STAGES = (
               "simpo_cli.stages.generate_pairs", "run_generate_pairs", "print_generate_pairs",
               "generate_pairs_value"),
     StageSpec("eval", "eval", ("model", "data", "objective", "hparams"),
-              "Evaluate a model: simpo eval run=<train run dir> [OVERRIDES...] (see simpo eval --help).",
+              "Evaluate a model: simpo eval model=<train run dir> [OVERRIDES...] (see simpo eval --help).",
               "simpo_cli.stages.eval", "run_eval", "print_eval", "eval_value"),
 )
 BY_NAME = {s.name: s for s in STAGES}

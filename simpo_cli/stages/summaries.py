@@ -37,7 +37,7 @@ def print_sft(result) -> None:
                       f"({100 * result.heldout_reduction:.1f}% lower)")
     Console().print(table)
     print(f"run directory: {result.run_dir}")
-    print(f"next: simpo train model.name_or_path={result.run_dir}")
+    print(f"next: simpo train model={result.run_dir}")
 
 
 def sft_value(result, cfg):
