@@ -14,6 +14,7 @@ Every pair becomes ``{"prompt": [messages], "chosen": str, "rejected": str}``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -100,6 +101,14 @@ def detect_format(record: dict, columns: Any) -> str:
     if isinstance(record.get(columns.chosen), list):
         return "ultrafeedback"
     return "plain"
+
+
+def count_drop(dropped: Counter, reason: str, data_cfg, source: str, index: int) -> None:
+    """Count a record that cannot train under ``reason``; with ``data.strict=true`` stop on it
+    instead (``DataError`` naming the source and record)."""
+    if data_cfg.strict:
+        raise DataError(source, index, None, f"{reason} (data.strict=true)")
+    dropped[reason] += 1
 
 
 def as_text(value: Any, source: str, index: int, field: str) -> str:

@@ -25,7 +25,7 @@ import torch
 from jinja2 import TemplateError
 
 from simpo_cli.data.cache import cached_dataset, data_fingerprint, tokenizer_fingerprint
-from simpo_cli.data.records import as_message, read_records
+from simpo_cli.data.records import as_message, count_drop, read_records
 from simpo_cli.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -248,9 +248,7 @@ def _tokenize_all(records, source: str, data_cfg, tokenizer, max_length: int) ->
             if not learn:
                 reason = "no assistant tokens left after truncation to max_length"
         if reason:
-            if data_cfg.strict:
-                raise DataError(source, index, None, f"{reason} (data.strict=true)")
-            stats.dropped[reason] += 1
+            count_drop(stats.dropped, reason, data_cfg, source, index)
             continue
         stats.tokens += len(tokens.input_ids)
         stats.assistant_tokens += learn

@@ -21,7 +21,7 @@ import logging
 
 from simpo_cli.data.cache import cached_dataset
 from simpo_cli.data.preference import DataStats, build_preference_dataset, data_fingerprint, tokenizer_fingerprint
-from simpo_cli.data.records import as_message, as_text, read_records
+from simpo_cli.data.records import as_message, as_text, count_drop, read_records
 from simpo_cli.data.tokenize import encode_pair, truncate, uses_template
 from simpo_cli.errors import DataError, UserError
 from simpo_cli.objectives import OBJECTIVES
@@ -101,9 +101,7 @@ def _tokenize_all(records, source, data_cfg, tokenizer, hp):
             if not tokens.chosen:
                 reason = "no response tokens left after truncation to max_length"
         if reason:
-            if data_cfg.strict:
-                raise DataError(source, index, None, f"{reason} (data.strict=true)")
-            stats.dropped[reason] += 1
+            count_drop(stats.dropped, reason, data_cfg, source, index)
             continue
         cols["prompt_input_ids"].append(tokens.prompt)
         cols["chosen_input_ids"].append(tokens.chosen if rec["label"] else [])
