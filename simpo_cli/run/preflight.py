@@ -258,9 +258,12 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
         run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir")).expanduser().absolute()
     except Exception as e:  # noqa: BLE001 - a bad interpolation in paths.* or hydra.run.dir
         raise ConfigError([f"hydra.run.dir: {hydra_error_line(e)}"]) from None
+    # A run directory a rerun finds again: given on the command line, or not time-stamped
+    # (generate-pairs' is named after its settings), so resume=auto can continue it.
+    stamped = "${now:" in str(OmegaConf.to_container(cfg.hydra.run, resolve=False).get("dir", ""))
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.set_struct(cfg, True)
-    explicit = any(o.startswith("hydra.run.dir=") for o in overrides)
+    explicit = any(o.startswith("hydra.run.dir=") for o in overrides) or not stamped
     problems = validate_composed(stage, cfg, warn) + run_dir_problems(cfg, run_dir, explicit)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
