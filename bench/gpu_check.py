@@ -109,7 +109,8 @@ def skip_reason(name: str) -> str | None:
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from simpo_cli.config.schema import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR
+    from simpo_cli.config.store import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

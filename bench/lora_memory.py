@@ -46,7 +46,8 @@ def parameter_counts(overrides: list[str]) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from simpo_cli.config.schema import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR
+    from simpo_cli.config.store import register_configs
     from simpo_cli.models import adapters
     from simpo_cli.models.loading import build_tiny_model, load_tokenizer
 

@@ -52,7 +52,9 @@ def worker(overrides: list[str], out_file: str) -> None:
     from hydra import compose, initialize_config_dir
     from transformers import TrainerCallback
 
-    from simpo_cli.config.schema import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR
+
+    from simpo_cli.config.store import register_configs
     from simpo_cli.stages.train import run_train
     from simpo_cli.training.trainer import PreferenceTrainer
 

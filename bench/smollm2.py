@@ -128,7 +128,8 @@ def body_head_flops(rows: list[tuple[int, int]], hidden: int, intermediate: int,
 
 def run_ours(args, geo, work: Path, model_dir: Path, pairs, timer: StepTimer) -> dict:
     import simpo_cli.stages.train as train
-    from simpo_cli.config.schema import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR
+    from simpo_cli.config.store import register_configs
     from simpo_cli.training.trainer import PreferenceTrainer
     from hydra import compose, initialize_config_dir
 

@@ -106,13 +106,15 @@ def run_ours(args, work: Path, pairs: list[dict], timer: StepTimer):
     import torch
     from hydra import compose, initialize_config_dir
 
-    from simpo_cli.config.schema import CONF_DIR, register_configs
+    from simpo_cli.config.schema import CONF_DIR
+
+    from simpo_cli.config.store import register_configs
     from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
     from simpo_cli.training.logps import sequence_logps
     from simpo_cli.models.loading import load_tokenizer
     from simpo_cli.objectives import OBJECTIVES
     from simpo_cli.run.rundir import RunDir
-    from simpo_cli.stages.train import objective_kwargs, training_arguments
+    from simpo_cli.training.common import objective_kwargs, training_arguments
     from simpo_cli.training.trainer import PreferenceTrainer
 
     objective = "simpo" if args.impl == "simpo" else "dpo"

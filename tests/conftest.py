@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -56,3 +57,29 @@ def _distribution_files(name: str) -> list:
         return importlib.metadata.files(name) or []
     except importlib.metadata.PackageNotFoundError:
         return []
+
+
+@pytest.fixture(scope="session")
+def base_tokenizer(tmp_path_factory):
+    """A byte-level BPE tokenizer trained here on the bundled Alpaca texts, with BOS/EOS/pad but no
+    chat template and no role tokens: like a base model's tokenizer, `<|user|>` is plain text to it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from simpo_cli.models.loading import ASSETS
+
+    records = json.loads((ASSETS / "data" / "alpaca_en_demo.json").read_text())
+    texts = [r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in records[:300]]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>", "</s>", "<pad>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    path = tmp_path_factory.mktemp("base-tokenizer")
+    fast.save_pretrained(path)
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(path)
+    assert not loaded.chat_template
+    return loaded

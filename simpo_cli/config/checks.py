@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from simpo_cli.data.records import is_local, resolve_path
+from simpo_cli.data.tokenize import TEMPLATE_MODES
+from simpo_cli.config.eval import BENCHMARK_FORMATS
+from simpo_cli.config.schema import GROUP_DIRS, group_options
 from simpo_cli.errors import ConfigError
 from simpo_cli.models.adapters import adapter_problems
+from simpo_cli.models.loading import DTYPES as TORCH_DTYPES
 from simpo_cli.objectives import OBJECTIVES
 from simpo_cli.training.precision import device_problem
 
@@ -21,6 +27,43 @@ def resolve_hparams(cfg) -> None:
     hp = cfg.hparams
     if hp.get("gamma_beta_ratio") is not None:
         hp.gamma = hp.gamma_beta_ratio * hp.beta
+
+
+def group_overrides(config_name: str, overrides: list[str]) -> list[str]:
+    """The overrides with a stage's group names mapped to their directories (``GROUP_DIRS``:
+    ``simpo sft data=ultrachat`` -> ``sft_data@data=ultrachat``). An option of another stage's group
+    raises ``ConfigError`` naming the command that takes it."""
+    dirs = GROUP_DIRS.get(config_name, {})
+    own = {group: dirs.get(group, group) for group in ("data", "hparams")}
+    problems, out = [], []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        group = key.lstrip("+")
+        if sep and group in own and not value.startswith(("glob(", "choice(")):
+            for option in value.split(","):
+                problems += _foreign_option(config_name, group, own[group], option.strip())
+            if own[group] != group:  # the defaults list places the directory at the group: dir@group
+                o = f"{key[:len(key) - len(group)]}{own[group]}@{group}={value}"
+        out.append(o)
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def _foreign_option(config_name: str, group: str, directory: str, option: str) -> list[str]:
+    if not option or option in group_options(directory):
+        return []
+    sft_option = option in group_options(GROUP_DIRS["sft"][group])
+    if group == "data" and config_name == "sft" and option in group_options("data"):
+        return [f"data '{option}' holds preference pairs, not conversations: run `simpo train data={option}`, "
+                f"or pick SFT data (data={'|'.join(group_options(directory))})"]
+    if group == "data" and config_name != "sft" and sft_option:
+        return [f"data '{option}' holds SFT conversations, not preference pairs: run `simpo sft data={option}`, "
+                "or pick pairs (data=demo-prefs|ultrafeedback|local)"]
+    if sft_option or (config_name == "sft" and option in group_options(group)):
+        return [f"hparams '{option}' is a {'simpo sft' if sft_option else 'preference'} recipe; "
+                f"choose from: {', '.join(group_options(directory))}"]
+    return [f"unknown {group} option '{option}'; choose from: {', '.join(group_options(directory))}"]
 
 
 def validate_train(cfg) -> None:
@@ -110,8 +153,6 @@ def writable(path: Path) -> bool:
     """Whether a directory can be created at ``path``: probes its nearest existing ancestor by
     creating (and removing) a temporary directory, since ``os.access`` says yes to root even on a
     read-only mount or /proc."""
-    import tempfile
-
     probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     if not probe.is_dir():
         return False
@@ -124,13 +165,43 @@ def writable(path: Path) -> bool:
 
 # Preference layouts, KTO's unpaired records, and the SFT layouts (simpo_cli/data/sft.py).
 DATA_FORMATS = ("auto", "plain", "ultrafeedback", "sharegpt", "implicit", "unpaired", "messages", "alpaca")
-CHAT_TEMPLATE_MODES = ("auto", "always", "never")
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+CHAT_TEMPLATE_MODES = TEMPLATE_MODES  # data.chat_template, defined with the renderer that reads it
+DTYPES = tuple(TORCH_DTYPES)  # model.dtype / scorer.dtype, defined with the loader that maps them
+BACKENDS = ("transformers", "vllm")  # generation.backend
+
+
+def validate_generate_pairs(cfg) -> None:
+    """Raise ``ConfigError`` listing every problem in a composed ``generate-pairs`` config."""
+    g, problems = cfg.generation, []
+    if g.backend not in BACKENDS:
+        problems.append(f"unknown generation.backend '{g.backend}'; choose from: {', '.join(BACKENDS)}")
+    if g.n < 2:
+        problems.append(f"generation.n must be >= 2 (a pair needs two responses), got {g.n}")
+    if g.temperature <= 0:
+        problems.append(f"generation.temperature must be > 0 (greedy samples are all identical), got {g.temperature}")
+    if not 0 < g.top_p <= 1:
+        problems.append(f"generation.top_p must be in (0, 1], got {g.top_p}")
+    if g.top_k < 0:
+        problems.append(f"generation.top_k must be >= 0 (0 = off), got {g.top_k}")
+    for key in ("max_new_tokens", "max_prompt_length", "batch_size", "shard_size"):
+        if g[key] < 1:
+            problems.append(f"generation.{key} must be >= 1, got {g[key]}")
+    if cfg.scorer.batch_size < 1:
+        problems.append(f"scorer.batch_size must be >= 1, got {cfg.scorer.batch_size}")
+    if OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None:
+        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/prompts.jsonl")
+    # (A ``???`` in an option YAML does not override the schema's None when merged, hence no is_missing.)
+    if cfg.scorer.name_or_path is None and cfg.scorer.tiny is None:
+        problems.append(f"scorer '{cfg.scorer.name}' needs a model: scorer.name_or_path=<hub id or dir>")
+    if cfg.get("resume") not in (None, "auto", "never"):
+        problems.append(f"resume must be auto or never for generate-pairs, got '{cfg.resume}'")
+    if problems:
+        raise ConfigError(problems)
+
+
 
 
 def _local_missing(path: str | None) -> bool:
-    from simpo_cli.data.records import is_local, resolve_path
-
     return bool(path) and is_local(path) and not Path(resolve_path(path)).exists()
 
 
@@ -173,8 +244,43 @@ def common_problems(cfg) -> list[str]:
     return problems  # ``resume`` is checked with the run directory (reliability.resume_checkpoint)
 
 
-# Stage → validator; a new stage registers its own (falling back to ``validate_config``).
-VALIDATORS = {"train": validate_train}
+def validate_eval(cfg) -> None:
+    """Raise ``ConfigError`` listing every problem in a composed ``simpo eval`` config."""
+    problems = []
+    ev = cfg.eval
+    for name in ev.benchmarks:
+        if name not in cfg.benchmarks:
+            problems.append(f"eval.benchmarks: unknown benchmark '{name}'; choose from: "
+                            f"{', '.join(sorted(cfg.benchmarks))}")
+        elif cfg.benchmarks[name].format not in BENCHMARK_FORMATS:
+            problems.append(f"benchmarks.{name}.format must be one of {', '.join(BENCHMARK_FORMATS)}")
+    if ev.limit is not None and ev.limit < 1:
+        problems.append(f"eval.limit must be >= 1, got {ev.limit}")
+    if ev.max_new_tokens is not None and ev.max_new_tokens < 1:
+        problems.append(f"eval.max_new_tokens must be >= 1, got {ev.max_new_tokens}")
+    for key in ("batch_size", "generation_batch_size", "histogram_bins"):
+        if ev[key] < 1:
+            problems.append(f"eval.{key} must be >= 1, got {ev[key]}")
+    if ev.logps_path not in ("auto", "chunked", "plain"):
+        problems.append(f"eval.logps_path must be auto, chunked or plain, got '{ev.logps_path}'")
+    # run= brings its data
+    if ev.pairs and not cfg.get("run") and (OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None):
+        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl (or eval.pairs=false)")
+    j = cfg.judge
+    if j.reward_model:
+        if not j.baseline:
+            problems.append("judge.reward_model needs judge.baseline (an answers file to compare against)")
+        if j.benchmark not in ev.benchmarks:
+            problems.append(f"judge.benchmark '{j.benchmark}' is not in eval.benchmarks {list(ev.benchmarks)}")
+        if not 0 < j.confidence < 1:
+            problems.append(f"judge.confidence must be in (0, 1), got {j.confidence}")
+    if problems:
+        raise ConfigError(problems)
+
+
+# Stage → validator, run once by ``run/preflight.py`` before any run directory exists.
+VALIDATORS = {"train": validate_train, "sft": validate_sft, "generate-pairs": validate_generate_pairs,
+              "eval": validate_eval}
 
 
 def validate_config(cfg) -> None:
@@ -185,7 +291,15 @@ def validate_config(cfg) -> None:
 
 
 def validate_stage(stage: str, cfg) -> None:
-    """Run the stage's validator (``VALIDATORS``), ``validate_config`` for unregistered stages."""
+    """Raise ``ConfigError`` listing every problem of a composed stage config: the stage's own
+    validator (``VALIDATORS``) and the checks every stage shares (``common_problems``)."""
     if cfg.get("hparams") is not None:
         resolve_hparams(cfg)
-    VALIDATORS.get(stage, validate_config)(cfg)
+    problems: list[str] = []
+    try:
+        VALIDATORS.get(stage, validate_config)(cfg)
+    except ConfigError as e:
+        problems += e.problems
+    problems += common_problems(cfg)
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from simpo_cli.config.schema import DataConfig, HParams, ModelConfig, PathsConfig
 
@@ -49,7 +49,7 @@ class EvalOptions:
 
 
 @dataclass
-class ReferenceConfig:
+class EvalReferenceConfig:
     """The reference for KL (and for objectives whose reward needs one). ``name_or_path: null`` = the
     run's starting model (``simpo eval run=...``); without a run and without a path: no KL."""
 
@@ -80,7 +80,7 @@ class EvalConfig:
     data: DataConfig = MISSING
     objective: Any = MISSING
     hparams: HParams = MISSING
-    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    reference: EvalReferenceConfig = field(default_factory=EvalReferenceConfig)
     eval: EvalOptions = field(default_factory=EvalOptions)
     benchmarks: Dict[str, BenchmarkConfig] = field(default_factory=dict)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
@@ -88,8 +88,6 @@ class EvalConfig:
 
 
 def register_eval_configs(cs) -> None:
-    from omegaconf import OmegaConf
-
     # ${simpo.or:a,b}: a unless it is null/empty, else b (oc.select keeps an explicit null)
     OmegaConf.register_new_resolver("simpo.or", lambda a, b: a if a else b, replace=True)
     cs.store(name="base_eval", node=EvalConfig)

@@ -29,7 +29,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from simpo_cli.config.schema import CONF_DIR, register_configs
+from simpo_cli.config.schema import CONF_DIR
+from simpo_cli.config.store import register_configs
 from simpo_cli.objectives import get_objective
 
 log = logging.getLogger(__name__)

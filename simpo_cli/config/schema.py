@@ -14,7 +14,11 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# A stage whose options of a group live in their own directory: `simpo sft data=ultrachat` picks
+# conf/sft_data/ultrachat.yaml (placed at `data`), so each stage lists and accepts only its own.
+GROUP_DIRS = {"sft": {"data": "sft_data", "hparams": "sft_hparams"}}
 
 
 @dataclass
@@ -90,14 +94,10 @@ class DataConfig:
 
 
 @dataclass
-class HParams:
-    """The training recipe. ``beta`` (and ``gamma`` for SimPO) default to the chosen objective's
-    paper values (its YAML sets them); a preset or a command-line override replaces them."""
+class Recipe:
+    """What every training stage's recipe sets: optimiser, schedule, batch and sequence length
+    (``HParams`` for ``simpo train``, ``SFTHParams`` for ``simpo sft``)."""
 
-    beta: float = MISSING
-    gamma: Optional[float] = MISSING
-    # γ/β as in the official SimPO configs; when set it takes precedence: γ = ratio × β.
-    gamma_beta_ratio: Optional[float] = None
     learning_rate: float = 1e-6
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = 0.1
@@ -110,24 +110,25 @@ class HParams:
     # When set, accumulation = global_batch_size / (per_device_train_batch_size x world size).
     global_batch_size: Optional[int] = None
     max_length: int = 2048
+
+
+@dataclass
+class HParams(Recipe):
+    """The training recipe. ``beta`` (and ``gamma`` for SimPO) default to the chosen objective's
+    paper values (its YAML sets them); a preset or a command-line override replaces them."""
+
+    beta: float = MISSING
+    gamma: Optional[float] = MISSING
+    # γ/β as in the official SimPO configs; when set it takes precedence: γ = ratio × β.
+    gamma_beta_ratio: Optional[float] = None
     max_prompt_length: int = 1800
 
 
 @dataclass
-class SFTHParams:
-    """The SFT recipe (``simpo sft``): the fields of ``HParams`` that apply, plus packing."""
+class SFTHParams(Recipe):
+    """The SFT recipe (``simpo sft``): the shared recipe, plus packing."""
 
     learning_rate: float = 2e-5
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
-    num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    global_batch_size: Optional[int] = None
-    max_length: int = 2048
     # Padding-free packing: each micro-batch is one row of concatenated conversations whose
     # position_ids restart per conversation, so attention stays within a conversation.
     packing: bool = False
@@ -280,6 +281,7 @@ class SFTConfig:
     # Chat template for a tokenizer that has none (base models): `zephyr` (built in), a .jinja
     # file or a Jinja string. It is saved with the SFT model's tokenizer.
     default_chat_template: str = "zephyr"
+    resume: Optional[str] = None  # as TrainConfig.resume: auto | never/null | a checkpoint directory
 
 
 @dataclass
@@ -329,32 +331,28 @@ class GeneratePairsConfig:
     # Deterministic, so rerunning the same command resumes in the same directory.
     output_dir: str = MISSING
     overwrite: bool = False  # discard what output_dir holds and start again
+    # auto: continue the shards already in the run directory (rerunning the same command resumes);
+    # never: refuse a run directory that already holds shards (overwrite=true discards them)
+    resume: Optional[str] = "auto"
     progress_bar: bool = True
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
-def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent)."""
-    from simpo_cli.objectives import OBJECTIVES
-
-    cs = ConfigStore.instance()
+def register_schemas(cs: ConfigStore) -> None:
+    """Store the schemas of this module in ``cs`` (idempotent); ``config.store.register_configs``
+    stores every stage's."""
     cs.store(name="base_train", node=TrainConfig)
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="data", name="base_data", node=DataConfig)
     cs.store(group="hparams", name="base_hparams", node=HParams)
     cs.store(name="base_sft", node=SFTConfig)
-    cs.store(group="hparams", name="base_sft_hparams", node=SFTHParams)
+    cs.store(group="sft_hparams", name="base_sft_hparams", node=SFTHParams)
+    cs.store(group="sft_data", name="base_data", node=DataConfig)
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
     cs.store(name="base_generate_pairs", node=GeneratePairsConfig)
     cs.store(group="scorer", name="base_scorer", node=ScorerConfig)
     cs.store(group="distributed", name="base_distributed", node=DistributedConfig)
     cs.store(group="adapter", name="base_adapter", node=AdapterConfig)
-    for name, spec in OBJECTIVES.items():
-        # Not in the "objective" group itself, so `objective=glob(*)` sweeps only the YAML options.
-        cs.store(group="objective_schema", name=name, node=spec.params)
-    from simpo_cli.config.eval import register_eval_configs  # simpo eval
-
-    register_eval_configs(cs)
 
 
 def group_options(group: str) -> list[str]:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from simpo_cli.data.cache import cached_dataset
-from simpo_cli.data.records import detect_format, is_local, normalise, read_records, resolve_path
+from simpo_cli.data.cache import cached_dataset, data_fingerprint, tokenizer_fingerprint  # noqa: F401 (re-exported)
+from simpo_cli.data.records import detect_format, normalise, read_records
 from simpo_cli.data.sft import looks_like_sft
 from simpo_cli.data.tokenize import encode_pair, truncate, uses_template
 from simpo_cli.errors import DataError, UserError
@@ -43,29 +41,6 @@ class DataStats:
     def from_dict(cls, d: dict) -> "DataStats":
         return cls(d["records"], d["kept"], Counter(d["dropped"]), d["prompt_truncated"],
                    d["response_truncated"], d.get("prompt_longer_than_max_length", 0))
-
-
-def data_fingerprint(data_cfg, split: str) -> str:
-    """Content hash of a local file, or ``id[split]`` for a Hub dataset."""
-    if is_local(data_cfg.path):
-        file = Path(resolve_path(data_cfg.path))
-        if file.is_file():
-            return "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()
-        if file.is_dir():  # a directory of JSONL shards: hash names and contents in order
-            from simpo_cli.data.records import jsonl_shards
-
-            digest = hashlib.sha256()
-            for shard in jsonl_shards(file):
-                digest.update(shard.name.encode() + b"\0" + shard.read_bytes() + b"\0")
-            return "sha256:" + digest.hexdigest()
-    return f"hub:{data_cfg.path}[{split}]"
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    from datasets.fingerprint import Hasher
-
-    return Hasher.hash((tokenizer.get_vocab(), tokenizer.chat_template, tokenizer.bos_token_id,
-                        tokenizer.eos_token_id))
 
 
 def _pair_problem(pair: dict, c, fmt: str) -> tuple[str, str] | None:

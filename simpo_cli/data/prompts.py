@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from simpo_cli.data.records import _message, read_records
+from simpo_cli.data.records import as_message, read_records
 from simpo_cli.errors import DataError
 
 
@@ -48,7 +48,7 @@ def prompt_messages(record: dict, fmt: str, columns, source: str, index: int) ->
         turns = [{"role": "user", "content": turns}]
     if not isinstance(turns, list) or not turns:
         raise DataError(source, index, field, "missing prompt (expected a string or a non-empty message list)")
-    messages = [_message(t, source, index, field) for t in turns]
+    messages = [as_message(t, source, index, field) for t in turns]
     if messages[-1]["role"] != "user":
         raise DataError(source, index, field, "the prompt must end with a user turn")
     return messages

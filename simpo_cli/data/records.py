@@ -20,8 +20,11 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
+
+import datasets
 
 from simpo_cli.errors import DataError, UserError
 
@@ -50,8 +53,6 @@ def read_records(path: str, split: str) -> tuple[Iterable[dict], str]:
     """
     resolved = resolve_path(path)
     if not is_local(path):
-        import datasets
-
         return datasets.load_dataset(resolved, split=split), f"{resolved}[{split}]"
     file = Path(resolved)
     if file.is_dir():
@@ -59,8 +60,6 @@ def read_records(path: str, split: str) -> tuple[Iterable[dict], str]:
     if not file.is_file():
         raise UserError(f"data file not found: {file}")
     if file.suffix == ".parquet":
-        import datasets
-
         return datasets.load_dataset("parquet", data_files=str(file), split="train"), str(file)
     text = file.read_text(encoding="utf-8")
     if file.suffix == ".jsonl" or not text.lstrip().startswith("["):
@@ -139,13 +138,24 @@ def split_implicit(chosen: str, rejected: str, source: str, index: int, columns:
     return prompt, answers[0], answers[1]
 
 
-def _text(value: Any, source: str, index: int, field: str) -> str:
+def count_drop(dropped: Counter, reason: str, data_cfg, source: str, index: int) -> None:
+    """Count a record that cannot train under ``reason``; with ``data.strict=true`` stop on it
+    instead (``DataError`` naming the source and record)."""
+    if data_cfg.strict:
+        raise DataError(source, index, None, f"{reason} (data.strict=true)")
+    dropped[reason] += 1
+
+
+def as_text(value: Any, source: str, index: int, field: str) -> str:
+    """``value`` if it is a string, else ``DataError`` naming the source, record and field."""
     if not isinstance(value, str):
         raise DataError(source, index, field, f"expected a string, got {type(value).__name__}")
     return value
 
 
-def _message(turn: Any, source: str, index: int, field: str) -> dict:
+def as_message(turn: Any, source: str, index: int, field: str) -> dict:
+    """A ``{role, content}`` message from an OpenAI-style or ShareGPT (``from``/``value``) turn;
+    ``DataError`` naming the source, record and field otherwise."""
     if not isinstance(turn, dict):
         raise DataError(source, index, field, "expected a message object")
     role = turn.get("role", SHAREGPT_ROLES.get(turn.get("from")))
@@ -168,34 +178,34 @@ def normalise(record: dict, fmt: str, columns: Any, source: str, index: int) -> 
     """
     c = columns
     if fmt == "plain":
-        prompt = [{"role": "user", "content": _text(_field(record, c.prompt, source, index),
+        prompt = [{"role": "user", "content": as_text(_field(record, c.prompt, source, index),
                                                    source, index, c.prompt)}]
-        chosen = _text(_field(record, c.chosen, source, index), source, index, c.chosen)
-        rejected = _text(_field(record, c.rejected, source, index), source, index, c.rejected)
+        chosen = as_text(_field(record, c.chosen, source, index), source, index, c.chosen)
+        rejected = as_text(_field(record, c.rejected, source, index), source, index, c.rejected)
     elif fmt == "ultrafeedback":
         turns = {}
         for name in (c.chosen, c.rejected):
             value = _field(record, name, source, index)
             if not isinstance(value, list) or not value:
                 raise DataError(source, index, name, "expected a non-empty message list")
-            turns[name] = [_message(t, source, index, name) for t in value]
+            turns[name] = [as_message(t, source, index, name) for t in value]
             if turns[name][-1]["role"] != "assistant":
                 raise DataError(source, index, name, "the last message must be the assistant's")
         prompt = turns[c.chosen][:-1]
         if not prompt and c.prompt in record:
-            prompt = [{"role": "user", "content": _text(record[c.prompt], source, index, c.prompt)}]
+            prompt = [{"role": "user", "content": as_text(record[c.prompt], source, index, c.prompt)}]
         chosen, rejected = turns[c.chosen][-1]["content"], turns[c.rejected][-1]["content"]
     elif fmt == "sharegpt":
         history = _field(record, c.conversations, source, index)
         if not isinstance(history, list) or not history:
             raise DataError(source, index, c.conversations, "expected a non-empty turn list")
-        prompt = [_message(t, source, index, c.conversations) for t in history]
-        chosen = _message(_field(record, c.chosen, source, index), source, index, c.chosen)["content"]
-        rejected = _message(_field(record, c.rejected, source, index), source, index,
+        prompt = [as_message(t, source, index, c.conversations) for t in history]
+        chosen = as_message(_field(record, c.chosen, source, index), source, index, c.chosen)["content"]
+        rejected = as_message(_field(record, c.rejected, source, index), source, index,
                             c.rejected)["content"]
     elif fmt == "implicit":
-        chosen = _text(_field(record, c.chosen, source, index), source, index, c.chosen)
-        rejected = _text(_field(record, c.rejected, source, index), source, index, c.rejected)
+        chosen = as_text(_field(record, c.chosen, source, index), source, index, c.chosen)
+        rejected = as_text(_field(record, c.rejected, source, index), source, index, c.rejected)
         prompt, chosen, rejected = split_implicit(chosen, rejected, source, index, c)
     else:
         raise UserError(f"unknown data.format '{fmt}'; choose from: auto, plain, ultrafeedback, sharegpt, implicit")

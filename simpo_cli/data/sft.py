@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jinja2 import TemplateError
 
-from simpo_cli.data.cache import cached_dataset
-from simpo_cli.data.records import _message, read_records
+from simpo_cli.data.cache import cached_dataset, data_fingerprint, tokenizer_fingerprint
+from simpo_cli.data.records import as_message, count_drop, read_records
 from simpo_cli.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def to_messages(record: dict, fmt: str, columns: Any, source: str, index: int) -
         turns = record.get(name)
         if not isinstance(turns, list) or not turns:
             raise DataError(source, index, name, "expected a non-empty message list")
-        messages = [_message(t, source, index, name) for t in turns]
+        messages = [as_message(t, source, index, name) for t in turns]
         system = record.get("system")  # LLaMA-Factory's ShareGPT layout keeps it beside the turns
         if isinstance(system, str) and system and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system})
@@ -160,8 +161,6 @@ def encode_conversation(messages: list[dict], tokenizer) -> SFTTokens:
     mask is exact. Works for any template that renders a conversation as a prefix of its
     continuation (Zephyr, Llama-3, Mistral, Gemma, ChatML); raises ``ValueError`` otherwise.
     """
-    from jinja2 import TemplateError
-
     def render(turns: list[dict], generation_prompt: bool = False) -> str:
         try:
             return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
@@ -249,9 +248,7 @@ def _tokenize_all(records, source: str, data_cfg, tokenizer, max_length: int) ->
             if not learn:
                 reason = "no assistant tokens left after truncation to max_length"
         if reason:
-            if data_cfg.strict:
-                raise DataError(source, index, None, f"{reason} (data.strict=true)")
-            stats.dropped[reason] += 1
+            count_drop(stats.dropped, reason, data_cfg, source, index)
             continue
         stats.tokens += len(tokens.input_ids)
         stats.assistant_tokens += learn
@@ -272,8 +269,6 @@ def build_sft_dataset(data_cfg, tokenizer, max_length: int, cache_dir: str | Non
     Cached under ``cache_dir/tokenized-sft/<key>`` (data + tokenizer/template fingerprint + every
     setting that changes the tokens). Returns ``(dataset, stats)``.
     """
-    from simpo_cli.data.preference import data_fingerprint, tokenizer_fingerprint
-
     split = split or data_cfg.split
     key = {
         "v": CACHE_VERSION, "data": data_fingerprint(data_cfg, split), "tok": tokenizer_fingerprint(tokenizer),

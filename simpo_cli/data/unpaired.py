@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import logging
 
-from simpo_cli.data.preference import (DataStats, build_preference_dataset, data_fingerprint,
-                                       tokenizer_fingerprint)
 from simpo_cli.data.cache import cached_dataset
-from simpo_cli.data.records import _message, _text, read_records
+from simpo_cli.data.preference import DataStats, build_preference_dataset, data_fingerprint, tokenizer_fingerprint
+from simpo_cli.data.records import as_message, as_text, count_drop, read_records
 from simpo_cli.data.tokenize import encode_pair, truncate, uses_template
 from simpo_cli.errors import DataError, UserError
+from simpo_cli.objectives import OBJECTIVES
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = "1"
@@ -58,15 +58,15 @@ def normalise_unpaired(record: dict, columns, source: str, index: int) -> dict:
         if isinstance(prompt, str):
             prompt = [{"role": "user", "content": prompt}]
         elif isinstance(prompt, list) and prompt:
-            prompt = [_message(t, source, index, columns.prompt) for t in prompt]
+            prompt = [as_message(t, source, index, columns.prompt) for t in prompt]
         else:
             raise DataError(source, index, columns.prompt, "expected a string or a non-empty message list")
-        completion = _text(record[COMPLETION], source, index, COMPLETION)
+        completion = as_text(record[COMPLETION], source, index, COMPLETION)
     elif MESSAGES in record:
         turns = record[MESSAGES]
         if not isinstance(turns, list) or len(turns) < 2:
             raise DataError(source, index, MESSAGES, "expected a conversation of at least two messages")
-        turns = [_message(t, source, index, MESSAGES) for t in turns]
+        turns = [as_message(t, source, index, MESSAGES) for t in turns]
         if turns[-1]["role"] != "assistant":
             raise DataError(source, index, MESSAGES, "the last message must be the assistant's")
         prompt, completion = turns[:-1], turns[-1]["content"]
@@ -101,9 +101,7 @@ def _tokenize_all(records, source, data_cfg, tokenizer, hp):
             if not tokens.chosen:
                 reason = "no response tokens left after truncation to max_length"
         if reason:
-            if data_cfg.strict:
-                raise DataError(source, index, None, f"{reason} (data.strict=true)")
-            stats.dropped[reason] += 1
+            count_drop(stats.dropped, reason, data_cfg, source, index)
             continue
         cols["prompt_input_ids"].append(tokens.prompt)
         cols["chosen_input_ids"].append(tokens.chosen if rec["label"] else [])
@@ -146,8 +144,6 @@ def build_dataset(data_cfg, tokenizer, hp, cache_dir: str | None, spec, split: s
     if not is_unpaired(data_cfg, split):
         return build_preference_dataset(data_cfg, tokenizer, hp, cache_dir, split=split)
     if not spec.accepts_unpaired:
-        from simpo_cli.objectives import OBJECTIVES
-
         ok = ", ".join(sorted(n for n, s in OBJECTIVES.items() if s.accepts_unpaired))
         raise UserError(f"{data_cfg.path}: unpaired records (completion + label) train only with "
                         f"objective={ok}; objective '{spec.name}' needs chosen/rejected pairs")

@@ -11,6 +11,8 @@ import json
 import logging
 from pathlib import Path
 
+from transformers import AutoTokenizer
+
 from simpo_cli.errors import DataError, UserError
 from simpo_cli.evaluation.metrics import bootstrap_ci, win_rate
 from simpo_cli.models.reward import RewardModel, load_reward_model
@@ -62,8 +64,6 @@ class RewardModelJudge:
     kept for compatibility and does not change the scores."""
 
     def __init__(self, path: str, max_length: int = 2048, batch_size: int = 4, device: str = "cpu"):
-        from transformers import AutoTokenizer
-
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
         except OSError as e:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 
 from simpo_cli.errors import UserError
 
@@ -103,8 +104,6 @@ def quantization_config(adapter_cfg):
     why = qlora_unavailable()
     if why:
         raise UserError(why)
-    from transformers import BitsAndBytesConfig
-
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=adapter_cfg.bnb_4bit_quant_type,
                               bnb_4bit_compute_dtype=COMPUTE_DTYPES[adapter_cfg.bnb_4bit_compute_dtype],
                               bnb_4bit_use_double_quant=adapter_cfg.bnb_4bit_use_double_quant)
@@ -148,8 +147,6 @@ def check_before_loading(model_cfg, adapter_cfg, location: str) -> None:
     Silent when the config cannot be read that way (loading then reports the problem)."""
     if not enabled(adapter_cfg):
         return
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     try:
         config = AutoConfig.from_pretrained(location, revision=model_cfg.get("revision"),
                                             trust_remote_code=model_cfg.get("trust_remote_code", False))

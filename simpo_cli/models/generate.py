@@ -20,11 +20,13 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import LogitsProcessor
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper,
+                          TopKLogitsWarper, TopPLogitsWarper)
 
 from simpo_cli.data.templates import prompt_ids
 from simpo_cli.errors import UserError
 from simpo_cli.models.invariance import one_cpu_thread
+from simpo_cli.models.loading import tokenizer_location
 
 log = logging.getLogger(__name__)
 MASK32 = 0xFFFFFFFF
@@ -112,8 +114,6 @@ def _eos_ids(model, tokenizer) -> list[int]:
 
 def sampling_warpers(temperature: float, top_p: float, top_k: int) -> list:
     """transformers' own sampling warpers, in its order: temperature, top-k, top-p."""
-    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-
     warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
     if top_k > 0:
         warpers.append(TopKLogitsWarper(top_k))
@@ -137,8 +137,6 @@ class Sampler:
     """
 
     def __init__(self, model, tokenizer, eos_ids: list[int] | None = None):
-        from transformers import LogitsProcessorList
-
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = next(model.parameters()).device
         self.eos = eos_ids if eos_ids else _eos_ids(model, tokenizer)
@@ -149,8 +147,6 @@ class Sampler:
     def sample(self, prompt: list[int], keys: list[int], *, temperature: float, max_new_tokens: int,
                top_p: float = 1.0, top_k: int = 0) -> list[Sample]:
         """``len(keys)`` ``Sample``s of ``prompt``, in key order."""
-        from transformers import GenerationConfig
-
         input_ids = torch.tensor([prompt] * len(keys), dtype=torch.long, device=self.device)
         config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                                   eos_token_id=self.eos, pad_token_id=self.pad)
@@ -207,10 +203,8 @@ class VLLMBackend:
         if model_cfg.name_or_path is None:
             raise UserError("generation.backend=vllm needs model.name_or_path (the tiny model is "
                             "transformers-only)")
-        from simpo_cli.models.loading import _tokenizer_location
-
         self.gen = gen
-        self.llm = LLM(model=model_cfg.name_or_path, tokenizer=_tokenizer_location(model_cfg),
+        self.llm = LLM(model=model_cfg.name_or_path, tokenizer=tokenizer_location(model_cfg),
                        revision=model_cfg.revision, dtype=model_cfg.dtype, seed=seed,
                        trust_remote_code=model_cfg.trust_remote_code,
                        gpu_memory_utilization=gen.vllm_gpu_memory_utilization,

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from simpo_cli.errors import UserError
+from simpo_cli.files import META_FILE, MODEL_DIR
 from simpo_cli.models import smollm2
 from simpo_cli.models.adapters import (base_model_config, check_before_loading, is_adapter_dir, load_merged,
                                       quantization_config)
@@ -29,9 +31,9 @@ def run_model_dir(name_or_path: str | None) -> Path | None:
     if not name_or_path:
         return None
     path = Path(name_or_path).expanduser()
-    if (path / "meta.json").is_file() and _saved_model(path / "model"):
-        return path / "model"
-    if _saved_model(path) and (path.parent / "meta.json").is_file():
+    if (path / META_FILE).is_file() and _saved_model(path / MODEL_DIR):
+        return path / MODEL_DIR
+    if _saved_model(path) and (path.parent / META_FILE).is_file():
         return path
     return None
 
@@ -77,7 +79,7 @@ def name_trained_model(model_cfg) -> None:
         model_cfg.name = name
 
 
-def _tokenizer_location(model_cfg) -> str:
+def tokenizer_location(model_cfg) -> str:
     # A simpo run's model carries the tokenizer (and chat template) it was trained with: it wins
     # over the preset's model.tokenizer, so `simpo sft`'s template reaches train/eval unchanged.
     run_model = run_model_dir(model_cfg.name_or_path)
@@ -102,9 +104,7 @@ def _tokenizer_location(model_cfg) -> str:
 def load_tokenizer(model_cfg):
     """``AutoTokenizer`` from ``model.tokenizer`` (or ``model.name_or_path``); ``model.chat_template``
     replaces its template; a missing pad token becomes the EOS token (padding is always masked)."""
-    from transformers import AutoTokenizer
-
-    loc = _tokenizer_location(model_cfg)
+    loc = tokenizer_location(model_cfg)
     try:
         tok = AutoTokenizer.from_pretrained(loc, revision=model_cfg.revision,
                                             trust_remote_code=model_cfg.trust_remote_code)
@@ -155,8 +155,6 @@ def attention_implementation(requested: str | None) -> str | None:
 def build_tiny_model(tiny_cfg, tokenizer):
     """A randomly initialised model from ``model.tiny``; ``tiny.seed`` makes the weights identical
     on every call and machine (CPU float32)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     kwargs = dict(
         vocab_size=len(tokenizer), hidden_size=tiny_cfg.hidden_size,
         intermediate_size=tiny_cfg.intermediate_size, num_hidden_layers=tiny_cfg.num_hidden_layers,
@@ -179,8 +177,6 @@ def load_model(model_cfg, tokenizer, adapter_cfg=None):
     attention implementation, or the tiny model when ``name_or_path`` is null. A LoRA run's
     adapter (``name_or_path`` = its run or ``model/``) is loaded onto its base and merged;
     ``adapter_cfg`` = qlora loads the base in 4-bit (simpo_cli/models/adapters.py)."""
-    from transformers import AutoModelForCausalLM
-
     if is_adapter_dir(model_location(model_cfg)):
         location = model_location(model_cfg)
         return load_merged(load_model(base_model_config(location, model_cfg), tokenizer, adapter_cfg), location)

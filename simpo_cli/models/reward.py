@@ -13,10 +13,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from simpo_cli.data.tokenize import plain_prompt
+from simpo_cli.data.tokenize import plain_prompt, uses_template
 from simpo_cli.errors import UserError
 from simpo_cli.models.invariance import one_cpu_thread
+from simpo_cli.models.loading import DTYPES, load_tokenizer
 
 DROP_IDENTICAL = "all candidates identical"
 DROP_FEW = "fewer than 2 distinct non-empty candidates"
@@ -68,8 +70,6 @@ def select_pair(texts: list[str], scores: list[float]) -> Selection:
 def build_tiny_reward_model(tiny_cfg, tokenizer):
     """A randomly initialised ``*ForSequenceClassification`` (one output) from ``scorer.tiny``;
     seeded like ``modeling.build_tiny_model``, so its scores are identical on every build."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
     config = AutoConfig.for_model(
         tiny_cfg.architecture, vocab_size=len(tokenizer), hidden_size=tiny_cfg.hidden_size,
         intermediate_size=tiny_cfg.intermediate_size, num_hidden_layers=tiny_cfg.num_hidden_layers,
@@ -105,10 +105,6 @@ def load_reward_model(name_or_path: str, *, what: str, dtype: str = "float32", r
     """``AutoModelForSequenceClassification.from_pretrained`` in evaluation mode. ``what`` names the
     config group in errors (``scorer``, ``judge``). Raises ``UserError`` for an unknown dtype or a
     model that cannot be loaded."""
-    from transformers import AutoModelForSequenceClassification
-
-    from simpo_cli.models.loading import DTYPES
-
     if dtype not in DTYPES:
         raise UserError(f"{what}.dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     kwargs = {"dtype": DTYPES[dtype], "revision": revision, "trust_remote_code": trust_remote_code}
@@ -175,9 +171,6 @@ class RewardModelScorer:
     share a generation batch, or on the thread count."""
 
     def __init__(self, cfg, device: torch.device | str = "cpu"):
-        from simpo_cli.data.tokenize import uses_template
-        from simpo_cli.models.loading import load_tokenizer
-
         self.cfg = cfg
         tokenizer = load_tokenizer(cfg)  # ScorerConfig has ModelConfig's tokenizer fields
         self.template = uses_template(tokenizer, "auto")

@@ -25,6 +25,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from simpo_cli.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -82,9 +85,6 @@ def convert(gguf: Path, out: Path) -> None:
     tokenizer into ``out``, atomically. The GGUF-loaded model's weights are moved into a model
     built from its config, because ``save_pretrained`` refuses a GGUF-loaded model; the tied LM
     head stays tied (``tie_word_embeddings`` comes with the config)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     log.info("converting %s to a safetensors checkpoint in %s (once)", gguf.name, out)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)

@@ -16,12 +16,21 @@ and runs the stage in place, so nothing re-launches twice. Started by ``torchrun
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
+
+import torch
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from simpo_cli.files import write_atomic
+from simpo_cli.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +61,6 @@ def mixed_precision(trainer_cfg) -> str:
 
 def num_processes(cfg) -> int:
     """``distributed.num_processes``, or one per visible GPU (at least 1) when it is ``null``."""
-    import torch
-
     n = cfg.distributed.num_processes
     return n if n is not None else max(torch.cuda.device_count(), 1)
 
@@ -64,11 +71,6 @@ def accelerate_config(cfg) -> dict:
     (``trainer.use_cpu`` or no GPU) and ``main_process_port`` (0: a free one).
 
     Raises ``UserError`` when the option has no accelerate block (``distributed=none``)."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from simpo_cli.errors import UserError
-
     dist = cfg.distributed
     if dist.get("accelerate") is None:
         raise UserError(f"distributed={dist.name} has no accelerate config (distributed.accelerate is null)")
@@ -86,12 +88,6 @@ def check_environment(cfg) -> None:
     """Refuse, in one line, what would otherwise fail later in every process: FSDP and DeepSpeed
     without a GPU (accelerate's plugins need a CUDA device; on CPU use ``distributed=ddp``), and
     DeepSpeed without the ``deepspeed`` package. Raises ``UserError``."""
-    import importlib.util
-
-    import torch
-
-    from simpo_cli.errors import UserError
-
     acc = cfg.distributed.get("accelerate") or {}
     kind = acc.get("distributed_type")
     if kind in ("FSDP", "DEEPSPEED") and (cfg.trainer.use_cpu or not torch.cuda.is_available()):
@@ -103,10 +99,6 @@ def check_environment(cfg) -> None:
 
 def write_accelerate_config(cfg, path: Path) -> dict:
     """Write ``accelerate_config(cfg)`` as YAML to ``path`` (atomically); returns the dict."""
-    import yaml
-
-    from simpo_cli.run.rundir import write_atomic
-
     acc = accelerate_config(cfg)
     write_atomic(Path(path), yaml.safe_dump(acc, sort_keys=False))
     return acc
@@ -115,8 +107,6 @@ def write_accelerate_config(cfg, path: Path) -> dict:
 def _override_value(text: str) -> str:
     # Quoted, so a path with spaces or '=' is one Hydra value.
     if "'" in text or "\\" in text:
-        from simpo_cli.errors import UserError
-
         raise UserError(f"the run directory may not contain quotes or backslashes: {text}")
     return f"'{text}'"
 
@@ -135,8 +125,6 @@ def relaunch(stage: str, cfg) -> None:
     """Run ``stage`` on ``cfg.distributed``'s processes and wait; the current Hydra job's run
     directory and task overrides are handed to every process. Exits with the launcher's status if
     it fails (the processes print their own errors)."""
-    from hydra.core.hydra_config import HydraConfig
-
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir).resolve()
     config_file = run_dir / "accelerate.yaml"

@@ -7,7 +7,7 @@ its own multi-line error with exit code 1).
 - ``run_dir=DIR`` is accepted as a friendlier spelling of ``hydra.run.dir=DIR``;
 - Hydra's compose errors (unknown group option, misspelled key, wrong type, bad override syntax)
   become one line each; every bad override is reported, not just the first;
-- the composed config goes through the stage's validator (``validate.VALIDATORS``), plus the run
+- the composed config goes through the stage's validator (``config/checks.VALIDATORS``), plus the run
   directory checks (``resume``, existing checkpoints, writability);
 - for a single run the run directory is resolved once and pinned (``hydra.run.dir=<resolved>``),
   so the CLI knows whether it created it and can remove it if the job fails on a user mistake;
@@ -17,12 +17,27 @@ its own multi-line error with exit code 1).
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import MissingConfigException, OverrideParseException
+from omegaconf import OmegaConf
+
+from simpo_cli.config.checks import group_overrides, validate_stage, writable
+from simpo_cli.config.schema import CONF_DIR, group_options
+from simpo_cli.config.store import register_configs
 from simpo_cli.errors import ConfigError, UserError
+from simpo_cli.files import CHECKPOINTS_DIR, META_FILE
+from simpo_cli.run.rundir import RunRecord
+from simpo_cli.training.reliability import resume_checkpoint
 
 # Hydra flags that take a value (everything else starting with '-' is a bare flag).
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
@@ -43,6 +58,7 @@ class Plan:
     existed: bool = True
     root: Path | None = None  # the nearest ancestor of run_dir that existed before the command
     cfg: object = None
+    validated: bool = True  # False: the job validates itself (search sweeps, whose trials are not known yet)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -63,10 +79,57 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def translate_run_dir(args: list[str]) -> list[str]:
-    """``run_dir=DIR`` → ``hydra.run.dir=DIR`` (and ``hydra.sweep.dir`` under ``-m``)."""
+    """``run_dir=DIR`` → ``hydra.run.dir=DIR`` (and ``hydra.sweep.dir`` under ``-m``), for every stage.
+    ``output_dir=DIR`` (generate-pairs' former spelling) still works, with a deprecation line."""
     multirun = bool({"-m", "--multirun"} & set(args))
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    return [f"{key}={a.split('=', 1)[1]}" if a.startswith("run_dir=") else a for a in args]
+    out = []
+    for a in args:
+        if a.startswith("output_dir=") and not multirun and not any(b.startswith("run_dir=") for b in args):
+            print(f"simpo: note: output_dir= is deprecated; use run_dir={a.split('=', 1)[1]}", file=sys.stderr)
+            out.append(a)  # keeps cfg.output_dir in step with the run directory
+            a = "run_dir=" + a.split("=", 1)[1]
+        out.append(f"{key}={a.split('=', 1)[1]}" if a.startswith("run_dir=") else a)
+    return out
+
+
+def handoff_overrides(config_name: str, args: list[str]) -> list[str]:
+    """A stage's output is its run directory, and the next stage takes it as the input it provides,
+    the same way for every stage: ``model=<sft or train run>`` (the run's ``model/``, on the run's
+    model preset) and ``data=<generate-pairs run>`` (its pairs); ``simpo eval model=<train run>``
+    evaluates that run (its config supplies the defaults). The former spellings still work:
+    ``model.name_or_path=<run>``, ``data=generated data.path=<run>``, and eval's ``run=<run>`` (with
+    a deprecation line)."""
+    out = []
+    for a in args:
+        key, sep, value = a.partition("=")
+        record = _run_record(value) if sep and key in ("model", "data") else None
+        if record is None:
+            if key == "run" and sep and value and config_name == "eval":
+                print(f"simpo: note: run= is deprecated; use model={value}", file=sys.stderr)
+            out.append(a)
+            continue
+        stage, where = record.meta.get("stage"), quote(str(record.path))
+        if key == "model" and config_name == "eval" and stage == "train":
+            out.append(f"run={where}")
+        elif key == "model" and record.model_dir.is_dir():
+            saved = record.config()
+            preset = saved.get("model", {}).get("name") if saved is not None else None
+            out += ([f"model={preset}"] if preset in group_options("model") else []) + [f"model.name_or_path={where}"]
+        elif key == "data" and stage == "generate-pairs":
+            out += ["data=generated", f"data.path={where}"]
+        else:
+            raise ConfigError([f"{a}: this {stage or 'simpo'} run directory has no {key} to give "
+                               f"(model=<sft or train run>, data=<generate-pairs run>)"])
+    return out
+
+
+def _run_record(value: str) -> RunRecord | None:
+    """The run directory ``value`` names, if it is one (it holds ``meta.json``); else ``None``."""
+    if not value or "," in value or not ("/" in value or value.startswith(".")):
+        return None  # a group option name (or a sweep of them), not a path
+    path = Path(value).expanduser()
+    return RunRecord.read(path.absolute()) if (path / META_FILE).is_file() else None
 
 
 def quote(value: str) -> str:
@@ -78,8 +141,6 @@ def quote(value: str) -> str:
 
 def hydra_error_line(e: BaseException) -> str:
     """One line for a Hydra/OmegaConf compose error."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-
     if isinstance(e, MissingConfigException):
         m = re.search(r"Could not find '([^']+)'", str(e))
         missing = m.group(1) if m else (e.missing_cfg_file or "?")
@@ -112,11 +173,6 @@ def _close_key(e, parent: str, leaf: str) -> str | None:
 
 
 def _compose(config_name: str, overrides: list[str], hydra_cfg: bool = False):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from simpo_cli.config.schema import CONF_DIR, register_configs
-
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -155,19 +211,15 @@ def compose_config(config_name: str, overrides: list[str], hydra_cfg: bool = Fal
 
 def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
     """Checks that need the run directory: ``resume`` and an existing run's checkpoints."""
-    from simpo_cli.training.reliability import resume_checkpoint
-
     problems = []
     resume = cfg.get("resume")
     if resume == "auto" and not explicit:
         problems.append("resume=auto needs the run directory to continue: add run_dir=<dir>")
     else:
         try:
-            resume_checkpoint(resume, run_dir / "checkpoints")
+            resume_checkpoint(resume, run_dir / CHECKPOINTS_DIR)
         except UserError as e:
             problems.append(str(e))
-    from simpo_cli.config.checks import writable
-
     if explicit and not writable(run_dir):  # else it lies under paths.output_root, checked already
         problems.append(f"run directory is not writable: {run_dir}")
     return problems
@@ -176,10 +228,6 @@ def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
 def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
     """The stage validator's problems, as a list (empty: valid). Its warnings are muted unless
     ``warn`` (the job validates again inside Hydra, where they are logged once)."""
-    import logging
-
-    from simpo_cli.config.checks import validate_stage
-
     logger = logging.getLogger("simpo_cli")
     level = logger.level
     if not warn:
@@ -197,9 +245,7 @@ def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
 
 def preflight(stage: str, config_name: str, args: list[str], warn: bool = False) -> Plan:
     """Compose + validate before Hydra starts the job. Raises ``ConfigError`` (all problems)."""
-    from omegaconf import OmegaConf
-
-    args = translate_run_dir(args)
+    args = group_overrides(config_name, handoff_overrides(config_name, translate_run_dir(args)))
     flags, overrides = split_args(args)
     if _NO_RUN_FLAGS & set(flags):
         if {"--cfg", "-c"} & set(flags):
@@ -212,9 +258,12 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
         run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir")).expanduser().absolute()
     except Exception as e:  # noqa: BLE001 - a bad interpolation in paths.* or hydra.run.dir
         raise ConfigError([f"hydra.run.dir: {hydra_error_line(e)}"]) from None
+    # A run directory a rerun finds again: given on the command line, or not time-stamped
+    # (generate-pairs' is named after its settings), so resume=auto can continue it.
+    stamped = "${now:" in str(OmegaConf.to_container(cfg.hydra.run, resolve=False).get("dir", ""))
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.set_struct(cfg, True)
-    explicit = any(o.startswith("hydra.run.dir=") for o in overrides)
+    explicit = any(o.startswith("hydra.run.dir=") for o in overrides) or not stamped
     problems = validate_composed(stage, cfg, warn) + run_dir_problems(cfg, run_dir, explicit)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
@@ -225,14 +274,6 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
 
 def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: list[str],
                      warn: bool = False) -> Plan:
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from simpo_cli.config.schema import CONF_DIR, register_configs
-
     try:
         register_configs()
         GlobalHydra.instance().clear()
@@ -241,7 +282,7 @@ def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: l
             loader = GlobalHydra.instance().config_loader()
             parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
             if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
-                return Plan(args)  # interval/range for a search sweeper (Optuna): each trial validates itself
+                return Plan(args, validated=False)  # interval/range for a search sweeper (Optuna)
             jobs = BasicSweeper.split_arguments(parsed, None)[0]
     except Exception as e:  # noqa: BLE001
         if os.environ.get("SIMPO_DEBUG"):

@@ -12,6 +12,7 @@ Outputs (all written atomically into ``out_dir``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -19,11 +20,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+from transformers import set_seed
 
-from simpo_cli.evaluation import metrics as M
-from simpo_cli.errors import ConfigError, UserError
-from simpo_cli.run.rundir import RunDir, write_atomic, write_json
+from simpo_cli.config.checks import resolve_hparams
+from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
+from simpo_cli.data.tokenize import uses_template
+from simpo_cli.errors import UserError
+from simpo_cli.evaluation import benchmarks as B, metrics as M, plots
+from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
+from simpo_cli.models.invariance import one_cpu_thread
+from simpo_cli.files import MODEL_DIR
+from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
+from simpo_cli.objectives import OBJECTIVES, PreferenceLogps, get_objective
+from simpo_cli.run.rundir import RunDir, RunRecord, open_run, write_atomic, write_json
+from simpo_cli.training.common import objective_kwargs
+from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)
 SECTIONS = ("model", "data", "objective", "hparams")
@@ -49,16 +63,14 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
     ``None`` without a run. Raises ``UserError`` for a missing or unfinished run."""
     if not cfg.get("run"):
         return None
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    run = Path(cfg.run).resolve()
-    if not (run / "config.yaml").is_file():
+    record = RunRecord.read(Path(cfg.run).resolve())
+    run, meta = record.path, record.meta
+    if not record.config_path.is_file():
         raise UserError(f"run={run}: no config.yaml there; pass a `simpo train` run directory")
-    meta = json.loads((run / "meta.json").read_text()) if (run / "meta.json").is_file() else {}
-    if not (run / "model").is_dir():
+    if not record.model_dir.is_dir():
         raise UserError(f"run={run}: no model/ directory (run status: {meta.get('status', 'unknown')}; "
                         "was it trained with trainer.save_model=false?)")
-    saved = OmegaConf.load(run / "config.yaml")
+    saved = record.config()
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     chosen_groups = {o.key_or_group for o in parsed if o.key_or_group in SECTIONS}
     keys = [o.key_or_group for o in parsed if "." in o.key_or_group and not o.is_delete()
@@ -81,7 +93,7 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
                 if key in saved.model:
                     start_model[key] = saved.model[key]
         if "model.name_or_path" not in keys:
-            cfg.model.name_or_path = str(run / "model")
+            cfg.model.name_or_path = str(run / MODEL_DIR)
             cfg.model.tokenizer = None  # the run saved its tokenizer next to the model
     trained_on = (saved.data.path, saved.data.split) if "data" in saved else None
     return {"path": str(run), "meta": meta, "start_model": start_model, "trained_on": trained_on}
@@ -90,13 +102,7 @@ def apply_run(cfg, overrides: list[str]) -> dict | None:
 def _typed_section(cfg, section: str, value, run: Path):
     """``value`` (a section of a saved config.yaml) as a node of the section's schema, so that the
     schema's types and defaults still hold (a plain dict cannot replace a structured node)."""
-    import dataclasses
-
-    from omegaconf.errors import OmegaConfBaseException
-
     if section == "objective":
-        from simpo_cli.objectives import OBJECTIVES
-
         spec = OBJECTIVES.get(value.get("name"))
         if spec is None:
             raise UserError(f"run={run}: config.yaml uses objective '{value.get('name')}', which this "
@@ -113,41 +119,6 @@ def _typed_section(cfg, section: str, value, run: Path):
                         f"{str(e).splitlines()[0]}") from None
 
 
-def validate_eval(cfg) -> None:
-    """Raise ``ConfigError`` listing every problem in a composed ``simpo eval`` config."""
-    from simpo_cli.config.eval import BENCHMARK_FORMATS
-
-    problems = []
-    ev = cfg.eval
-    for name in ev.benchmarks:
-        if name not in cfg.benchmarks:
-            problems.append(f"eval.benchmarks: unknown benchmark '{name}'; choose from: "
-                            f"{', '.join(sorted(cfg.benchmarks))}")
-        elif cfg.benchmarks[name].format not in BENCHMARK_FORMATS:
-            problems.append(f"benchmarks.{name}.format must be one of {', '.join(BENCHMARK_FORMATS)}")
-    if ev.limit is not None and ev.limit < 1:
-        problems.append(f"eval.limit must be >= 1, got {ev.limit}")
-    if ev.max_new_tokens is not None and ev.max_new_tokens < 1:
-        problems.append(f"eval.max_new_tokens must be >= 1, got {ev.max_new_tokens}")
-    for key in ("batch_size", "generation_batch_size", "histogram_bins"):
-        if ev[key] < 1:
-            problems.append(f"eval.{key} must be >= 1, got {ev[key]}")
-    if ev.logps_path not in ("auto", "chunked", "plain"):
-        problems.append(f"eval.logps_path must be auto, chunked or plain, got '{ev.logps_path}'")
-    if ev.pairs and (OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None):
-        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl (or eval.pairs=false)")
-    j = cfg.judge
-    if j.reward_model:
-        if not j.baseline:
-            problems.append("judge.reward_model needs judge.baseline (an answers file to compare against)")
-        if j.benchmark not in ev.benchmarks:
-            problems.append(f"judge.benchmark '{j.benchmark}' is not in eval.benchmarks {list(ev.benchmarks)}")
-        if not 0 < j.confidence < 1:
-            problems.append(f"judge.confidence must be in (0, 1), got {j.confidence}")
-    if problems:
-        raise ConfigError(problems)
-
-
 # --------------------------------------------------------------------------- pair metrics
 
 
@@ -160,10 +131,6 @@ def score_pairs(model, dataset, pad_token_id: int, batch_size: int, path: str = 
     Each pair is its own forward pass (its chosen and rejected padded together), on CPU with one
     thread (``simpo_cli.models.invariance``): a pair's log-probs depend only on that pair, not on
     ``batch_size`` (kept for compatibility), the dataset order or the thread count."""
-    from simpo_cli.data.preference import PreferenceCollator
-    from simpo_cli.models.invariance import one_cpu_thread
-    from simpo_cli.training.logps import sequence_logps
-
     collate = PreferenceCollator(pad_token_id)
     model.eval()
     device = next(model.parameters()).device
@@ -187,9 +154,6 @@ def pair_metrics(cfg, pol: dict, ref: dict | None, bins: int) -> tuple[dict, dic
     Rewards: the run's objective (its own ``fn`` on these log-probs; ``None`` when it needs a
     reference and there is none), SimPO's length-normalised ``β·log π(y|x)/|y|`` (Eq. 4) and the
     summed ``log π(y|x)``."""
-    from simpo_cli.objectives import PreferenceLogps, get_objective
-    from simpo_cli.stages.train import objective_kwargs
-
     spec = get_objective(cfg.objective.name)
     t = {k: torch.as_tensor(v) for k, v in pol.items()}
     logps = PreferenceLogps(t["chosen"], t["rejected"], t["chosen_lengths"], t["rejected_lengths"],
@@ -263,7 +227,7 @@ def _device(name: str) -> torch.device:
 
 
 def _reference_cfg(cfg, run_info: dict | None):
-    """The reference model's config (see ``ReferenceConfig``), or ``None``."""
+    """The reference model's config (see ``config.eval.EvalReferenceConfig``), or ``None``."""
     if not cfg.reference.enabled:
         return None
     if cfg.reference.name_or_path:
@@ -324,24 +288,15 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     ``overrides``: the command-line overrides, re-applied on top of ``cfg.run``'s saved config.
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes, before loading a model
     where possible."""
-    from transformers import set_seed
-
-    from simpo_cli.evaluation import benchmarks as B
-    from simpo_cli.data.tokenize import uses_template
-    from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
-    from simpo_cli.config.checks import resolve_hparams
-
     run_info = apply_run(cfg, overrides or [])
     resolve_hparams(cfg)
-    validate_eval(cfg)
     name_trained_model(cfg.model)
     ev = cfg.eval
     device = _device(ev.device)
     out = RunDir(out_dir)
-    out.start(cfg, "eval")
     files: list[str] = []
     model_id = ev.model_id or f"{cfg.model.name}-{cfg.objective.name}"
-    try:
+    with open_run(out, cfg, "eval"):
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
         model = load_model(cfg.model, tokenizer).eval().to(device)
@@ -352,8 +307,6 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
                    "gamma": cfg.hparams.get("gamma"), "seed": cfg.seed, "device": str(device)}
 
         if ev.pairs:
-            from simpo_cli.data.preference import build_preference_dataset
-
             split = ev.split or cfg.data.eval_split or cfg.data.split
             ds, stats = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, split=split)
             if len(ds) == 0:
@@ -385,8 +338,6 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
                             "held out; pass data.path=<held-out file> or data.eval_split", cfg.data.path, split)
             summary["pairs"] = pairs
             write_atomic(out.path / "pairs.jsonl", pair_rows(pol, ref, arrays))
-            from simpo_cli.evaluation import plots
-
             plots.margin_histogram(out.path / "margins.png", arrays["margins"][margin_reward], ev.histogram_bins,
                                    f"{model_id}: reward margins ({margin_reward} reward)", "r(y_w) − r(y_l)")
             plots.loglik_vs_length(
@@ -422,8 +373,6 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             log.info("%s: %d prompts answered -> %s", name, len(prompts), rel)
 
         if cfg.judge.reward_model:
-            from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
-
             j = cfg.judge
             judge = RewardModelJudge(j.reward_model, j.max_length, j.batch_size, device)
             prompts, answers = generated[j.benchmark]
@@ -438,6 +387,3 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
         files += ["eval.json", "report.md"]
         out.finish("completed", files=files)
         return EvalResult(out.path, summary, files)
-    except BaseException as e:
-        out.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise

@@ -31,13 +31,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
+from tqdm.auto import tqdm
 
-from simpo_cli.errors import ConfigError, UserError
-from simpo_cli.run.rundir import RunDir, write_atomic, write_json
+from simpo_cli.data.preference import data_fingerprint
+from simpo_cli.data.prompts import read_prompts
+from simpo_cli.data.records import read_jsonl_dir
+from simpo_cli.data.tokenize import uses_template
+from simpo_cli.errors import UserError
+from simpo_cli.files import META_FILE
+from simpo_cli.models.generate import TransformersBackend, VLLMBackend, encode_prompt, row_key
+from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
+from simpo_cli.models.reward import load_scorer, select_pair
+from simpo_cli.run.rundir import RunDir, open_run, write_atomic, write_json
 
 log = logging.getLogger(__name__)
-BACKENDS = ("transformers", "vllm")
 DROP_TOO_LONG = "prompt longer than generation.max_prompt_length"
 
 
@@ -51,40 +60,11 @@ class GenerateResult:
     samples_per_second: float | None = None
 
 
-def validate_generate_pairs(cfg) -> None:
-    """Raise ``ConfigError`` listing every problem in a composed ``generate-pairs`` config."""
-    g, problems = cfg.generation, []
-    if g.backend not in BACKENDS:
-        problems.append(f"unknown generation.backend '{g.backend}'; choose from: {', '.join(BACKENDS)}")
-    if g.n < 2:
-        problems.append(f"generation.n must be >= 2 (a pair needs two responses), got {g.n}")
-    if g.temperature <= 0:
-        problems.append(f"generation.temperature must be > 0 (greedy samples are all identical), got {g.temperature}")
-    if not 0 < g.top_p <= 1:
-        problems.append(f"generation.top_p must be in (0, 1], got {g.top_p}")
-    if g.top_k < 0:
-        problems.append(f"generation.top_k must be >= 0 (0 = off), got {g.top_k}")
-    for key in ("max_new_tokens", "max_prompt_length", "batch_size", "shard_size"):
-        if g[key] < 1:
-            problems.append(f"generation.{key} must be >= 1, got {g[key]}")
-    if cfg.scorer.batch_size < 1:
-        problems.append(f"scorer.batch_size must be >= 1, got {cfg.scorer.batch_size}")
-    if OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None:
-        problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/prompts.jsonl")
-    # (A ``???`` in an option YAML does not override the schema's None when merged, hence no is_missing.)
-    if cfg.scorer.name_or_path is None and cfg.scorer.tiny is None:
-        problems.append(f"scorer '{cfg.scorer.name}' needs a model: scorer.name_or_path=<hub id or dir>")
-    if problems:
-        raise ConfigError(problems)
-
-
 def output_settings(cfg) -> dict:
     """Everything that changes the output, compared on resume. Batch sizes and the progress bar
     are left out on purpose: they do not change the output (each prompt is sampled and scored on
     its own, see ``models.generate.Sampler`` and ``models.reward.RewardModel``), so a run resumed
     with a smaller batch (after running out of memory) writes the same bytes."""
-    from simpo_cli.data.preference import data_fingerprint
-
     c = OmegaConf.to_container(cfg, resolve=True)
     model = {k: c["model"].get(k) for k in ("name_or_path", "tokenizer", "revision", "dtype", "chat_template", "tiny")}
     data = {k: c["data"].get(k) for k in ("path", "format", "split", "columns", "chat_template", "max_samples")}
@@ -124,7 +104,7 @@ def _prepare_output(out: Path, settings: dict, overwrite: bool) -> dict:
     The settings live in their own file, written once (atomically) before the first shard, so that
     a kill at any moment (even while ``meta.json`` is being rewritten) leaves them readable.
     """
-    previous = _read_json(out / "meta.json")
+    previous = _read_json(out / META_FILE)
     settings_file = out / SETTINGS_FILE
     if overwrite:
         for p in [*out.glob("pairs-*.jsonl"), *out.glob("candidates/candidates-*.jsonl"), settings_file]:
@@ -152,8 +132,6 @@ def _dumps(record: dict) -> str:
 
 def _shard_records(prompts, lengths_ok, samples, scores) -> tuple[list[str], list[str], Counter]:
     """Candidate and pair lines for one shard, in source order."""
-    from simpo_cli.models.reward import select_pair
-
     cand_lines, pair_lines, dropped = [], [], Counter()
     for p in prompts:
         record = {"source_index": p.index, "prompt_id": p.prompt_id, "prompt": p.messages,
@@ -182,8 +160,6 @@ def _shard_records(prompts, lengths_ok, samples, scores) -> tuple[list[str], lis
 
 def summarise(out: Path, shards: int) -> dict:
     """Counts over every candidate shard (so a resumed run reports the whole output)."""
-    from simpo_cli.data.records import read_jsonl_dir
-
     records = read_jsonl_dir(out / "candidates") if shards else []
     dropped = Counter(r["dropped"] for r in records if r["dropped"])
     kept = [r for r in records if not r["dropped"]]
@@ -199,18 +175,12 @@ def summarise(out: Path, shards: int) -> dict:
 
 
 def _device():
-    import torch
-
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _backend(cfg, tokenizer, device):
-    from simpo_cli.models.generate import TransformersBackend, VLLMBackend
-
     if cfg.generation.backend == "vllm":
         return VLLMBackend(cfg.model, cfg.generation, cfg.seed)
-    from simpo_cli.models.loading import load_model
-
     return TransformersBackend(load_model(cfg.model, tokenizer).to(device), tokenizer, cfg.generation)
 
 
@@ -221,29 +191,22 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model loads),
     including an existing ``run_dir`` made with other settings.
     """
-    from tqdm.auto import tqdm
-
-    from simpo_cli.data.prompts import read_prompts
-    from simpo_cli.data.tokenize import uses_template
-    from simpo_cli.models.generate import encode_prompt, row_key
-    from simpo_cli.models.loading import load_tokenizer, name_trained_model
-    from simpo_cli.models.reward import load_scorer
-
-    validate_generate_pairs(cfg)
     name_trained_model(cfg.model)
     g, out = cfg.generation, Path(run_dir)
     settings = output_settings(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("resume") == "never" and not cfg.overwrite and [*out.glob("pairs-*.jsonl")]:
+        raise UserError(f"{out} already holds pairs-*.jsonl shards; pass resume=auto to continue them, "
+                        "overwrite=true to start again, or another run_dir")
     previous = _prepare_output(out, settings, cfg.overwrite)
     prompts = read_prompts(cfg.data)
     shards = [prompts[i:i + g.shard_size] for i in range(0, len(prompts), g.shard_size)]
     done = [all((out / name).is_file() for name in shard_names(k)) for k in range(len(shards))]
     run = RunDir(out)
-    run.start(cfg, "generate-pairs")
-    run.update(started=previous.get("started", run.meta["started"]),
-               attempts=previous.get("attempts", 0) + 1, settings=settings,
-               shards=len(shards), shards_done_before=sum(done))
-    try:
+    with open_run(run, cfg, "generate-pairs"):
+        run.update(started=previous.get("started", run.meta["started"]),
+                   attempts=previous.get("attempts", 0) + 1, settings=settings,
+                   shards=len(shards), shards_done_before=sum(done))
         samples_done, elapsed = 0, 0.0
         if not all(done):
             tokenizer = load_tokenizer(cfg.model)
@@ -285,6 +248,3 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
         rate = samples_done / elapsed if elapsed > 0 else None
         run.finish("completed", **summary, samples_per_second_last_attempt=rate)
         return GenerateResult(out, summary["prompts"], summary["pairs"], summary["dropped"], sum(done), rate)
-    except BaseException as e:
-        run.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise

@@ -8,20 +8,21 @@ other stages take as ``model.name_or_path`` (the run directory itself works too)
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import DataCollatorWithFlattening, set_seed
 
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, ensure_chat_template, split_heldout
 from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, name_trained_model
-from simpo_cli.run.rundir import RunDir
-from simpo_cli.stages.train import _setup_wandb, training_arguments
-from simpo_cli.config.checks import validate_sft
+from simpo_cli.run.rundir import RunDir, open_run
+from simpo_cli.training.common import save_model, setup_wandb, training_arguments, wandb_run
+from simpo_cli.training.reliability import prepare_resume
+from simpo_cli.training.trainer import MetricsJsonlCallback, SFTTrainer
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ def assistant_token_loss(trainer, dataset) -> float:
 
 def _collator(cfg, tokenizer):
     if cfg.hparams.packing:
-        from transformers import DataCollatorWithFlattening
-
         return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
     return SFTCollator(tokenizer.pad_token_id)
 
@@ -82,15 +81,12 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
     where possible). Returns the step count, the final training loss and the held-out
     assistant-token loss before and after training.
     """
-    from transformers import Trainer, set_seed
-
-    from simpo_cli.training.trainer import MetricsJsonlCallback
-
-    validate_sft(cfg)
     name_trained_model(cfg.model)
     run = RunDir(run_dir)
-    run.start(cfg, "sft")
-    try:
+    checkpoint = prepare_resume(cfg, run)
+    with open_run(run, cfg, "sft"), wandb_run(cfg):
+        if checkpoint:
+            run.update(resumed_from=checkpoint)
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
         if ensure_chat_template(tokenizer, cfg.default_chat_template):
@@ -114,47 +110,35 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
                           "fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
                           **adapters.parameter_counts(model)},
                    chat_template=tokenizer.chat_template)
-        _setup_wandb(cfg, run)
-        trainer = Trainer(
+        setup_wandb(cfg, run)
+        trainer = SFTTrainer(
             model=model,
             args=training_arguments(cfg, run),
             data_collator=_collator(cfg, tokenizer),
             train_dataset=train_ds,
             processing_class=tokenizer,
             callbacks=[MetricsJsonlCallback(run.metrics)],
+            nan_skip_budget=cfg.trainer.nan_skip_budget,
         )
         before = after = None
         if cfg.trainer.evaluate:
             before = assistant_token_loss(trainer, eval_ds)
             trainer.log({"heldout_loss": before})
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.raise_if_interrupted(run.path)
         if cfg.trainer.evaluate:
             after = assistant_token_loss(trainer, eval_ds)
             trainer.log({"heldout_loss": after})
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
         if trainer.is_world_process_zero():
             training_curves(run.metrics, run.path / "curves.png", f"{cfg.model.name}, sft: {run.path.name}")
-        if cfg.trainer.save_model and trainer.is_world_process_zero():
-            tmp = run.path / "model.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            trainer.save_model(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            if adapters.enabled(cfg.adapter) and cfg.adapter.merge:
-                adapters.save_merged(model, tokenizer, tmp, run.path / adapters.ADAPTER_DIR)
-            shutil.rmtree(run.model_dir, ignore_errors=True)
-            tmp.rename(run.model_dir)
+        if cfg.trainer.save_model:
+            # every rank: a collective under ZeRO-3/FSDP
+            save_model(trainer, tokenizer, run.model_dir, cfg.adapter)
         result = SFTResult(run.path, output.global_step, losses[-1] if losses else output.training_loss, before, after,
                            len(eval_ds), heldout_source)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
                    heldout_loss_before=before, heldout_loss_after=after,
                    heldout_reduction=result.heldout_reduction)
         return result
-    except BaseException as e:
-        run.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        if cfg.logger.name == "wandb":
-            import wandb
-
-            wandb.finish()
 

@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from transformers import TrainerCallback, set_seed
 
-from simpo_cli.training.batching import LENGTH_COLUMN, add_length_column, length_grouping
+from simpo_cli.config.checks import resolve_hparams
+from simpo_cli.config.recipes import announce
 from simpo_cli.data.heldout import metric_pairs
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
-from simpo_cli.run.launch import is_main_process, world_size
 from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, name_trained_model
-from simpo_cli.errors import Interrupted
 from simpo_cli.objectives import get_objective
+from simpo_cli.run.launch import is_main_process, world_size
+from simpo_cli.run.rundir import RunDir, open_run
+from simpo_cli.training.batching import add_length_column, length_grouping
+from simpo_cli.training.common import objective_kwargs, save_model, setup_wandb, training_arguments, wandb_run
 from simpo_cli.training.reference import make_collator, prepare_reference
-from simpo_cli.training.reliability import (checkpoint_step, check_resume_config, clear_staging,
-                                   resume_checkpoint, truncate_jsonl)
-from simpo_cli.run.rundir import RunDir
-from simpo_cli.config.checks import resolve_hparams, validate_train
-from simpo_cli.config.recipes import announce
-from simpo_cli.training.precision import check_precision, use_cpu
+from simpo_cli.training.precision import check_precision
+from simpo_cli.training.reliability import prepare_resume
+from simpo_cli.training.trainer import MetricsJsonlCallback, PreferenceTrainer
 
 log = logging.getLogger(__name__)
 
@@ -42,31 +40,6 @@ class TrainResult:
     pairs_split: str = "train"
 
 
-def objective_kwargs(cfg) -> dict:
-    """The keyword arguments of the objective function: its YAML settings plus β (and γ) from hparams."""
-    spec = get_objective(cfg.objective.name)
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.objective, resolve=True).items() if k != "name"}
-    for name in spec.uses:
-        kwargs[name] = cfg.hparams[name]
-    return kwargs
-
-
-def gradient_accumulation(hp, world: int | None = None) -> int:
-    """Micro-batches per optimizer step: ``global_batch_size / (per_device_train_batch_size x world)``
-    when the global batch is set, else ``gradient_accumulation_steps``. ``world`` defaults to the
-    launcher's ``WORLD_SIZE`` (1 without one). Raises ``UserError`` if it does not divide."""
-    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
-    if hp.get("global_batch_size") is None:
-        return hp.gradient_accumulation_steps
-    per_step = hp.per_device_train_batch_size * world
-    if hp.global_batch_size % per_step:
-        from simpo_cli.errors import UserError
-
-        raise UserError(f"hparams.global_batch_size ({hp.global_batch_size}) is not divisible by "
-                        f"per_device_train_batch_size x processes ({per_step})")
-    return hp.global_batch_size // per_step
-
-
 def batch_plan(hp, args) -> dict:
     """Per-device batch, processes, accumulation and the resulting global batch (pairs per
     optimizer step), as recorded in ``meta.json["batch"]`` and logged at start."""
@@ -80,56 +53,6 @@ def batch_plan(hp, args) -> dict:
     return plan
 
 
-def training_arguments(cfg, run: RunDir, group_by_length: bool | None = None):
-    """``TrainingArguments`` of ``cfg``. ``group_by_length``: the resolved ``length_grouping``
-    (``run_train`` passes it); None reads ``trainer.group_by_length`` with null = off."""
-    from transformers import TrainingArguments
-
-    hp, tr = cfg.hparams, cfg.trainer
-    report_to = ["wandb"] if cfg.logger.name == "wandb" else "none"
-    return TrainingArguments(
-        output_dir=str(run.checkpoints),
-        run_name=f"{cfg.model.name}/{run.path.name}",
-        seed=cfg.seed,
-        learning_rate=hp.learning_rate * adapters.learning_rate_scale(cfg),
-        lr_scheduler_type=hp.lr_scheduler_type,
-        warmup_steps=hp.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        weight_decay=hp.weight_decay,
-        max_grad_norm=hp.max_grad_norm,
-        optim=hp.optim,
-        num_train_epochs=hp.num_train_epochs,
-        max_steps=tr.max_steps,
-        per_device_train_batch_size=hp.per_device_train_batch_size,
-        per_device_eval_batch_size=hp.per_device_train_batch_size,
-        gradient_accumulation_steps=gradient_accumulation(hp),
-        gradient_checkpointing=tr.gradient_checkpointing,
-        bf16=tr.bf16,
-        fp16=tr.fp16,
-        use_cpu=use_cpu(tr),  # bf16 autocast on a CPU-only machine needs it
-        logging_steps=tr.logging_steps,
-        save_strategy="steps" if tr.save_steps > 0 else "no",
-        save_steps=tr.save_steps if tr.save_steps > 0 else 500,
-        save_total_limit=tr.save_total_limit,
-        dataloader_num_workers=tr.dataloader_num_workers,
-        remove_unused_columns=False,
-        report_to=report_to,
-        disable_tqdm=not tr.progress_bar,
-        train_sampling_strategy="group_by_length" if (tr.get("group_by_length") if group_by_length is None
-                                                      else group_by_length) else "random",
-        length_column_name=LENGTH_COLUMN,
-    )
-
-
-def _setup_wandb(cfg, run: RunDir) -> None:
-    if cfg.logger.name != "wandb":
-        return
-    os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
-    os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
-    os.environ.setdefault("WANDB_DIR", str(run.path))
-    if cfg.logger.entity:
-        os.environ.setdefault("WANDB_ENTITY", cfg.logger.entity)
-
-
 def prepared_in_train(trainer) -> bool:
     """True when the model can only run once ``Trainer.train`` has prepared it: DeepSpeed (the
     engine places it and, under ZeRO-3, installs the hooks that gather its partitioned weights)
@@ -140,8 +63,6 @@ def prepared_in_train(trainer) -> bool:
 def _pair_metrics_at_start(trainer, pairs):
     """A callback that scores ``pairs`` at ``on_train_begin``: after the model is prepared, before
     the first optimizer step, so the numbers are the same "before" metrics."""
-    from transformers import TrainerCallback
-
     class PairMetricsAtStart(TrainerCallback):
         metrics: dict = {}  # set on_train_begin
 
@@ -157,28 +78,16 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model loads
     where possible). Returns the step count, final loss and the pair metrics before and after.
     """
-    from transformers import set_seed
-
-    from simpo_cli.training.trainer import MetricsJsonlCallback, PreferenceTrainer
-
     resolve_hparams(cfg)
-    validate_train(cfg)
     name_trained_model(cfg.model)
     spec = get_objective(cfg.objective.name)
-    checkpoint = resume_checkpoint(cfg.get("resume"), Path(run_dir) / "checkpoints")
-    if checkpoint:
-        check_resume_config(Path(run_dir) / "config.yaml", cfg)
     run = RunDir(run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:
-        clear_staging(run.checkpoints)
-        # Metrics logged after the checkpoint (all of them on a fresh start) are logged again.
-        truncate_jsonl(run.metrics, checkpoint_step(checkpoint))
-    run.start(cfg, "train")
-    if checkpoint:
-        run.update(resumed_from=checkpoint)
-    if is_main_process():  # the recipe table (value, source) once, and its record in meta.json
-        run.update(**announce(cfg))
-    try:
+    checkpoint = prepare_resume(cfg, run)
+    with open_run(run, cfg, "train"), wandb_run(cfg):
+        if checkpoint:
+            run.update(resumed_from=checkpoint)
+        if is_main_process():  # the recipe table (value, source) once, and its record in meta.json
+            run.update(**announce(cfg))
         set_seed(cfg.seed)
         # Before the model loads: it sets up the process group and, under ZeRO-3, makes
         # from_pretrained create the model already partitioned.
@@ -218,7 +127,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
                    model={"name": cfg.model.name, "name_or_path": cfg.model.name_or_path,
                           "fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
                           **adapters.parameter_counts(model)})
-        _setup_wandb(cfg, run)
+        setup_wandb(cfg, run)
         trainer = PreferenceTrainer(
             model=model,
             args=args,
@@ -248,18 +157,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         after = trainer.pair_metrics(pairs) if cfg.trainer.evaluate else {}
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
         if cfg.trainer.save_model:
-            tmp = run.path / "model.tmp"
-            if trainer.is_world_process_zero():
-                shutil.rmtree(tmp, ignore_errors=True)
-            # Every rank calls save_model: under ZeRO-3/FSDP it gathers the sharded weights
-            # (a collective); only the main process writes.
-            trainer.save_model(str(tmp))
-            if trainer.is_world_process_zero():
-                tokenizer.save_pretrained(str(tmp))
-                if adapters.enabled(cfg.adapter) and cfg.adapter.merge:
-                    adapters.save_merged(model, tokenizer, tmp, run.path / adapters.ADAPTER_DIR)
-                shutil.rmtree(run.model_dir, ignore_errors=True)
-                tmp.rename(run.model_dir)
+            # every rank: a collective under ZeRO-3/FSDP
+            save_model(trainer, tokenizer, run.model_dir, cfg.adapter)
         final_loss = losses[-1] if losses else output.training_loss
         if trainer.is_world_process_zero():
             training_curves(run.metrics, run.path / "curves.png", f"{cfg.model.name}, {cfg.objective.name}: {run.path.name}")
@@ -268,12 +167,3 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
                    pairs_before=before, pairs_after=after, nan_skipped=trainer.nan_skipped)
         return result
-    except BaseException as e:
-        run.finish("interrupted" if isinstance(e, Interrupted) else "failed",
-                   error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        if cfg.logger.name == "wandb":
-            import wandb
-
-            wandb.finish()

@@ -32,15 +32,20 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import OmegaConf
 
-from simpo_cli.run.rundir import now, write_json
+from simpo_cli.errors import UserError
+from simpo_cli.files import CONFIG_FILE, META_FILE, METRICS_FILE
+from simpo_cli.run.rundir import RunRecord, now, write_json
 
 log = logging.getLogger(__name__)
 
 ATTEMPT_FILE = ".simpo_sweep.json"  # in the sweep directory: the id of the running attempt
 JOB_FILE = "sweep.json"  # in each job directory
-RUN_RECORD = ("meta.json", "metrics.jsonl", "config.yaml")  # moved aside before a job reruns
+RUN_RECORD = (META_FILE, METRICS_FILE, CONFIG_FILE)  # moved aside before a job reruns
 
 _last_failures: list[dict] | None = None  # set by SweepSummary.on_multirun_end (main process)
 
@@ -60,13 +65,11 @@ def _read_json(path: Path) -> dict | None:
 def job_overrides(job_dir: Path, meta: dict | None = None) -> list[str] | None:
     """The overrides of the run recorded in ``job_dir``: stamped in ``meta.json`` by ``sweep_job``,
     else Hydra's ``.hydra/overrides.yaml``."""
-    meta = meta if meta is not None else _read_json(job_dir / "meta.json")
+    meta = meta if meta is not None else (RunRecord.read(job_dir).meta or None)
     if meta and meta.get("overrides") is not None:
         return list(meta["overrides"])
     path = job_dir / ".hydra" / "overrides.yaml"
     if path.is_file():
-        from omegaconf import OmegaConf
-
         return [str(o) for o in OmegaConf.load(path)]
     return None
 
@@ -96,7 +99,7 @@ def find_completed(sweep_dir: Path, overrides, own_dir: Path | None = None) -> P
 
 def run_records(sweep_dir: Path) -> list[Path]:
     """Every ``meta.json`` under ``sweep_dir``, leaving out records moved to ``.previous/``."""
-    return sorted(p for p in Path(sweep_dir).rglob("meta.json") if ".previous" not in p.parts)
+    return sorted(p for p in Path(sweep_dir).rglob(META_FILE) if ".previous" not in p.parts)
 
 
 def metric_value(meta_or_result: Any, metric: str) -> float | None:
@@ -114,9 +117,6 @@ def metric_value(meta_or_result: Any, metric: str) -> float | None:
 
 
 def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -138,8 +138,8 @@ def _move_previous_attempt(job_dir: Path, overrides) -> None:
     """Move an earlier run record in ``job_dir`` to ``.previous/`` so the new attempt starts clean
     (``metrics.jsonl`` is appended to, and a half-written ``meta.json`` would outlive a failure
     that happens before training starts)."""
-    meta = _read_json(job_dir / "meta.json")
-    if meta is None and not (job_dir / "metrics.jsonl").exists():
+    meta = RunRecord.read(job_dir).meta or None
+    if meta is None and not (job_dir / METRICS_FILE).exists():
         return
     old = job_overrides(job_dir, meta) if meta and meta.get("overrides") is not None else None
     if meta and meta.get("status") == "completed" and old is not None and override_key(old) != override_key(overrides):
@@ -156,7 +156,7 @@ def _move_previous_attempt(job_dir: Path, overrides) -> None:
 def _record(job_dir: Path, attempt: str | None, job_num, overrides, status: str, **fields) -> None:
     """Stamp ``meta.json`` with the overrides (and, for a failure before the run started, create
     it) and write this attempt's ``sweep.json``."""
-    meta_path = job_dir / "meta.json"
+    meta_path = job_dir / META_FILE
     if status != "skipped":
         meta = _read_json(meta_path) or {"stage": "train", "started": now(), "command": " ".join(sys.argv)}
         meta["overrides"] = list(overrides)
@@ -174,9 +174,6 @@ def sweep_job(task: Callable) -> Callable:
 
     @functools.wraps(task)
     def wrapped(cfg):
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
             return task(cfg)
         hc = HydraConfig.get()
@@ -193,14 +190,12 @@ def sweep_job(task: Callable) -> Callable:
                 log.info("%s: skipped, already completed in %s", label, done)
                 if rank_zero:
                     _record(job_dir, attempt, num, overrides, "skipped", completed_in=str(done))
-                return metric_value(_read_json(done / "meta.json") or {}, cfg.sweep.metric)
+                return metric_value(RunRecord.read(done).meta, cfg.sweep.metric)
         if rank_zero:
             _move_previous_attempt(job_dir, overrides)
         try:
             value = task(cfg)
         except Exception as e:
-            from simpo_cli.errors import UserError
-
             if os.environ.get("SIMPO_DEBUG"):
                 raise
             error = f"{type(e).__name__}: {e}"

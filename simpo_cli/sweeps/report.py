@@ -30,8 +30,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from omegaconf import OmegaConf
+
 from simpo_cli.errors import UserError
-from simpo_cli.run.rundir import write_atomic
+from simpo_cli.files import CONFIG_FILE, METRICS_FILE, write_atomic
 from simpo_cli.sweeps.job import job_overrides, override_key, run_records
 
 AXES = {"beta": "hparams.beta", "gamma": "hparams.gamma", "lr": "hparams.learning_rate"}
@@ -88,11 +91,9 @@ def _resolved_hparams(job_dir: Path, params: dict[str, str]) -> dict[str, float 
     """β, γ and learning rate the job trained with: its resolved ``config.yaml`` (so presets and
     ``gamma_beta_ratio`` count), else its overrides (a job that failed before writing one)."""
     hp: dict = {}
-    if (job_dir / "config.yaml").is_file():
-        from omegaconf import OmegaConf
-
+    if (job_dir / CONFIG_FILE).is_file():
         try:
-            hp = OmegaConf.to_container(OmegaConf.load(job_dir / "config.yaml")).get("hparams") or {}
+            hp = OmegaConf.to_container(OmegaConf.load(job_dir / CONFIG_FILE)).get("hparams") or {}
         except Exception:  # an unreadable config only costs the plots this job
             hp = {}
     out: dict[str, float | None] = {}
@@ -122,7 +123,7 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
         if meta.get("steps") is not None:
             metrics["steps"] = float(meta["steps"])
         metrics.update({k: float(v) for k, v in (meta.get("pairs_after") or {}).items() if v is not None})
-        metrics.update(_last_train_log(job_dir / "metrics.jsonl"))
+        metrics.update(_last_train_log(job_dir / METRICS_FILE))
         job = Job(dir=job_dir.relative_to(sweep_dir).as_posix() or ".", status=meta.get("status", "running"),
                   overrides=list(overrides), metrics=metrics, error=meta.get("error"),
                   ended=meta.get("ended") or meta.get("started"))
@@ -263,8 +264,6 @@ def plot_heatmap(jobs: list[Job], metric: str, path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-
     points = _grid_points(jobs)
     if not points:
         return False

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ def model_size_b(model_cfg) -> float | None:
     never contacted). ``None`` when unknown (the tiny model, a local path without a config)."""
     path = model_cfg.get("name_or_path")
     if path and (Path(path).expanduser() / "config.json").is_file():
-        from transformers import AutoConfig, AutoModelForCausalLM
-
         try:
             config = AutoConfig.from_pretrained(str(Path(path).expanduser()),
                                                 trust_remote_code=model_cfg.get("trust_remote_code", False))

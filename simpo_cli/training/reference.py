@@ -39,6 +39,7 @@ from omegaconf import OmegaConf
 from simpo_cli.data.preference import PreferenceCollator, data_fingerprint, tokenizer_fingerprint
 from simpo_cli.errors import UserError
 from simpo_cli.models.adapters import adapters_disabled, enabled as adapter_enabled, has_adapter
+from simpo_cli.models.loading import load_model, model_fingerprint
 from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,6 @@ def reference_model_config(cfg):
 def load_reference(cfg, tokenizer, policy):
     """The reference model in eval mode with gradients off: the starting policy's weights (a copy)
     or ``reference.name_or_path``. Raises ``UserError`` when its vocabulary differs from the policy's."""
-    from simpo_cli.models.loading import load_model
-
     ref = load_model(reference_model_config(cfg), tokenizer)
     if ref.get_output_embeddings().weight.shape[0] != policy.get_output_embeddings().weight.shape[0]:
         raise UserError(f"reference.name_or_path '{cfg.reference.name_or_path}': vocabulary size differs "
@@ -113,8 +112,6 @@ def reference_fingerprint(ref_cfg, model) -> str:
     """``model_fingerprint`` plus, for a local directory, its files' modification times: names and
     sizes alone do not change when a checkpoint is retrained into the same directory, and stale
     reference log-probs would silently bias every later run."""
-    from simpo_cli.models.loading import model_fingerprint
-
     fingerprint = model_fingerprint(ref_cfg, model)
     path = Path(ref_cfg.name_or_path) if ref_cfg.name_or_path else None
     if path is not None and path.is_dir():

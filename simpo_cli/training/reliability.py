@@ -35,9 +35,12 @@ import signal
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from transformers import TrainerCallback
+from transformers.trainer_utils import rotate_checkpoints
 
 from simpo_cli.errors import Interrupted, TrainingDiverged, UserError
+from simpo_cli.files import CONFIG_FILE, META_FILE, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ def resume_checkpoint(resume: str | None, checkpoints_dir: str | Path) -> str | 
         if existing:
             log.info("resume=auto: continuing from %s", existing[-1])
             return str(existing[-1])
-        meta = Path(checkpoints_dir).parent / "meta.json"
+        meta = Path(checkpoints_dir).parent / META_FILE
         if meta.is_file() and json.loads(meta.read_text()).get("status") == "completed":
             raise UserError(f"resume=auto: {meta.parent} holds a completed run without checkpoints; "
                             f"nothing to resume (choose another run_dir to train again)")
@@ -94,8 +97,6 @@ def clear_staging(checkpoints_dir: str | Path) -> None:
 def truncate_jsonl(path: str | Path, max_step: int) -> None:
     """Keep only the complete records with ``step <= max_step`` (the log of a resumed run then
     continues exactly where its checkpoint was taken; 0 restarts it). Atomic."""
-    from simpo_cli.run.rundir import write_atomic
-
     path = Path(path)
     if not path.is_file():
         return
@@ -118,12 +119,24 @@ def checkpoint_step(checkpoint: str | Path | None) -> int:
 RESUME_SECTIONS = ("seed", "model", "data", "objective", "hparams", "adapter")
 
 
+def prepare_resume(cfg, run) -> str | None:
+    """Where a training stage starts: the checkpoint ``cfg.resume`` names (``resume_checkpoint``),
+    after checking the saved config agrees (``check_resume_config``). On the main process
+    (``run.main``) it also clears a killed save's staging leftovers and drops the metrics logged
+    after that checkpoint (all of them on a fresh start), which are logged again."""
+    checkpoint = resume_checkpoint(cfg.get("resume"), run.checkpoints)
+    if checkpoint:
+        check_resume_config(run.path / CONFIG_FILE, cfg)
+    if run.main:
+        clear_staging(run.checkpoints)
+        truncate_jsonl(run.metrics, checkpoint_step(checkpoint))
+    return checkpoint
+
+
 def check_resume_config(saved_config: str | Path, cfg, sections=RESUME_SECTIONS) -> None:
     """Refuse to resume with a different recipe: every key under ``sections`` must equal the run's
     saved ``config.yaml`` (``trainer.*``, ``logger.*`` and ``paths.*`` may change, e.g. a larger
     ``trainer.max_steps``). Raises ``UserError`` naming the keys that differ."""
-    from omegaconf import OmegaConf
-
     saved_config = Path(saved_config)
     if not saved_config.is_file():
         return
@@ -244,8 +257,6 @@ class ReliableTrainerMixin:
             if self.state.best_model_checkpoint and STAGING in self.state.best_model_checkpoint:
                 self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
                     os.sep + STAGING, "")
-            from transformers.trainer_utils import rotate_checkpoints
-
             rotate_checkpoints(output_dir=final_root, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()

@@ -14,9 +14,9 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from simpo_cli.models.adapters import adapters_disabled, has_adapter
+from simpo_cli.objectives import ObjectiveSpec, PreferenceLogps
 from simpo_cli.training.fused_head import fused_preference_loss, supports_fused
 from simpo_cli.training.logps import sequence_logps
-from simpo_cli.objectives import ObjectiveSpec, PreferenceLogps
 from simpo_cli.training.reliability import ReliableTrainerMixin
 
 BATCH_KEYS = ("input_ids", "attention_mask", "response_mask")
@@ -177,3 +177,8 @@ class MetricsJsonlCallback(TrainerCallback):
             record = {"step": state.global_step, "epoch": state.epoch, **logs}
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+class SFTTrainer(ReliableTrainerMixin, Trainer):
+    """``simpo sft``'s trainer: transformers' causal-LM loss with the same atomic checkpoints,
+    signal handling (resume=auto) and non-finite guard as ``PreferenceTrainer``."""

@@ -1,0 +1,156 @@
+"""How a stage command runs, the same for every stage (``StageSpec`` rows of ``stages/spec.py``):
+
+1. ``preflight`` composes and validates the config (``config/checks.validate_stage``, once) before
+   any run directory exists; a mistake is one line and exit code 2;
+2. ``hydra.main`` makes the run directory and calls the stage's task: ``run(cfg, run_dir)`` of the
+   stage module, then its summary; multirun bookkeeping (``sweeps/job.py``) and the ``accelerate``
+   re-launch (``run/launch.py``) wrap the task where the stage supports them;
+3. a user mistake inside the job removes the run directory this command created (never one that
+   existed before) and exits 2; ``SIMPO_DEBUG=1`` re-raises instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+from simpo_cli.config.checks import resolve_hparams, validate_stage
+from simpo_cli.config.schema import CONF_DIR
+from simpo_cli.config.store import register_configs
+from simpo_cli.data.preference import check_preference_data
+from simpo_cli.errors import UserError
+from simpo_cli.models.loading import load_tokenizer
+from simpo_cli.run.launch import is_main_process, launches, num_processes
+from simpo_cli.run.preflight import preflight
+from simpo_cli.stages import summaries
+from simpo_cli.stages.spec import BY_NAME, StageSpec
+from simpo_cli.sweeps.job import failed_jobs, sweep_job
+from simpo_cli.training.common import gradient_accumulation
+
+_PLAN = None  # preflight.Plan of the running command: lets a failed job remove its fresh run dir
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"simpo: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def guard(fn: Callable) -> Callable:
+    """Turn user mistakes into one line and exit code 2 (SIMPO_DEBUG=1 re-raises)."""
+
+    def wrapped(cfg):
+        try:
+            return fn(cfg)
+        except UserError as e:
+            if not e.keep_outputs:
+                remove_fresh_run_dir()
+            if os.environ.get("SIMPO_DEBUG"):
+                raise
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside the training loop (inside it, a checkpoint is written)
+            if os.environ.get("SIMPO_DEBUG"):
+                raise
+            fail("interrupted by SIGINT outside the training loop (no checkpoint written)", 130)
+
+    return wrapped
+
+
+def remove_fresh_run_dir() -> None:
+    """Delete the run directory this command created (and the empty parents it created), so a
+    user mistake leaves no partial outputs. Never touches a directory that existed before."""
+    plan = _PLAN
+    if plan is None or plan.run_dir is None or plan.existed:
+        return
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir).absolute()
+    except Exception:  # noqa: BLE001 - not inside a Hydra job
+        return
+    if out != plan.run_dir:
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    for parent in out.parents:
+        if parent == plan.root or plan.root is None or plan.root not in parent.parents:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
+def precheck_train(cfg) -> None:
+    """What only the parent of a distributed run can check: the global batch divides by
+    per-device batch x the processes about to start (the config itself was validated in preflight)."""
+    resolve_hparams(cfg)
+    gradient_accumulation(cfg.hparams, world=num_processes(cfg))
+
+
+def make_task(spec: StageSpec) -> Callable:
+    """The Hydra task of a stage: run it in the job's directory, print its summary (rank 0)."""
+    run = getattr(importlib.import_module(spec.module), spec.run)
+    printer, value = getattr(summaries, spec.printer), getattr(summaries, spec.value)
+
+    def task(cfg):
+        if _PLAN is None or not _PLAN.validated:  # a search sweep trial, or a job on another host
+            validate_stage(spec.name, cfg)
+        hc = HydraConfig.get()
+        kwargs = {"overrides": list(hc.overrides.task)} if spec.name == "eval" else {}
+        result = run(cfg, hc.runtime.output_dir, **kwargs)
+        if is_main_process():  # one summary per run, not one per process
+            printer(result)
+        return value(result, cfg)
+
+    if spec.distributed:
+        task = launches(spec.name, precheck=precheck_train if spec.name == "train" else None)(task)
+    if spec.sweeps:
+        task = sweep_job(task)  # multirun: skip completed jobs, record a failed one and go on
+    return guard(task)
+
+
+def run_stage(name: str, args: list[str]) -> None:
+    """``simpo <name> ARGS``: preflight, then Hydra runs the stage's task; exits 1 if a sweep job failed."""
+    global _PLAN
+    spec = BY_NAME[name]
+    register_configs()
+    try:  # compose + validate before Hydra creates the run directory
+        _PLAN = preflight(spec.name, spec.config, args)
+    except UserError as e:
+        if os.environ.get("SIMPO_DEBUG"):
+            raise
+        fail(str(e), e.exit_code)
+    saved = sys.argv
+    sys.argv = [f"simpo-{spec.name}", *_PLAN.args]
+    try:
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=spec.config)(make_task(spec))()
+    finally:
+        sys.argv = saved
+    failed = failed_jobs()
+    if failed:
+        fail(f"{len(failed)} sweep job(s) failed: "
+             + ", ".join(f"#{j.get('job')} ({' '.join(j.get('overrides', []))})" for j in failed), 1)
+
+
+def validate(stage: str, args: list[str], check_data: bool) -> None:
+    """``simpo validate``: every check a run makes before loading a model; reads the data too."""
+    def check(_):
+        logging.basicConfig(level=logging.WARNING, format="simpo: warning: %(message)s")
+        register_configs()
+        plan = preflight(stage, BY_NAME[stage].config, args, warn=True)
+        cfg = plan.cfg
+        print(f"config: ok ({stage}" + (f", run directory {plan.run_dir}" if plan.run_dir else "") + ")")
+        if check_data and cfg is not None and cfg.get("data") is not None and cfg.get("model") is not None:
+            splits = [cfg.data.split] + ([cfg.data.eval_split] if cfg.data.get("eval_split") else [])
+            tokenizer = load_tokenizer(cfg.model)
+            for split in splits:
+                source, stats = check_preference_data(cfg.data, tokenizer, cfg.hparams, split)
+                print(f"data: ok ({source}: {stats.records} records, {stats.kept} pairs kept, "
+                      f"dropped {dict(stats.dropped) or 'none'})")
+
+    guard(check)(None)

@@ -1,0 +1,93 @@
+"""What each stage prints when it ends (one table, then plain lines with the paths, so a path is
+never wrapped or cut by the table's width), and the number it hands a sweeper (Optuna)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from simpo_cli.sweeps.job import metric_value
+
+
+def print_train(result) -> None:
+    table = Table(title="simpo train", show_header=False)
+    table.add_row("steps", str(result.steps))
+    if result.final_loss is not None:
+        table.add_row("final loss", f"{result.final_loss:.4f}")
+    for key in ("rewards/accuracies", "rewards/margins", "loss"):
+        if key in result.after:
+            table.add_row(f"{key} ({result.pairs_split})",
+                          f"{result.before[key]:.4f} -> {result.after[key]:.4f}")
+    Console().print(table)
+    print(f"run directory: {result.run_dir}")
+
+
+def train_value(result, cfg):
+    return metric_value(result, cfg.sweep.metric)
+
+
+def print_sft(result) -> None:
+    table = Table(title="simpo sft", show_header=False)
+    table.add_row("steps", str(result.steps))
+    if result.final_loss is not None:
+        table.add_row("final training loss", f"{result.final_loss:.4f}")
+    if result.heldout_after is not None:
+        table.add_row(f"held-out assistant-token loss ({result.heldout_size} records: {result.heldout_source})",
+                      f"{result.heldout_before:.4f} -> {result.heldout_after:.4f} "
+                      f"({100 * result.heldout_reduction:.1f}% lower)")
+    Console().print(table)
+    print(f"run directory: {result.run_dir}")
+    print(f"next: simpo train model={result.run_dir}")
+
+
+def sft_value(result, cfg):
+    return result.heldout_after
+
+
+def print_generate_pairs(result) -> None:
+    table = Table(title="simpo generate-pairs", show_header=False)
+    table.add_row("output directory", str(result.run_dir))
+    table.add_row("prompts", str(result.prompts))
+    table.add_row("pairs", str(result.pairs))
+    for reason, count in sorted(result.dropped.items()):
+        table.add_row(f"dropped: {reason}", str(count))
+    if result.shards_done_before:
+        table.add_row("shards already done (resumed)", str(result.shards_done_before))
+    if result.samples_per_second:
+        table.add_row("samples/s", f"{result.samples_per_second:.2f}")
+    table.add_row("train on it", f"simpo train data=generated data.path={result.run_dir}")
+    Console().print(table)
+
+
+def generate_pairs_value(result, cfg):
+    return result.pairs
+
+
+def print_eval(result) -> None:
+    s = result.summary
+    table = Table(title="simpo eval", show_header=False)
+    pairs = s.get("pairs")
+    if pairs:
+        start = pairs.get("reference_model")  # the starting model, beside the trained one
+        for key, value in pairs["reward_accuracy"].items():
+            if isinstance(value, float):
+                was = start["reward_accuracy"].get(key) if start else None
+                table.add_row(f"reward accuracy ({key})", f"{value:.4f}" + (f" (reference {was:.4f})"
+                                                                              if isinstance(was, float) else ""))
+        if start:
+            table.add_row("mean margin (length_normalized)", f"{pairs['margins']['length_normalized']['mean']:.4f} "
+                          f"(reference {start['margins']['length_normalized']['mean']:.4f})")
+        kl = pairs.get("kl_chosen")
+        if kl:
+            table.add_row("KL(policy||ref) per token, chosen", f"{kl['per_token']:.4f}")
+    for name, b in s.get("benchmarks", {}).items():
+        table.add_row(f"{name} answers", f"{b['file']} ({b['n_prompts']} prompts)")
+    if s.get("judge"):
+        j = s["judge"]
+        table.add_row("judge win rate", f"{j['win_rate']:.3f} [{j['ci'][0]:.3f}, {j['ci'][1]:.3f}]")
+    Console().print(table)
+    print(f"eval directory: {result.out_dir}")
+
+
+def eval_value(result, cfg):
+    return (result.summary.get("pairs") or {}).get("reward_accuracy", {}).get("objective")

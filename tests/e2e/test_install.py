@@ -1,0 +1,26 @@
+"""conf/ and the bundled assets are found when the package is installed non-editable."""
+
+import subprocess
+import sys
+import zipfile
+
+
+def test_wheel_ships_configs_and_assets(tmp_path):
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), str(root)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("simpo_cli-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in ("simpo_cli/conf/config.yaml", "simpo_cli/conf/model/tiny-llama.yaml",
+                   "simpo_cli/assets/data/dpo_en_demo.json", "simpo_cli/assets/data/LICENSE",
+                   "simpo_cli/assets/tiny-tokenizer/tokenizer.json"):
+        assert needed in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    # Run from an unrelated directory with only the installed copy importable.
+    code = ("import simpo_cli.config.schema as c, sys; assert str(c.CONF_DIR).startswith(sys.argv[1]), c.CONF_DIR;"
+            "from simpo_cli.cli import main; sys.argv=['simpo','train','--cfg','job']; main()")
+    out = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "name: tiny-llama" in out.stdout and "path: pkg:data/dpo_en_demo.json" in out.stdout
