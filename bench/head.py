@@ -200,6 +200,26 @@ def run(configs=CONFIGS, impls=IMPLS, repeats: int = 3, threads: int = 2, other_
     return rows
 
 
+def rows(quick: bool = False) -> list[dict]:
+    """``make bench``'s head part (``bench/run.py``): ours, Liger and full logits at both shapes
+    (full logits only at hidden 576: at vocab 128,256 it needs over 16 GB), as rows with the
+    driver's keys: ``impl`` (``ours``, ``liger``, ``full-logits``), ``hidden``, ``vocab``, ``s``,
+    ``peak_rss_gb``, ``flop_bound_s`` (or ``failed``). ``quick``: one run of each."""
+    names = {"ours": "ours", "liger": "liger", "full": "full-logits"}
+    out = []
+    for hidden, vocab in CONFIGS:
+        impls = ("ours", "liger", "full") if vocab < 100_000 else ("ours", "liger")
+        for r in run(configs=((hidden, vocab),), impls=impls, repeats=1 if quick else 3,
+                     threads=int(os.environ.get("OMP_NUM_THREADS", "1"))):
+            row = {"impl": names[r["impl"]], "hidden": hidden, "vocab": vocab, "flop_bound_s": r["flop_bound_s"]}
+            if "error" in r:
+                row["failed"] = r["error"]
+            else:
+                row.update(s=r["seconds"], peak_rss_gb=r["peak_rss_gb"], max_abs_diff=r.get("max_abs_diff"))
+            out.append(row)
+    return out
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| H / V | impl | s (median) | runs s | peak RSS GB | x Liger time | x Liger RSS | x FLOP bound | max abs diff (vs) |",
              "|---|---|---|---|---|---|---|---|---|"]

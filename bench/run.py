@@ -18,6 +18,7 @@ by the fp32 matmul throughput measured here), then the issue's targets, met or n
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -89,7 +90,7 @@ def head_rows(quick: bool, device: str = "cpu", dtype: str = "fp32") -> list[dic
     ``liger``, ``full-logits``), ``hidden``, ``vocab``, ``s`` (seconds per forward+backward),
     ``peak_rss_gb`` (or ``peak_gpu_mem_gb``), ``flop_bound_s``; or ``skipped``/``failed``."""
     try:
-        import bench.head as head
+        head = importlib.import_module("bench.head")
     except ModuleNotFoundError as e:
         if e.name != "bench.head":
             return [{"part": "head", "impl": "-", "config": "-", "skipped": f"bench/head.py needs {e.name}"}]

@@ -56,3 +56,39 @@ def read_jsonl(path: Path) -> list[dict]:
 def run_dirs(root: Path) -> list[Path]:
     """Every run directory (one holding meta.json) under ``root``."""
     return sorted(p.parent for p in Path(root).rglob("meta.json"))
+
+
+def tiny_causal_lm(arch: str, vocab: int, dtype=None, attn: str = "eager", **extra):
+    """A seeded 2-layer ``arch`` model (llama, mistral, qwen2, gemma2, ...) with ``vocab`` ids; for
+    gemma2 a final-logit soft-cap of 2 (the real one is 30) so tanh is far from linear on these
+    logits. ``extra`` overrides any config field (e.g. ``sliding_window``)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                  pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    if arch == "gemma2":
+        kwargs.update(head_dim=8, final_logit_softcapping=2.0, sliding_window=16)
+    kwargs.update(extra)
+    config = AutoConfig.for_model(arch, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    return model.to(dtype) if dtype is not None else model
+
+
+def right_padded_rows(shapes, vocab: int, seed: int = 0):
+    """``(input_ids, attention_mask, response_mask)``, one right-padded row per ``(prompt length,
+    response length)`` in ``shapes``, random ids in ``[3, vocab)`` (0-2 are pad/BOS/EOS)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    width = max(p + r for p, r in shapes)
+    ids = torch.zeros(len(shapes), width, dtype=torch.long)
+    attn, resp = torch.zeros_like(ids), torch.zeros_like(ids)
+    for i, (p, r) in enumerate(shapes):
+        ids[i, : p + r] = torch.randint(3, vocab, (p + r,), generator=g)
+        attn[i, : p + r] = 1
+        resp[i, p : p + r] = 1
+    return ids, attn, resp

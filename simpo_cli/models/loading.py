@@ -203,8 +203,16 @@ def load_model(model_cfg, tokenizer, adapter_cfg=None):
     return model
 
 
+class VocabularyMismatch(UserError):
+    """A tokenizer with more ids than the model's input embedding (``check_vocab_fits``)."""
+
+    def __init__(self, message: str, tokens: int, rows: int):
+        super().__init__(message)
+        self.tokens, self.rows = tokens, rows
+
+
 def check_vocab_fits(tokenizer, model, model_cfg) -> None:
-    """Raise ``UserError`` when the tokenizer can produce ids past the model's input embedding
+    """Raise ``VocabularyMismatch`` when the tokenizer can produce ids past the model's input embedding
     (training would die in an ``IndexError``, or worse run on another model's ids); a tokenizer
     much smaller than the embedding is only warned about (embeddings are often padded)."""
     if tokenizer is None:
@@ -213,8 +221,9 @@ def check_vocab_fits(tokenizer, model, model_cfg) -> None:
     size = len(tokenizer)
     loc = model_cfg.tokenizer or model_cfg.name_or_path
     if size > rows:
-        raise UserError(f"tokenizer '{loc}' has {size} tokens but model '{model_cfg.name_or_path}' embeds "
-                        f"{rows}: they do not belong together; drop model.tokenizer to use the model's own")
+        raise VocabularyMismatch(f"tokenizer '{loc}' has {size} tokens but model '{model_cfg.name_or_path}' embeds "
+                                 f"{rows}: they do not belong together; drop model.tokenizer to use the model's own",
+                                 size, rows)
     if size < rows // 2:
         log.warning("tokenizer '%s' has %d tokens, model '%s' embeds %d: is it the model's own tokenizer?",
                     loc, size, model_cfg.name_or_path, rows)

@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 from simpo_cli.data.preference import PreferenceCollator, data_fingerprint, tokenizer_fingerprint
 from simpo_cli.errors import UserError
 from simpo_cli.models.adapters import adapters_disabled, enabled as adapter_enabled, has_adapter
-from simpo_cli.models.loading import load_model, model_fingerprint
+from simpo_cli.models.loading import VocabularyMismatch, load_model, model_fingerprint
 from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,11 @@ def reference_model_config(cfg):
 def load_reference(cfg, tokenizer, policy):
     """The reference model in eval mode with gradients off: the starting policy's weights (a copy)
     or ``reference.name_or_path``. Raises ``UserError`` when its vocabulary differs from the policy's."""
-    ref = load_model(reference_model_config(cfg), tokenizer)
-    if ref.get_output_embeddings().weight.shape[0] != policy.get_output_embeddings().weight.shape[0]:
+    try:
+        ref = load_model(reference_model_config(cfg), tokenizer)
+    except VocabularyMismatch:  # the policy's tokenizer does not fit it: the same mistake, said for the reference
+        ref = None
+    if ref is None or ref.get_output_embeddings().weight.shape[0] != policy.get_output_embeddings().weight.shape[0]:
         raise UserError(f"reference.name_or_path '{cfg.reference.name_or_path}': vocabulary size differs "
                         "from the policy's; the reference must share the policy's tokenizer")
     ref.eval().requires_grad_(False)

@@ -78,7 +78,9 @@ def test_dpo_with_lora_uses_the_disabled_adapter_base_as_reference(tmp_path, mod
     assert len(built) == 1
     ref = meta["reference"]
     assert ref["mode"] == mode and ref["adapter_disabled"] is True
-    assert losses[0] == pytest.approx(math.log(2), abs=1e-6)
+    # 1e-5, not exact: the policy's log-probs come from the fused head and the reference's from the
+    # chunked scoring path, which sum the same token log-probs in another order (fp32 rounding).
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-5)
     assert abs(losses[-1] - math.log(2)) > 1e-4
 
 
@@ -182,8 +184,8 @@ def test_qlora_on_cpu_is_refused_before_loading_anything(tmp_path):
 
 @pytest.mark.slow  # three training processes, ~45 s on 2 cores
 def test_lora_sigkill_then_resume_auto_matches_uninterrupted_run(tmp_path):
-    from tests.reliability.conftest import start_simpo, wait_for
-    from tests.reliability.test_resume import RUN, finish, trace
+    from tests.e2e.reliability.conftest import start_simpo, wait_for
+    from tests.e2e.reliability.test_resume import RUN, finish, trace
 
     full, killed = tmp_path / "full", tmp_path / "killed"
     # lora_dropout > 0: the resumed run must also restore the RNG the adapter's dropout draws from.

@@ -1,4 +1,4 @@
-"""``python -m tests.reliability.slow_simpo ARGS``: the real ``simpo`` CLI with every training
+"""``python -m tests.e2e.reliability.slow_simpo ARGS``: the real ``simpo`` CLI with every training
 micro-step slowed by ``SIMPO_TEST_STEP_SLEEP`` seconds, so a test can signal or kill it at a
 known point of a run that would otherwise finish in a second. The sleep changes no numbers."""
 

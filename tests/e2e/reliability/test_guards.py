@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from simpo_cli.objectives.registry import OBJECTIVES
+from simpo_cli.training.trainer import PreferenceTrainer
 from tests.helpers import FAST_TRAIN, read_jsonl
 from tests.e2e.reliability.test_bad_input import GOOD, GOOD2, jsonl
 
@@ -23,20 +24,26 @@ def workdir(tmp_path, monkeypatch):
 
 def poison_simpo(monkeypatch, bad_steps: set[int], what: str = "loss"):
     """Make the SimPO loss (or only its gradient) NaN on the given 1-based optimizer steps
-    (training forwards only)."""
+    (training forwards only, whichever head path computes the loss: the fused head calls the
+    objective once per pair, the unfused path once per batch)."""
     spec = OBJECTIVES["simpo"]
-    calls = {"n": 0}
+    state = {"step": 0}
+    training_step = PreferenceTrainer.training_step
+
+    def counting_step(self, *args, **kwargs):
+        state["step"] = self.state.global_step + 1
+        return training_step(self, *args, **kwargs)
 
     def fn(logps, **kwargs):
         out = spec.fn(logps, **kwargs)
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] in bad_steps and what == "loss":
+        if torch.is_grad_enabled() and logps.chosen.requires_grad and state["step"] in bad_steps:
+            if what == "loss":
                 out.losses = out.losses * float("nan")
-            elif calls["n"] in bad_steps:  # value + 0, gradient d sqrt(u)/du at 0 = inf, x 0 = NaN
+            else:  # value + 0, gradient d sqrt(u)/du at 0 = inf, x 0 = NaN
                 out.losses = out.losses + torch.sqrt(logps.chosen * 0.0)
         return out
 
+    monkeypatch.setattr(PreferenceTrainer, "training_step", counting_step)
     monkeypatch.setitem(OBJECTIVES, "simpo", dataclasses.replace(spec, fn=fn))
 
 

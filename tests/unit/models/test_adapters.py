@@ -17,7 +17,7 @@ from simpo_cli.models import adapters
 from simpo_cli.models.loading import build_tiny_model
 from simpo_cli.training.logps import sequence_logps, supports_chunked
 from simpo_cli.training.reference import cache_key
-from tests.helpers import compose
+from tests.helpers import compose, right_padded_rows
 
 
 def fake_bitsandbytes(monkeypatch, present: bool):
@@ -33,16 +33,7 @@ def lora(**overrides):
 
 def batch(vocab: int, seed: int = 0):
     """4 right-padded rows: prompts of 3-5 tokens, responses of 1-7."""
-    g = torch.Generator().manual_seed(seed)
-    shapes = [(3, 7), (5, 1), (4, 4), (3, 3)]
-    width = max(p + r for p, r in shapes)
-    ids = torch.zeros(len(shapes), width, dtype=torch.long)
-    attn, resp = torch.zeros_like(ids), torch.zeros_like(ids)
-    for i, (p, r) in enumerate(shapes):
-        ids[i, : p + r] = torch.randint(3, vocab, (p + r,), generator=g)
-        attn[i, : p + r] = 1
-        resp[i, p : p + r] = 1
-    return ids, attn, resp
+    return right_padded_rows([(3, 7), (5, 1), (4, 4), (3, 3)], vocab, seed)
 
 
 def perturb_lora(model, seed: int = 1):

@@ -20,7 +20,7 @@ from simpo_cli.models.generate import TransformersBackend, encode_prompt, row_ke
 from simpo_cli.models.loading import build_tiny_model, load_tokenizer
 from simpo_cli.models.reward import RewardModelScorer, select_pair
 from simpo_cli.stages.eval import score_pairs
-from tests.eval.test_benchmarks import make_reward_model
+from tests.unit.evaluation.test_benchmarks import make_reward_model
 
 ROOT = Path(__file__).resolve().parents[3]
 WORDS = "the a sky is blue because light scatters off air molecules and red waves pass through".split()

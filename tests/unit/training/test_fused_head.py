@@ -19,6 +19,7 @@ from simpo_cli.training.fused_head import (
     supports_fused,
 )
 from simpo_cli.training.logps import sequence_logps
+from tests.helpers import right_padded_rows, tiny_causal_lm
 
 VOCAB = 97
 ARCHS = ["llama", "mistral", "qwen2", "gemma2"]
@@ -37,32 +38,12 @@ KWARGS = {
 
 
 def tiny(arch: str, dtype=torch.float32, **extra):
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    kwargs = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                  pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-    if arch == "gemma2":
-        # A cap of 2 (the real one is 30) so tanh is far from linear on these logits.
-        kwargs.update(head_dim=8, final_logit_softcapping=2.0, sliding_window=16)
-    kwargs.update(extra)
-    config = AutoConfig.for_model(arch, **kwargs)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-    return model.to(dtype)
+    return tiny_causal_lm(arch, VOCAB, dtype, **extra)
 
 
 def pair_batch(seed: int = 0, shapes=((3, 7), (5, 2), (4, 4), (3, 5), (2, 6), (4, 1))):
     """``[2B, L]`` right-padded rows, chosen rows first: (prompt, response) lengths per row."""
-    g = torch.Generator().manual_seed(seed)
-    width = max(p + r for p, r in shapes)
-    ids = torch.zeros(len(shapes), width, dtype=torch.long)
-    attn, resp = torch.zeros_like(ids), torch.zeros_like(ids)
-    for i, (p, r) in enumerate(shapes):
-        ids[i, : p + r] = torch.randint(3, VOCAB, (p + r,), generator=g)
-        attn[i, : p + r] = 1
-        resp[i, p: p + r] = 1
+    ids, attn, resp = right_padded_rows(shapes, VOCAB, seed)
     return dict(input_ids=ids, attention_mask=attn, response_mask=resp)
 
 

@@ -14,43 +14,23 @@ from simpo_cli.training.logps import (
     sequence_logps,
     supports_chunked,
 )
+from tests.helpers import right_padded_rows, tiny_causal_lm
 
 VOCAB = 97
 ARCHS = ["llama", "mistral", "qwen2", "gemma2"]
 
 
 def tiny(arch: str, dtype=torch.float64, attn="eager", **extra):
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    kwargs = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                  pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-    if arch == "gemma2":
-        # A cap of 2 (the real one is 30) so tanh is far from linear on these logits, and a
-        # sliding window shorter than the rows so both attention kinds are exercised. (A window
-        # of at most the longest padding run gives NaN rows in transformers' padded eager
-        # forward: a padding query that sees only padding keys. Not ours; avoided here.)
-        kwargs.update(head_dim=8, final_logit_softcapping=2.0, sliding_window=6)
-    kwargs.update(extra)
-    config = AutoConfig.for_model(arch, **kwargs)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
-    return model.to(dtype)
+    # gemma2: a sliding window shorter than the rows so both attention kinds are exercised. (A
+    # window of at most the longest padding run gives NaN rows in transformers' padded eager
+    # forward: a padding query that sees only padding keys. Not ours; avoided here.)
+    window = {"sliding_window": 6} if arch == "gemma2" else {}
+    return tiny_causal_lm(arch, VOCAB, dtype, attn, **{**window, **extra})
 
 
 def batch(seed: int = 0):
     """4 right-padded rows: prompts of 3-5 tokens, responses of 1-7, widths 6-11."""
-    g = torch.Generator().manual_seed(seed)
-    shapes = [(3, 7), (5, 1), (4, 4), (3, 3)]
-    width = max(p + r for p, r in shapes)
-    ids = torch.zeros(len(shapes), width, dtype=torch.long)
-    attn, resp = torch.zeros_like(ids), torch.zeros_like(ids)
-    for i, (p, r) in enumerate(shapes):
-        ids[i, : p + r] = torch.randint(3, VOCAB, (p + r,), generator=g)
-        attn[i, : p + r] = 1
-        resp[i, p : p + r] = 1
-    return ids, attn, resp
+    return right_padded_rows([(3, 7), (5, 1), (4, 4), (3, 3)], VOCAB, seed)
 
 
 def values_and_grads(model, weights, **kw):
