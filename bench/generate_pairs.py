@@ -101,7 +101,7 @@ def main() -> None:
 
     from simpo_cli.config.schema import GenerationSettings, ModelConfig, TinyModelConfig
     from simpo_cli.data.prompts import read_prompts
-    from simpo_cli.data.tokenize import uses_template
+    from simpo_cli.data.templates import uses_template
     from simpo_cli.models.generate import TransformersBackend, encode_prompt, row_key
     from simpo_cli.models.loading import build_tiny_model, load_tokenizer
     from simpo_cli.models.reward import RewardModelScorer

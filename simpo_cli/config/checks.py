@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.data.records import is_local, resolve_path
-from simpo_cli.data.tokenize import TEMPLATE_MODES
+from simpo_cli.data.templates import TEMPLATE_MODES
 from simpo_cli.config.eval import BENCHMARK_FORMATS
 from simpo_cli.config.schema import GROUP_DIRS, group_options
 from simpo_cli.errors import ConfigError

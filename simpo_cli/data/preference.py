@@ -13,7 +13,8 @@ import torch
 from simpo_cli.data.cache import cached_dataset, data_fingerprint, tokenizer_fingerprint  # noqa: F401 (re-exported)
 from simpo_cli.data.records import detect_format, normalise, read_records
 from simpo_cli.data.sft import looks_like_sft
-from simpo_cli.data.tokenize import encode_pair, truncate, uses_template
+from simpo_cli.data.templates import uses_template
+from simpo_cli.data.tokenize import encode_pair, truncate
 from simpo_cli.errors import DataError, UserError
 
 log = logging.getLogger(__name__)

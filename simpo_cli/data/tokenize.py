@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# TEMPLATE_MODES, plain_prompt and uses_template live in templates.py; re-exported for callers.
-from simpo_cli.data.templates import (TEMPLATE_MODES, plain_prompt, prompt_ids,  # noqa: F401
-                                      prompt_text, response_ids, uses_template)
+from simpo_cli.data.templates import prompt_ids, prompt_text, response_ids
 
 
 @dataclass

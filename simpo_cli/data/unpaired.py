@@ -22,7 +22,8 @@ import logging
 from simpo_cli.data.cache import cached_dataset
 from simpo_cli.data.preference import DataStats, build_preference_dataset, data_fingerprint, tokenizer_fingerprint
 from simpo_cli.data.records import as_message, as_text, count_drop, read_records
-from simpo_cli.data.tokenize import encode_pair, truncate, uses_template
+from simpo_cli.data.templates import uses_template
+from simpo_cli.data.tokenize import encode_pair, truncate
 from simpo_cli.errors import DataError, UserError
 from simpo_cli.objectives import OBJECTIVES
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from simpo_cli.data.tokenize import plain_prompt, uses_template
+from simpo_cli.data.templates import plain_prompt, uses_template
 from simpo_cli.errors import UserError
 from simpo_cli.models.invariance import one_cpu_thread
 from simpo_cli.models.loading import DTYPES, load_tokenizer

@@ -27,7 +27,7 @@ from transformers import set_seed
 
 from simpo_cli.config.checks import resolve_hparams
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
-from simpo_cli.data.tokenize import uses_template
+from simpo_cli.data.templates import uses_template
 from simpo_cli.errors import UserError
 from simpo_cli.evaluation import benchmarks as B, metrics as M, plots
 from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from simpo_cli.data.preference import data_fingerprint
 from simpo_cli.data.prompts import read_prompts
 from simpo_cli.data.records import read_jsonl_dir
-from simpo_cli.data.tokenize import uses_template
+from simpo_cli.data.templates import uses_template
 from simpo_cli.errors import UserError
 from simpo_cli.files import META_FILE
 from simpo_cli.models.generate import TransformersBackend, VLLMBackend, encode_prompt, row_key

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 
 import pytest
 import torch
@@ -184,30 +183,15 @@ def test_qlora_on_cpu_is_refused_before_loading_anything(tmp_path):
 
 @pytest.mark.slow  # three training processes, ~45 s on 2 cores
 def test_lora_sigkill_then_resume_auto_matches_uninterrupted_run(tmp_path):
-    from tests.e2e.reliability.conftest import start_simpo, wait_for
-    from tests.e2e.reliability.test_resume import RUN, finish, trace
+    from tests.e2e.reliability.procs import RUN, sigkill_then_resume
 
-    full, killed = tmp_path / "full", tmp_path / "killed"
     # lora_dropout > 0: the resumed run must also restore the RNG the adapter's dropout draws from.
     args = [*RUN, "trainer.save_steps=2", "adapter=lora", "adapter.lora_dropout=0.1", "hparams.learning_rate=1e-3"]
-    reference = start_simpo([*args, f"run_dir={full}"], tmp_path)
-    victim = start_simpo([*args, f"run_dir={killed}"], tmp_path, step_sleep=0.4)
-    wait_for(killed / "checkpoints" / "checkpoint-4", victim)
-    victim.send_signal(signal.SIGKILL)
-    code, _ = finish(victim)
-    assert code == -signal.SIGKILL
-    assert (killed / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors").is_file()
 
-    code, out = finish(start_simpo([*args, f"run_dir={killed}", "resume=auto"], tmp_path))
-    assert code == 0, out[-4000:]
-    meta = json.loads((killed / "meta.json").read_text())
-    assert meta["status"] == "completed" and meta["steps"] == 10
-    assert 4 <= int(meta["resumed_from"].rsplit("-", 1)[1]) < 10
-    code, out = finish(reference)
-    assert code == 0, out[-4000:]
-    expected = trace(full)
-    assert [t[0] for t in expected] == list(range(1, 11))
-    assert trace(killed) == expected
+    def adapter_checkpointed(killed):
+        assert (killed / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors").is_file()
+
+    sigkill_then_resume(args, tmp_path, adapter_checkpointed)
 
 
 def test_lora_paper_scales_the_presets_learning_rate(tmp_path):
