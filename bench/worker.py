@@ -97,7 +97,8 @@ def common_args(args, out: Path) -> dict:
                 max_steps=args.warmup + args.steps, learning_rate=1e-4, lr_scheduler_type="constant",
                 logging_steps=10_000, save_strategy="no", report_to="none", disable_tqdm=True,
                 use_cpu=args.device == "cpu", bf16=args.dtype == "bf16", dataloader_num_workers=0,
-                seed=0)
+                # TRL's configs default to gradient checkpointing; ours runs without it.
+                gradient_checkpointing=False, seed=0)
 
 
 def run_ours(args, work: Path, pairs: list[dict], timer: StepTimer):

@@ -156,8 +156,9 @@ class TrainerConfig:
     # on for simpo train unless the objective's loss couples a batch's examples (KTO); see
     # simpo_cli/training/batching.py. simpo sft: null = off.
     group_by_length: Optional[bool] = None
-    # One packed row per batch, no padding (position_ids restart per sequence). null = on only
-    # for flash-attention, where it runs as varlen kernels (see simpo_cli/training/logps.py).
+    # One packed row per batch, no padding (position_ids restart per sequence). null = on for
+    # flash-attention (varlen kernels) and sdpa (per-sequence calls), off for eager
+    # (see simpo_cli/models/packed_attention.py).
     padding_free: Optional[bool] = None
 
 

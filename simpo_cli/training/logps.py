@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from simpo_cli.models.packed_attention import SEGMENT_SDPA, packed_forward, sequence_bounds, use_segment_attention
+
 # Heads that are exactly ``hidden @ W.T`` (+ optional soft-capping) after the final norm.
 CHUNKED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "mixtral"}
 # Logits per chunk (elements): 2**24 floats = 64 MiB in float32, i.e. ~130 tokens at a 128k
@@ -218,11 +220,12 @@ def _pack(input_ids, attention_mask):
 
 
 def padding_free_default(model) -> bool:
-    """Padding-free is the default only where attention runs as variable-length kernels
-    (flash-attention): eager and sdpa would build a dense ``[T, T]`` block-diagonal mask, which
-    costs more than the padding it saves."""
+    """Padding-free is the default where packed sequences attend to themselves alone: with
+    flash-attention's variable-length kernels and with sdpa (``SEGMENT_SDPA``, one causal sdpa call
+    per sequence). Eager attention would build a dense ``[T, T]`` block-diagonal mask, which costs
+    more than the padding it saves."""
     impl = getattr(getattr(_unwrap(model), "config", None), "_attn_implementation", None) or ""
-    return impl.startswith("flash_attention")
+    return impl in ("sdpa", SEGMENT_SDPA) or impl.startswith("flash_attention")
 
 
 @dataclass
@@ -257,7 +260,9 @@ def _scored_positions(model, input_ids, attention_mask, response_mask, padding_f
     if padding_free:
         # Scored token t of row i is predicted at position t-1 of that row.
         packed_ids, position_ids, flat = _pack(input_ids, attention_mask)
-        inputs = dict(input_ids=packed_ids, position_ids=position_ids)
+        use_segment_attention(model)
+        inputs = dict(input_ids=packed_ids, position_ids=position_ids,
+                      **sequence_bounds(attention_mask.sum(1)))
         source = flat[:, :-1][mask]
     else:
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask)
@@ -276,7 +281,8 @@ def head_inputs(model, input_ids, attention_mask, response_mask, *,
     inputs, scored, targets, rows, lengths = _scored_positions(
         model, input_ids, attention_mask, response_mask, padding_free)
     inner = _unwrap(model)
-    out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+    with packed_forward() if "cu_seq_lens_q" in inputs else contextlib.nullcontext():
+        out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
     head = inner.get_output_embeddings()
     return HeadInputs(scored(out.hidden_states[-1]), targets, rows, lengths, head.weight, head.bias,
                       getattr(inner.config, "final_logit_softcapping", None))
@@ -312,7 +318,8 @@ def sequence_logps(model, input_ids, attention_mask, response_mask, *, path: str
     else:
         inputs, scored, targets, rows, lengths = _scored_positions(
             model, input_ids, attention_mask, response_mask, padding_free)
-        logits = scored(model(**inputs, use_cache=False).logits)
+        with packed_forward() if "cu_seq_lens_q" in inputs else contextlib.nullcontext():
+            logits = scored(model(**inputs, use_cache=False).logits)
         logits = logits.to(compute_dtype(logits.dtype))
         token_logps = logits.gather(1, targets[:, None])[:, 0] - logits.logsumexp(1)
         token_means = logits.detach().mean(1)

@@ -76,13 +76,44 @@ def test_float32_matches_plain(arch):
         torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_sdpa_padding_free_matches_padded():
-    """sdpa reads the restarting position_ids as packed sequences too (block-diagonal mask)."""
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["", "gradient-checkpointing"])
+def test_sdpa_padding_free_attends_per_sequence(monkeypatch, checkpointing):
+    """sdpa + padding-free: the model switches to ``SEGMENT_SDPA``, which runs one causal sdpa call
+    per packed sequence (4 rows x 2 layers, again in the recompute under gradient checkpointing)
+    and builds no [T, T] mask; log-probs and every gradient equal the padded forward's (float64)."""
+    import simpo_cli.models.packed_attention as packed
+
+    model = tiny("llama", attn="sdpa")
+    if checkpointing:
+        model.gradient_checkpointing_enable({"use_reentrant": False})
+    model.train()
+    weights = torch.tensor([0.7, -1.3, 0.4, 2.0], dtype=torch.float64)
+    ref, ref_grads = values_and_grads(model, weights, path="plain")
+    assert model.config._attn_implementation == "sdpa"
+    masks, segments = [], []
+    monkeypatch.setattr(packed, "sdpa_mask", lambda *a, **k: masks.append(k["q_length"]))
+    original = packed.sdpa_attention_forward
+    monkeypatch.setattr(packed, "sdpa_attention_forward",
+                        lambda m, q, *a, **k: (segments.append(q.shape[2]), original(m, q, *a, **k))[1])
+    out, grads = values_and_grads(model, weights, path="plain", padding_free=True)
+    assert model.config._attn_implementation == packed.SEGMENT_SDPA
+    assert masks == []
+    widths = [10, 6, 8, 6]  # prompt + response tokens of each row
+    assert segments == widths * 2 * (2 if checkpointing else 1)
+    torch.testing.assert_close(out.logps, ref.logps, atol=1e-10, rtol=0)
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-10, rtol=0, msg=name)
+
+
+def test_segment_sdpa_is_sdpa_on_padded_batches():
+    """After the switch a padded batch still gets sdpa's padding mask: the same numbers as before."""
     model = tiny("llama", attn="sdpa")
     ids, attn, resp = batch(1)
-    ref = sequence_logps(model, ids, attn, resp, path="plain")
-    out = sequence_logps(model, ids, attn, resp, padding_free=True)
-    torch.testing.assert_close(out.logps, ref.logps, atol=1e-5, rtol=0)
+    before = sequence_logps(model, ids, attn, resp, path="plain").logps
+    sequence_logps(model, ids, attn, resp, padding_free=True)
+    assert model.config._attn_implementation == "sdpa_segments"
+    after = sequence_logps(model, ids, attn, resp, path="plain").logps
+    assert torch.equal(before, after)
 
 
 def test_head_function_gradcheck_with_bias_and_softcap():
@@ -136,11 +167,11 @@ def test_unsupported_head_falls_back_to_plain():
 
 def test_defaults():
     """Chunk of 2**24 logits: 130 tokens at Llama-3's 128,256 vocabulary, 524 at 32,000; padding-free
-    by default only for flash-attention."""
+    by default with sdpa (per-sequence calls) and flash-attention (varlen), not eager (dense mask)."""
     assert default_chunk_size(128_256) == 130
     assert default_chunk_size(32_000) == 524
     assert not padding_free_default(tiny("llama", attn="eager"))
-    assert not padding_free_default(tiny("llama", attn="sdpa"))
+    assert padding_free_default(tiny("llama", attn="sdpa"))
     model = tiny("llama")
     model.config._attn_implementation = "flash_attention_2"
     assert padding_free_default(model)
