@@ -221,11 +221,15 @@ def _pack(input_ids, attention_mask):
 
 def padding_free_default(model) -> bool:
     """Padding-free is the default where packed sequences attend to themselves alone: with
-    flash-attention's variable-length kernels and with sdpa (``SEGMENT_SDPA``, one causal sdpa call
-    per sequence). Eager attention would build a dense ``[T, T]`` block-diagonal mask, which costs
-    more than the padding it saves."""
-    impl = getattr(getattr(_unwrap(model), "config", None), "_attn_implementation", None) or ""
-    return impl in ("sdpa", SEGMENT_SDPA) or impl.startswith("flash_attention")
+    flash-attention's variable-length kernels, and with sdpa (``SEGMENT_SDPA``, one causal sdpa call
+    per sequence) for the architectures of ``CHUNKED_MODEL_TYPES``, whose packed forward is tested
+    here. Eager attention would build a dense ``[T, T]`` block-diagonal mask, which costs more than
+    the padding it saves."""
+    config = getattr(_unwrap(model), "config", None)
+    impl = getattr(config, "_attn_implementation", None) or ""
+    if impl in ("sdpa", SEGMENT_SDPA):
+        return getattr(config, "model_type", None) in CHUNKED_MODEL_TYPES
+    return impl.startswith("flash_attention")
 
 
 @dataclass

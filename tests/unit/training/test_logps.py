@@ -116,6 +116,20 @@ def test_segment_sdpa_is_sdpa_on_padded_batches():
     assert torch.equal(before, after)
 
 
+def test_sdpa_padding_free_under_lora():
+    """A peft-wrapped sdpa model: padding-free is its default, the base model is switched, and the
+    packed log-probs equal the padded ones."""
+    peft = pytest.importorskip("peft")
+    base = tiny("llama", attn="sdpa")
+    model = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    ids, attn, resp = batch(1)
+    assert padding_free_default(model)
+    ref = sequence_logps(model, ids, attn, resp, path="plain").logps
+    out = sequence_logps(model, ids, attn, resp, padding_free=None).logps
+    assert base.config._attn_implementation == "sdpa_segments"
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
+
+
 def test_head_function_gradcheck_with_bias_and_softcap():
     """The custom autograd function against finite differences, including a head bias (no tiny
     config here has one) and soft-capping; 7 rows in chunks of 3."""
