@@ -194,8 +194,10 @@ def parameter_counts(model) -> dict:
     return {"parameters": total, "trainable_parameters": trainable}
 
 
-def _unwrap(model):
-    while hasattr(model, "module"):  # DDP / accelerate wrappers
+def unwrap(model):
+    """The model inside DDP / accelerate / DeepSpeed wrappers (their ``.module``); a PeftModel is
+    returned as is."""
+    while hasattr(model, "module"):
         model = model.module
     return model
 
@@ -204,7 +206,7 @@ def has_adapter(model) -> bool:
     """Whether ``model`` (or the model a DDP wrapper holds) is a ``PeftModel``."""
     if "peft" not in sys.modules:  # nothing can be a PeftModel; do not pay peft's import
         return False
-    return isinstance(_unwrap(model), sys.modules["peft"].PeftModel)
+    return isinstance(unwrap(model), sys.modules["peft"].PeftModel)
 
 
 def adapters_disabled(model):
@@ -212,7 +214,7 @@ def adapters_disabled(model):
     A no-op for a model without an adapter."""
     if not has_adapter(model):
         return contextlib.nullcontext()
-    return _unwrap(model).disable_adapter()
+    return unwrap(model).disable_adapter()
 
 
 def save_merged(model, tokenizer, saved: Path, adapter_dir: Path) -> None:
@@ -222,7 +224,7 @@ def save_merged(model, tokenizer, saved: Path, adapter_dir: Path) -> None:
     staging = adapter_dir.with_name(adapter_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     saved.rename(staging)
-    merged = _unwrap(model).merge_and_unload()
+    merged = unwrap(model).merge_and_unload()
     merged.save_pretrained(str(saved))
     tokenizer.save_pretrained(str(saved))
     shutil.rmtree(adapter_dir, ignore_errors=True)

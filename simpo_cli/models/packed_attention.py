@@ -27,6 +27,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from simpo_cli.models.adapters import unwrap
+
 SEGMENT_SDPA = "sdpa_segments"
 _packed = contextvars.ContextVar("simpo_packed_forward", default=False)
 
@@ -37,12 +39,11 @@ def segment_sdpa_forward(module, query, key, value, attention_mask, dropout: flo
     ``[1, kv_heads, T, d]`` → (``[1, T, heads, d]``, None). With ``cu_seq_lens_q`` and one packed row
     the mask is ignored and every sequence ``[s, e)`` gets causal attention over itself; otherwise
     ``sdpa_attention_forward`` as is."""
-    if (cu_seq_lens_q is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]
-            or int(cu_seq_lens_q[-1]) != query.shape[2]):
+    bounds = None if cu_seq_lens_q is None or query.shape[0] != 1 else cu_seq_lens_q.tolist()
+    if bounds is None or query.shape[2] != key.shape[2] or bounds[-1] != query.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     kwargs.pop("is_causal", None)
-    bounds = cu_seq_lens_q.tolist()
     sizes = [e - s for s, e in zip(bounds, bounds[1:]) if e > s]
     # split, not slicing: each slice's backward would zero-fill a full [1, heads, T, d] gradient.
     parts = [sdpa_attention_forward(module, q, k, v, None, dropout=dropout, scaling=scaling, is_causal=True,
@@ -61,8 +62,7 @@ AttentionMaskInterface.register(SEGMENT_SDPA, segment_sdpa_mask)
 
 
 def _base(model):
-    while hasattr(model, "module"):  # DDP and other wrappers
-        model = model.module
+    model = unwrap(model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
 
 

@@ -17,7 +17,7 @@ random batches, since length-sorted batches would bias that estimate.
 Padding-free packing (``trainer.padding_free``, ``simpo_cli.training.logps``) is on by default with
 flash-attention (varlen kernels) and sdpa (one causal sdpa call per packed sequence,
 ``simpo_cli.models.packed_attention``): the body then runs on real tokens only. On SmolLM2 (batch
-4 x 512, CPU) it took 0.63x the padded step's time and 0.72x its peak RSS (``bench/README.md``).
+4 x 512, CPU) it took 0.63x the padded step's time and 0.73x its peak RSS (``bench/README.md``).
 Eager attention (Gemma-2) keeps padded batches: packing would need a dense ``[T, T]`` mask.
 """
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from simpo_cli.models.adapters import unwrap
 from simpo_cli.models.packed_attention import SEGMENT_SDPA, packed_forward, sequence_bounds, use_segment_attention
 
 # Heads that are exactly ``hidden @ W.T`` (+ optional soft-capping) after the final norm.
@@ -49,15 +50,9 @@ class SequenceLogps:
     logits_mean: torch.Tensor
 
 
-def _unwrap(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
-
-
 def output_head(model):
     """The model's LM head module (``get_output_embeddings()``), looked up through wrappers."""
-    return _unwrap(model).get_output_embeddings()
+    return unwrap(model).get_output_embeddings()
 
 
 def _is_zero3(param) -> bool:
@@ -65,7 +60,7 @@ def _is_zero3(param) -> bool:
 
 
 def _is_fsdp(model, param) -> bool:
-    if any(type(m).__name__ == "FullyShardedDataParallel" for m in (model, _unwrap(model))):
+    if any(type(m).__name__ == "FullyShardedDataParallel" for m in (model, unwrap(model))):
         return True
     return type(param).__name__ == "DTensor" or type(param.data).__name__ == "DTensor"
 
@@ -74,7 +69,7 @@ def supports_chunked(model) -> bool:
     """True when the chunked path computes exactly what the model's own head would: a plain
     ``nn.Linear`` head of an architecture in ``CHUNKED_MODEL_TYPES``, not sharded by FSDP, and (for
     a ZeRO-3-partitioned head) DeepSpeed importable so the weight can be gathered."""
-    inner = _unwrap(model)
+    inner = unwrap(model)
     config = getattr(inner, "config", None)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     if config is None or type(head) is not torch.nn.Linear:
@@ -225,7 +220,7 @@ def padding_free_default(model) -> bool:
     per sequence) for the architectures of ``CHUNKED_MODEL_TYPES``, whose packed forward is tested
     here. Eager attention would build a dense ``[T, T]`` block-diagonal mask, which costs more than
     the padding it saves."""
-    config = getattr(_unwrap(model), "config", None)
+    config = getattr(unwrap(model), "config", None)
     impl = getattr(config, "_attn_implementation", None) or ""
     if impl in ("sdpa", SEGMENT_SDPA):
         return getattr(config, "model_type", None) in CHUNKED_MODEL_TYPES
@@ -284,7 +279,7 @@ def head_inputs(model, input_ids, attention_mask, response_mask, *,
     satisfy ``supports_chunked``; arguments as for ``sequence_logps``."""
     inputs, scored, targets, rows, lengths = _scored_positions(
         model, input_ids, attention_mask, response_mask, padding_free)
-    inner = _unwrap(model)
+    inner = unwrap(model)
     with packed_forward() if "cu_seq_lens_q" in inputs else contextlib.nullcontext():
         out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
     head = inner.get_output_embeddings()
@@ -311,7 +306,7 @@ def sequence_logps(model, input_ids, attention_mask, response_mask, *, path: str
     n = input_ids.shape[0]
     supported = supports_chunked(model)
     if path == "chunked" and not supported:
-        raise ValueError(f"the chunked log-prob path does not support {type(_unwrap(model)).__name__}")
+        raise ValueError(f"the chunked log-prob path does not support {type(unwrap(model)).__name__}")
     if path != "plain" and supported:
         head = head_inputs(model, input_ids, attention_mask, response_mask, padding_free=padding_free)
         rows, lengths = head.rows, head.lengths
