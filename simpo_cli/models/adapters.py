@@ -19,7 +19,6 @@ either kind of ``<run>`` as ``model.name_or_path``: an adapter directory is load
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import re
@@ -31,6 +30,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 
+from simpo_cli import optional
 from simpo_cli.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def enabled(adapter_cfg) -> bool:
 
 def qlora_unavailable() -> str | None:
     """Why 4-bit QLoRA cannot run here (no bitsandbytes, no CUDA GPU), or ``None``."""
-    if importlib.util.find_spec("bitsandbytes") is None:
+    if not optional.installed("bitsandbytes"):
         return "adapter=qlora needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU; use adapter=lora"
     if not torch.cuda.is_available():
         return "adapter=qlora needs a CUDA GPU (bitsandbytes 4-bit); none is visible: use adapter=lora"
@@ -64,7 +64,7 @@ def adapter_problems(cfg) -> list[str]:
     problems = []
     if ad.name not in KINDS:
         return [f"adapter.name must be one of {', '.join(KINDS)}, got '{ad.name}'"]
-    if importlib.util.find_spec("peft") is None:
+    if not optional.installed("peft"):
         problems.append(f"adapter={ad.name} needs peft: pip install peft")
     if ad.r <= 0:
         problems.append(f"adapter.r must be > 0, got {ad.r}")

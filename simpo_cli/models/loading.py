@@ -4,7 +4,6 @@ built from a config in code (demo and tests, no network)."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from simpo_cli import optional
 from simpo_cli.errors import UserError
 from simpo_cli.files import META_FILE, MODEL_DIR
 from simpo_cli.models import smollm2
@@ -131,7 +131,7 @@ def template_with_defaults(template: str, defaults: dict) -> str:
 
 def flash_attention_missing() -> str | None:
     """Why flash-attention cannot run here (``None`` when it can)."""
-    if importlib.util.find_spec("flash_attn") is None:
+    if not optional.installed("flash_attn"):
         return "flash-attn is not installed"
     if not torch.cuda.is_available():
         return "no CUDA device is visible"

