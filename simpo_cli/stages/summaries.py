@@ -82,6 +82,11 @@ def print_eval(result) -> None:
             table.add_row("KL(policy||ref) per token, chosen", f"{kl['per_token']:.4f}")
     for name, b in s.get("benchmarks", {}).items():
         table.add_row(f"{name} answers", f"{b['file']} ({b['n_prompts']} prompts)")
+        if b.get("ifeval"):
+            from simpo_cli.evaluation.ifeval_run import print_rows
+
+            for label, value in print_rows(b["ifeval"]):
+                table.add_row(label, value)
     if s.get("judge"):
         j = s["judge"]
         table.add_row("judge win rate", f"{j['win_rate']:.3f} [{j['ci'][0]:.3f}, {j['ci'][1]:.3f}]")
