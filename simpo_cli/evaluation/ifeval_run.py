@@ -140,14 +140,13 @@ def print_rows(s: dict) -> list[tuple[str, str]]:
     rows = []
     for k in IF.METRICS:
         m = s["metrics"][k]
-        text = f"{m['value']:.4f} [{m['ci'][0]:.4f}, {m['ci'][1]:.4f}]"
+        rows.append((f"ifeval {k}", f"{m['value']:.4f} [{m['ci'][0]:.4f}, {m['ci'][1]:.4f}]"))
         if s.get("before"):
             d, was = s["paired"][k], s["before"]["metrics"][k]["value"]
-            text = (f"{was:.4f} -> {m['value']:.4f}, diff {d['difference']:+.4f} "
-                    f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]")
+            text = f"{was:.4f}; after - before {d['difference']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
             if "mcnemar" in d:
                 text += f", McNemar p={d['mcnemar']['p_value']:.3g}"
-        rows.append((f"ifeval {k}", text))
+            rows.append(("  starting model", text))
     if s.get("n_unavailable") and s.get("unavailable_reason"):
         rows.append(("ifeval unavailable", f"{s['n_unavailable']} instructions (NLTK data): counted nowhere"))
     return rows

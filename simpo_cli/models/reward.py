@@ -226,6 +226,9 @@ SCORERS = {"reward-model": RewardModelScorer, "pairrm": PairRMScorer}
 
 def load_scorer(cfg, device: torch.device | str = "cpu"):
     """The scorer named by ``cfg.type``; raises ``UserError`` for an unknown type."""
-    if cfg.type not in SCORERS:
-        raise UserError(f"unknown scorer.type '{cfg.type}'; choose from: {', '.join(sorted(SCORERS))}")
-    return SCORERS[cfg.type](cfg, device)
+    from simpo_cli.models.verifiable import VERIFIABLE_SCORERS  # ifeval, function: no model
+
+    scorers = {**SCORERS, **VERIFIABLE_SCORERS}
+    if cfg.type not in scorers:
+        raise UserError(f"unknown scorer.type '{cfg.type}'; choose from: {', '.join(sorted(scorers))}")
+    return scorers[cfg.type](cfg, device)
