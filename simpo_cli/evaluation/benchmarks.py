@@ -23,8 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simpo_cli.data.ifeval import load_prompts as load_ifeval_prompts
 from simpo_cli.data.templates import prompt_ids, prompt_text
 from simpo_cli.errors import DataError, UserError
+from simpo_cli.evaluation.ifeval import response_lines
 from simpo_cli.models.generate import Sampler, row_key
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,7 @@ def load_prompts(bench_cfg, limit: int | None = None) -> list[BenchPrompt]:
     if not path.is_file():
         raise UserError(f"benchmark '{bench_cfg.name}': prompt file not found: {path}")
     if bench_cfg.format == "ifeval":  # records with instruction_id_list / kwargs, scored by simpo eval itself
-        from simpo_cli.evaluation import ifeval
-
-        return [BenchPrompt(p.key, [p.prompt], None, {"ifeval": p}) for p in ifeval.load_prompts(path, limit)]
+        return [BenchPrompt(p.key, [p.prompt], None, {"ifeval": p}) for p in load_ifeval_prompts(path, limit)]
     text = path.read_text(encoding="utf-8")
     try:
         records = json.loads(text) if path.suffix == ".json" else [json.loads(l) for l in text.splitlines() if l.strip()]
@@ -181,8 +181,6 @@ def format_answers(fmt: str, prompts: list[BenchPrompt], answers: list[list[str]
     """``(relative path, file text)`` of the answer file in the judge tool's own format."""
     tstamp = time.time() if tstamp is None else tstamp
     if fmt == "ifeval":  # the reference evaluation_main.py's --input_response_data
-        from simpo_cli.evaluation.ifeval import response_lines
-
         return "ifeval/input_response_data.jsonl", response_lines([p.extra["ifeval"] for p in prompts],
                                                                   [a[0] for a in answers])
     if fmt == "alpaca_eval":

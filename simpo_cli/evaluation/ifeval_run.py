@@ -25,10 +25,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from simpo_cli.data import ifeval as checks
+from simpo_cli.data.cache import tokenizer_fingerprint
 from simpo_cli.evaluation import ifeval as IF
 from simpo_cli.evaluation import metrics as M
 from simpo_cli.evaluation.paired import mcnemar_exact, paired_difference
-from simpo_cli.run.rundir import write_atomic, write_json
+from simpo_cli.files import write_atomic, write_json
+from simpo_cli.models.loading import model_location
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -43,9 +46,6 @@ def _listing(path: Path) -> list:
 
 def answers_key(model_cfg, tokenizer, prompts, decoding: dict) -> str:
     """The cache key of one model's answers to ``prompts`` (see the module docstring)."""
-    from simpo_cli.data.cache import tokenizer_fingerprint
-    from simpo_cli.models.loading import model_location
-
     model = OmegaConf.to_container(model_cfg, resolve=True)
     weights = None
     if model_cfg.name_or_path:
@@ -79,11 +79,11 @@ def write_cached(cache_dir: str | Path, key: str, answers, counts, model: str) -
 def score(prompts, answers: list[str], cache_dir: str | Path) -> tuple[list, list, str | None]:
     """Per prompt ``(strict, loose)`` instruction results and the reason NLTK's types are
     unavailable (``None`` when they are scored)."""
-    reason = IF.install_punkt(cache_dir)
-    unavailable = frozenset(IF.NLTK_TYPES) if reason else frozenset()
+    reason = checks.install_punkt(cache_dir)
+    unavailable = frozenset(checks.NLTK_TYPES) if reason else frozenset()
     strict, loose = [], []
     for p, a in zip(prompts, answers):
-        s, l = IF.score_response(p.extra["ifeval"], a, unavailable=unavailable)
+        s, l = checks.score_response(p.extra["ifeval"], a, unavailable=unavailable)
         strict.append(s)
         loose.append(l)
     return strict, loose, reason
@@ -123,7 +123,7 @@ def evaluate(out_dir: Path, prompts, answers: list[str], counts: list[int], max_
 
 def _lengths(answers, counts, max_new_tokens) -> dict:
     return {"length_tokens": M.length_stats(counts, max_new_tokens),
-            "length_words": M.length_stats([IF.count_words(a) for a in answers])}
+            "length_words": M.length_stats([checks.count_words(a) for a in answers])}
 
 
 def _write(out_dir: Path, folder: str, items, answers, strict, loose) -> list[str]:
@@ -133,26 +133,3 @@ def _write(out_dir: Path, folder: str, items, answers, strict, loose) -> list[st
     for rel, text in texts.items():
         write_atomic(Path(out_dir) / rel, text)
     return list(texts)
-
-
-def print_rows(s: dict) -> list[tuple[str, str]]:
-    """``(label, value)`` rows for the console summary of one IFEval result."""
-    rows = []
-    for k in IF.METRICS:
-        m = s["metrics"][k]
-        rows.append((f"ifeval {k}", f"{m['value']:.4f} [{m['ci'][0]:.4f}, {m['ci'][1]:.4f}]"))
-        if s.get("before"):
-            d, was = s["paired"][k], s["before"]["metrics"][k]["value"]
-            text = f"{was:.4f}; after - before {d['difference']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
-            if "mcnemar" in d:
-                text += f", McNemar p={d['mcnemar']['p_value']:.3g}"
-            rows.append(("  starting model", text))
-    if s.get("n_unavailable") and s.get("unavailable_reason"):
-        rows.append(("ifeval unavailable", f"{s['n_unavailable']} instructions (NLTK data): counted nowhere"))
-    return rows
-
-
-def flat_metrics(s: dict) -> dict[str, float]:
-    """``{"ifeval/prompt_loose": value, ...}`` for ``simpo report``."""
-    return {f"ifeval/{k}": s["metrics"][k]["value"] for k in IF.METRICS}
-

@@ -3,7 +3,7 @@ instead of a reward model (no weights, no GPU, exact and reproducible).
 
 - ``scorer=ifeval``: the fraction of the prompt's IFEval instructions a candidate follows
   (``scorer.mode=loose|strict``, IFEval's two rules; checks by ``if-verifiable``, see
-  ``simpo_cli.evaluation.ifeval``). Each prompt record carries IFEval's ``instruction_id_list``
+  ``simpo_cli.data.ifeval``). Each prompt record carries IFEval's ``instruction_id_list``
   and ``kwargs``.
 - ``scorer=function scorer.function=package.module:name``: any Python reward function with TRL's
   reward-function convention (TRL 1.16 ``GRPOTrainer._calculate_rewards``), so one written for
@@ -32,6 +32,7 @@ import logging
 import math
 import os
 
+from simpo_cli.data import ifeval
 from simpo_cli.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ class IFEvalScorer:
     uses_records = True
 
     def __init__(self, cfg, device=None, cache_dir: str | None = None):
-        from simpo_cli.evaluation import ifeval
-
         if cfg.mode not in ("loose", "strict"):
             raise UserError(f"scorer.mode must be loose or strict, got '{cfg.mode}'")
         self.mode, self.ifeval = cfg.mode, ifeval
@@ -61,9 +60,7 @@ class IFEvalScorer:
     def check_records(records, source: str) -> list:
         """Each prompt record (``data.prompts.PromptRecord``) as an ``IFEvalPrompt``; raises
         ``DataError`` naming the file, record and field (``instruction_id_list``/``kwargs``)."""
-        from simpo_cli.evaluation.ifeval import parse_record
-
-        return [parse_record(r.record, source, r.index, prompt_field=None) for r in records]
+        return [ifeval.parse_record(r.record, source, r.index, prompt_field=None) for r in records]
 
     def score_candidates(self, prompts, candidates, *, records, source: str = "prompts", tokenizer=None):
         out = []

@@ -122,7 +122,7 @@ def _generate(tmp_path, scorer: list[str]) -> tuple[dict, list[dict]]:
 
 
 def test_generate_pairs_with_the_ifeval_scorer(tmp_path):
-    from simpo_cli.evaluation.ifeval import IFEvalPrompt, score_response
+    from simpo_cli.data.ifeval import IFEvalPrompt, score_response
 
     meta, cands = _generate(tmp_path, ["scorer=ifeval", "scorer.mode=strict"])
     assert meta["prompts"] == 6 and meta["pairs"] + sum(meta["dropped"].values()) == 6 and meta["pairs"] >= 1

