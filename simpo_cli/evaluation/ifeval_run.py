@@ -105,7 +105,8 @@ def evaluate(out_dir: Path, prompts, answers: list[str], counts: list[int], max_
     if before is not None:
         b_strict, b_loose, _ = score(prompts, before["answers"], cache_dir)
         b_sum = IF.summarize(items, b_strict, b_loose, n_resamples=n_resamples, confidence=confidence, seed=seed)
-        b_sum.update(_lengths(before["answers"], before["counts"], max_new_tokens), model=before["model"])
+        b_sum.update(_lengths(before["answers"], before["counts"], max_new_tokens), model=before["model"],
+                     cache_key=before.get("cache_key"))
         summary["before"] = b_sum
         idx = IF.resample_indices(len(items), n_resamples, seed)
         after_parts, before_parts = IF.metric_parts(strict, loose), IF.metric_parts(b_strict, b_loose)
