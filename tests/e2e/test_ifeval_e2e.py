@@ -1,4 +1,4 @@
-"""IFEval end to end through the real CLI on the tiny model: ``simpo eval eval.benchmarks=[ifeval]``
+"""IFEval end to end on the tiny model (the real CLI where the command line matters): ``simpo eval eval.benchmarks=[ifeval]``
 (alone, and on a train run: before, after, paired difference, the start's answers cached) and
 ``simpo generate-pairs`` with the verifiable scorers ``ifeval`` and ``function`` (a reward function
 written exactly as for TRL's GRPOTrainer)."""
@@ -135,11 +135,21 @@ def test_generate_pairs_with_the_ifeval_scorer(tmp_path):
             assert r["candidates"][r["chosen"]]["score"] > r["candidates"][r["rejected"]]["score"]
 
 
-def test_generate_pairs_with_a_trl_reward_function(tmp_path):
+def test_generate_pairs_with_a_trl_reward_function(tmp_path, monkeypatch):
+    """In process (the CLI path is the ifeval test's): the function module is found on sys.path."""
+    from simpo_cli.stages.generate_pairs import run_generate_pairs
+    from tests.helpers import compose
+
     (tmp_path / "trl_rewards.py").write_text(TRL_REWARDS)
-    meta, cands = _generate(tmp_path, ["scorer=function", "scorer.function=trl_rewards:reward_topic"])
-    assert meta["pairs"] >= 1
-    for r in cands:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in PROMPTS))
+    cfg = compose(["data=ifeval-demo-prompts", f"data.path={tmp_path / 'prompts.jsonl'}", "scorer=function",
+                   "scorer.function=trl_rewards:reward_topic", "generation.n=4", "generation.max_new_tokens=12",
+                   "progress_bar=false", f"output_dir={tmp_path / 'gen'}", f"paths.cache_dir={tmp_path / 'cache'}"],
+                  "generate-pairs")
+    result = run_generate_pairs(cfg, tmp_path / "gen")
+    assert result.pairs >= 1
+    for r in read_jsonl(tmp_path / "gen/candidates/candidates-00000.jsonl"):
         for c in r["candidates"]:
             assert c["score"] == len(c["text"]) % 7 + r["source_index"]
 
