@@ -175,8 +175,9 @@ def report(
     sweep_dir: str = typer.Argument(..., help="The sweep directory (hydra.sweep.dir of the multirun)."),
     metric: str = typer.Option("rewards/accuracies", help="Sort and plot by this metric: a pair metric "
                                "after training (rewards/accuracies, rewards/margins, loss), final_loss, "
-                               "train/<name> (the last training log), or ifeval/<metric> (the job's latest simpo eval with "
-                               "IFEval: ifeval/prompt_loose, prompt_strict, instruction_loose, instruction_strict)."),
+                               "train/<name> (the last training log), or ifeval/<metric> (the job's latest "
+                               "simpo eval with IFEval: ifeval/prompt_loose, prompt_strict, instruction_loose, "
+                               "instruction_strict)."),
     mode: str = typer.Option("auto", help="max | min | auto (a loss is minimised, else maximised)."),
     out: str = typer.Option(None, help="Output directory (default: <sweep_dir>/report)."),
 ) -> None:

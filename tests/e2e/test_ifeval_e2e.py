@@ -1,5 +1,5 @@
-"""IFEval end to end on the tiny model (the real CLI where the command line matters): ``simpo eval eval.benchmarks=[ifeval]``
-(alone, and on a train run: before, after, paired difference, the start's answers cached) and
+"""IFEval end to end on the tiny model (the real CLI where the command line matters):
+``simpo eval eval.benchmarks=[ifeval]`` (alone, and on a train run: before, after, paired difference, the start's answers cached) and
 ``simpo generate-pairs`` with the verifiable scorers ``ifeval`` and ``function`` (a reward function
 written exactly as for TRL's GRPOTrainer)."""
 

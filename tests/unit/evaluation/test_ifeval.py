@@ -1,5 +1,6 @@
-"""IFEval (simpo_cli.data.ifeval, simpo_cli.evaluation.ifeval): record checks, scoring through if-verifiable (strict vs loose), NLTK's punkt model
-offline, and the four metrics with their bootstrap intervals against hand-computed values."""
+"""IFEval (simpo_cli.data.ifeval, simpo_cli.evaluation.ifeval): record checks, scoring through
+if-verifiable (strict vs loose), NLTK's punkt model offline, and the four metrics with their
+bootstrap intervals against hand-computed values."""
 
 import json
 import math
