@@ -90,3 +90,15 @@ def test_bad_inputs_are_one_clear_error():
     scorer = load_scorer(_cfg(type="function", function=f"{__name__}:reward_one"))
     with pytest.raises(UserError, match="returned 1 rewards for 2 completions"):
         scorer.score_candidates([recs[0].messages], [["a", "b"]], records=[recs[0]])
+
+
+def test_config_checks_name_the_missing_function_and_a_bad_mode():
+    from simpo_cli.config.checks import validate_generate_pairs
+    from simpo_cli.errors import ConfigError
+    from tests.helpers import compose
+
+    with pytest.raises(ConfigError, match="scorer=function needs scorer.function=package.module:name"):
+        validate_generate_pairs(compose(["scorer=function"], "generate-pairs"))
+    with pytest.raises(ConfigError, match="scorer.mode must be loose or strict, got 'lose'"):
+        validate_generate_pairs(compose(["scorer=ifeval", "scorer.mode=lose"], "generate-pairs"))
+    validate_generate_pairs(compose(["scorer=ifeval", "data=ifeval-demo-prompts"], "generate-pairs"))  # no model needed
