@@ -147,3 +147,17 @@ def test_when_the_punkt_model_cannot_be_installed_the_reason_is_returned(tmp_pat
     (tmp_path / "blocked").write_text("a file where the cache directory should be")
     reason = D.install_punkt(tmp_path / "blocked")
     assert reason and "punkt_tab" in reason
+
+
+def test_instruction_by_instruction_equals_if_verifiables_own_prompt_scores(tmp_path):
+    """All 541 prompts, each answered with its own text: checking one instruction at a time (so an
+    unavailable one can be left out) gives exactly if-verifiable's whole-prompt scores."""
+    from if_verifiable import IFEvalSample, evaluate_output_for_sample
+
+    assert D.install_punkt(tmp_path) is None
+    for p in D.load_prompts(ASSETS / "benchmarks/ifeval/input_data.jsonl"):
+        strict, loose = D.score_response(p, p.prompt)
+        sample = IFEvalSample(p.key, p.prompt, list(p.instruction_id_list), [dict(k) for k in p.kwargs])
+        _, sc = evaluate_output_for_sample("ifeval", sample, p.prompt)
+        assert (sum(strict) / len(strict), sum(loose) / len(loose), float(all(strict)), float(all(loose))) == (
+            sc.partial_strict, sc.partial_loose, sc.binary_strict, sc.binary_loose), p.key
