@@ -27,14 +27,16 @@ unavailable, and then they count in no metric (the caller says so).
 Differences from the reference, inherited or on purpose: ``if-verifiable`` drops a
 ``<think>…</think>`` block before checking (for reasoning models; the reference does not), and
 ``language:*`` / ``change_case:english_*`` use ``langdetect``, which is random unless seeded:
-``score_response`` seeds it (``DetectorFactory.seed = 0``, langdetect's documented way) so a
-response scores the same on every run.
+``score_response`` seeds it (``DetectorFactory.seed = 0``, langdetect's documented way), and seeds
+Python's ``random`` for each check (a checker draws a random argument where a record's is missing or
+invalid, as in IFEval prompt 1122), so a response scores the same on every run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,11 +151,19 @@ def score_response(p: IFEvalPrompt, response: str, *, unavailable: frozenset = f
             strict.append(None), loose.append(None)
             continue
         sample = IFEvalSample(key=p.key, prompt=p.prompt, instruction_id_list=[iid], kwargs=[dict(kw)])
+        # A checker draws an argument from Python's global `random` when the record's is missing or
+        # invalid (IFEval prompt 1122 asks for the letter '#', which LetterFrequencyChecker replaces
+        # by a random letter). Seeded per check (state restored after), the draw is the same on
+        # every run; the reference draws from whatever state its process is in.
+        state = random.getstate()
+        random.seed(0)
         try:
             results, _ = evaluate_output_for_sample("ifeval", sample, response)
         except LookupError:  # NLTK data missing
             strict.append(None), loose.append(None)
             continue
+        finally:
+            random.setstate(state)
         # if-verifiable returns no result for an empty response; the reference counts it as failed
         r = results[0] if results else None
         strict.append(bool(r and r.strict_pass))

@@ -151,13 +151,28 @@ def test_when_the_punkt_model_cannot_be_installed_the_reason_is_returned(tmp_pat
 
 def test_instruction_by_instruction_equals_if_verifiables_own_prompt_scores(tmp_path):
     """All 541 prompts, each answered with its own text: checking one instruction at a time (so an
-    unavailable one can be left out) gives exactly if-verifiable's whole-prompt scores."""
+    unavailable one can be left out) gives exactly if-verifiable's whole-prompt scores, with Python's
+    random seeded as score_response seeds it (prompt 1122's '#' makes its checker draw a letter)."""
+    import random
+
     from if_verifiable import IFEvalSample, evaluate_output_for_sample
 
     assert D.install_punkt(tmp_path) is None
     for p in D.load_prompts(ASSETS / "benchmarks/ifeval/input_data.jsonl"):
         strict, loose = D.score_response(p, p.prompt)
         sample = IFEvalSample(p.key, p.prompt, list(p.instruction_id_list), [dict(k) for k in p.kwargs])
+        random.seed(0)
         _, sc = evaluate_output_for_sample("ifeval", sample, p.prompt)
         assert (sum(strict) / len(strict), sum(loose) / len(loose), float(all(strict)), float(all(loose))) == (
             sc.partial_strict, sc.partial_loose, sc.binary_strict, sc.binary_loose), p.key
+    # The draw is seeded: Random(0) picks 'y', so an all-lowercase English answer with 8 y's follows
+    # both instructions whatever state the global random is in, and that state is left as it was.
+    answer = ("yesterday my young daughter was very happy and we played in the garden all day long, and "
+              "then we went home for dinner")
+    prompt_1122 = next(p for p in D.load_prompts(ASSETS / "benchmarks/ifeval/input_data.jsonl") if p.key == 1122)
+    for seed in (1, 2, 3):
+        random.seed(seed)
+        expected_next = random.random()
+        random.seed(seed)
+        assert D.score_response(prompt_1122, answer) == ([True, True], [True, True])
+        assert random.random() == expected_next
