@@ -12,7 +12,7 @@ The starting model's answers are cached under ``<paths.cache_dir>/ifeval/<key>.j
 SHA-256 of the model (its config, and for a local checkpoint its files' names, sizes and
 modification times), the tokenizer (vocabulary and chat template), the prompts, and every decoding
 setting (max new tokens, temperature, top-p, stop tokens, template on/off, seed, dtype, device
-type). A sweep's runs share their start, so it is answered once. Scores are recomputed from the
+type, generation batch size). A sweep's runs share their start, so it is answered once. Scores are recomputed from the
 cached answers (milliseconds), so a newer ``if-verifiable`` never reads stale scores.
 """
 

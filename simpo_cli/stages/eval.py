@@ -291,7 +291,10 @@ def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, ma
     template = uses_template(tokenizer, cfg.data.chat_template)
     decoding = {"max_new_tokens": max_new, "temperature": bench_cfg.temperature, "top_p": bench_cfg.top_p,
                 "stop_token_ids": list(cfg.eval.stop_token_ids), "template": template, "seed": cfg.seed,
-                "device": device.type}
+                "device": device.type,
+                # answers do not depend on it today (one prompt at a time); kept in the key so a
+                # batched generator whose answers do (issue 25's opt-out of batch invariance) stays correct
+                "batch_size": cfg.eval.generation_batch_size}
     key = ifeval_run.answers_key(ref_cfg, tokenizer, prompts, decoding)
     label = ref_cfg.name_or_path or f"tiny:{ref_cfg.name} (seed {ref_cfg.tiny.seed})"
     cached = ifeval_run.read_cached(cfg.paths.cache_dir, key, len(prompts))
