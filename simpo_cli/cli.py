@@ -61,6 +61,8 @@ simpo eval:
   eval.benchmarks=[alpaca_eval,arena_hard,mt_bench]   eval.limit=N   eval.max_new_tokens=N
   eval.pairs=false   reference.enabled=false   reference.name_or_path=/path/to/sft
   judge.reward_model=/path/to/rm judge.baseline=/path/to/model_outputs.json   (local win rate)
+  simpo eval model=<train run dir> eval.pairs=false eval.benchmarks=[ifeval]   IFEval scored here: four
+                                            metrics with 95% intervals, before -> after with paired intervals
 Outputs: eval.json, report.md, pairs.jsonl, margins.png, loglik_vs_length.png and the answer files,
 in <run>/eval/<date>/<time>/ (without a run: <paths.output_root>/eval/<date>/<time>/). run=<dir> is the
 former spelling of model=<train run dir>.
@@ -90,6 +92,8 @@ Examples:
   simpo generate-pairs data.max_samples=64 generation.max_new_tokens=32      (tiny model, CPU)
   simpo generate-pairs model=llama3-instruct data=ultrafeedback-prompts scorer=armorm \\
       generation.batch_size=64 generation.max_new_tokens=2048
+  simpo generate-pairs data=ifeval-demo-prompts scorer=ifeval scorer.mode=strict   (verifiable reward)
+  simpo generate-pairs scorer=function scorer.function=my_pkg.rewards:reward_fn    (a TRL reward function)
 Then: simpo train data=<run dir>   (= simpo train data=generated data.path=<output_dir>)
 """
     text = f"""Usage: simpo {stage} [OVERRIDES...] [-m] [--cfg job] [--help]
@@ -171,7 +175,9 @@ def report(
     sweep_dir: str = typer.Argument(..., help="The sweep directory (hydra.sweep.dir of the multirun)."),
     metric: str = typer.Option("rewards/accuracies", help="Sort and plot by this metric: a pair metric "
                                "after training (rewards/accuracies, rewards/margins, loss), final_loss, "
-                               "or train/<name> (the last training log)."),
+                               "train/<name> (the last training log), or ifeval/<metric> (the job's latest "
+                               "simpo eval with IFEval: ifeval/prompt_loose, prompt_strict, instruction_loose, "
+                               "instruction_strict)."),
     mode: str = typer.Option("auto", help="max | min | auto (a loss is minimised, else maximised)."),
     out: str = typer.Option(None, help="Output directory (default: <sweep_dir>/report)."),
 ) -> None:

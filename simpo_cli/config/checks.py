@@ -191,8 +191,15 @@ def validate_generate_pairs(cfg) -> None:
     if OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None:
         problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/prompts.jsonl")
     # (A ``???`` in an option YAML does not override the schema's None when merged, hence no is_missing.)
-    if cfg.scorer.name_or_path is None and cfg.scorer.tiny is None:
-        problems.append(f"scorer '{cfg.scorer.name}' needs a model: scorer.name_or_path=<hub id or dir>")
+    sc = cfg.scorer
+    if sc.type == "ifeval":  # verifiable rewards need no model (simpo_cli/models/verifiable.py)
+        if sc.mode not in ("loose", "strict"):
+            problems.append(f"scorer.mode must be loose or strict, got '{sc.mode}'")
+    elif sc.type == "function":
+        if not sc.function or ":" not in sc.function:
+            problems.append("scorer=function needs scorer.function=package.module:name (a TRL-style reward function)")
+    elif sc.name_or_path is None and sc.tiny is None:
+        problems.append(f"scorer '{sc.name}' needs a model: scorer.name_or_path=<hub id or dir>")
     if cfg.get("resume") not in (None, "auto", "never"):
         problems.append(f"resume must be auto or never for generate-pairs, got '{cfg.resume}'")
     if problems:

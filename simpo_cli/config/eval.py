@@ -9,7 +9,7 @@ from omegaconf import MISSING, OmegaConf
 
 from simpo_cli.config.schema import DataConfig, HParams, ModelConfig, PathsConfig
 
-BENCHMARK_FORMATS = ("alpaca_eval", "arena_hard", "mt_bench")
+BENCHMARK_FORMATS = ("alpaca_eval", "arena_hard", "ifeval", "mt_bench")
 
 
 @dataclass
@@ -21,7 +21,7 @@ class BenchmarkConfig:
     the key; AlpacaEval), else ``default_temperature``. 0 means greedy decoding."""
 
     name: str = MISSING
-    format: str = MISSING  # alpaca_eval | arena_hard | mt_bench: which tool's file to write
+    format: str = MISSING  # alpaca_eval | arena_hard | mt_bench: which tool's file to write; ifeval: scored here
     prompts: str = MISSING  # pkg:benchmarks/... (bundled) or a local file in the same layout
     temperature: Optional[float] = None
     top_p: float = 1.0

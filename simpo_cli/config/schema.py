@@ -290,7 +290,9 @@ class ScorerConfig:
     """How ``simpo generate-pairs`` scores candidates (``conf/scorer/*.yaml``)."""
 
     name: str = MISSING
-    type: str = "reward-model"  # reward-model | pairrm
+    type: str = "reward-model"  # reward-model | pairrm | ifeval | function (simpo_cli/models/verifiable.py)
+    mode: str = "loose"  # ifeval: loose | strict, IFEval's two rules for following an instruction
+    function: Optional[str] = None  # function: package.module:name, a TRL-style reward function
     # Hub id or local directory; ``null`` (reward-model) builds ``tiny`` from its config instead.
     name_or_path: Optional[str] = None
     tokenizer: Optional[str] = None  # ``null`` = name_or_path; ``pkg:<dir>`` = bundled

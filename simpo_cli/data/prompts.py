@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from simpo_cli.data.records import as_message, read_records
 from simpo_cli.errors import DataError
@@ -21,6 +21,8 @@ class PromptRecord:
     index: int  # position in the source: keys the sampling seed and orders the output
     messages: list  # [{"role", "content"}], last one from the user
     prompt_id: str  # the source's prompt_id if it has one, else sha256 of the messages
+    # the source record as read: its columns reach verifiable scorers (scorer=ifeval|function)
+    record: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 def detect_prompt_format(record: dict, columns) -> str:
@@ -69,7 +71,7 @@ def read_prompts(data_cfg) -> list[PromptRecord]:
         pid = record.get("prompt_id")
         if not isinstance(pid, str):
             pid = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
-        out.append(PromptRecord(index, messages, pid))
+        out.append(PromptRecord(index, messages, pid, record))
     if not out:
         raise DataError(source, None, None, "no prompts")
     return out

@@ -7,6 +7,8 @@ Three formats, each the judge tool's own input (checked against the tools' relea
 - ``arena_hard``: ``model_answer/<model_id>.jsonl``, one line per question: ``{question_id (str),
   answer_id, model_id, choices: [{index: 0, turns: [{content, token_len}]}], tstamp}``
   (lm-sys/arena-hard-auto ``data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl``).
+- ``ifeval``: ``ifeval/input_response_data.jsonl`` (``{prompt, response}``), scored by ``simpo eval``
+  itself (``simpo_cli.evaluation.ifeval``).
 - ``mt_bench``: ``model_answer/<model_id>.jsonl``: ``{question_id (int), answer_id, model_id,
   choices: [{index: 0, turns: [str, str]}], tstamp}`` (FastChat ``gen_model_answer.py``; its
   turns are plain strings, unlike Arena-Hard's).
@@ -21,8 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simpo_cli.data.ifeval import load_prompts as load_ifeval_prompts
 from simpo_cli.data.templates import prompt_ids, prompt_text
 from simpo_cli.errors import DataError, UserError
+from simpo_cli.evaluation.ifeval import response_lines
 from simpo_cli.models.generate import Sampler, row_key
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ def load_prompts(bench_cfg, limit: int | None = None) -> list[BenchPrompt]:
     path = resolve(bench_cfg.prompts)
     if not path.is_file():
         raise UserError(f"benchmark '{bench_cfg.name}': prompt file not found: {path}")
+    if bench_cfg.format == "ifeval":  # records with instruction_id_list / kwargs, scored by simpo eval itself
+        return [BenchPrompt(p.key, [p.prompt], None, {"ifeval": p}) for p in load_ifeval_prompts(path, limit)]
     text = path.read_text(encoding="utf-8")
     try:
         records = json.loads(text) if path.suffix == ".json" else [json.loads(l) for l in text.splitlines() if l.strip()]
@@ -174,6 +180,9 @@ def format_answers(fmt: str, prompts: list[BenchPrompt], answers: list[list[str]
                    model_id: str, tstamp: float | None = None) -> tuple[str, str]:
     """``(relative path, file text)`` of the answer file in the judge tool's own format."""
     tstamp = time.time() if tstamp is None else tstamp
+    if fmt == "ifeval":  # the reference evaluation_main.py's --input_response_data
+        return "ifeval/input_response_data.jsonl", response_lines([p.extra["ifeval"] for p in prompts],
+                                                                  [a[0] for a in answers])
     if fmt == "alpaca_eval":
         rows = [{"instruction": p.turns[0], "output": a[0], "generator": model_id, "dataset": p.extra.get("dataset")}
                 for p, a in zip(prompts, answers)]
@@ -186,7 +195,7 @@ def format_answers(fmt: str, prompts: list[BenchPrompt], answers: list[list[str]
         elif fmt == "mt_bench":
             turns, folder = list(a), "mt_bench"
         else:
-            raise UserError(f"unknown benchmark format '{fmt}'; choose from: alpaca_eval, arena_hard, mt_bench")
+            raise UserError(f"unknown benchmark format '{fmt}'; choose from: alpaca_eval, arena_hard, ifeval, mt_bench")
         lines.append(json.dumps({"question_id": p.id, "answer_id": _answer_id(model_id, p.id, a),
                                  "model_id": model_id, "choices": [{"index": 0, "turns": turns}],
                                  "tstamp": tstamp}, ensure_ascii=False))

@@ -19,6 +19,7 @@ from simpo_cli.data.templates import plain_prompt, uses_template
 from simpo_cli.errors import UserError
 from simpo_cli.models.invariance import one_cpu_thread
 from simpo_cli.models.loading import DTYPES, load_tokenizer
+from simpo_cli.models.verifiable import VERIFIABLE_SCORERS
 
 DROP_IDENTICAL = "all candidates identical"
 DROP_FEW = "fewer than 2 distinct non-empty candidates"
@@ -226,6 +227,7 @@ SCORERS = {"reward-model": RewardModelScorer, "pairrm": PairRMScorer}
 
 def load_scorer(cfg, device: torch.device | str = "cpu"):
     """The scorer named by ``cfg.type``; raises ``UserError`` for an unknown type."""
-    if cfg.type not in SCORERS:
-        raise UserError(f"unknown scorer.type '{cfg.type}'; choose from: {', '.join(sorted(SCORERS))}")
-    return SCORERS[cfg.type](cfg, device)
+    scorers = {**SCORERS, **VERIFIABLE_SCORERS}  # ifeval, function: no model
+    if cfg.type not in scorers:
+        raise UserError(f"unknown scorer.type '{cfg.type}'; choose from: {', '.join(sorted(scorers))}")
+    return scorers[cfg.type](cfg, device)

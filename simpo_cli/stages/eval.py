@@ -29,7 +29,7 @@ from simpo_cli.config.checks import resolve_hparams
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
 from simpo_cli.data.templates import uses_template
 from simpo_cli.errors import UserError
-from simpo_cli.evaluation import benchmarks as B, metrics as M, plots
+from simpo_cli.evaluation import benchmarks as B, ifeval as IF, ifeval_run, metrics as M, plots
 from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 from simpo_cli.models.invariance import one_cpu_thread
 from simpo_cli.files import MODEL_DIR
@@ -273,6 +273,9 @@ def _report(summary: dict) -> str:
             st = b["length_tokens"]
             lines.append(f"| {name} | `{b['file']}` | {b['n_prompts']} | {st.get('mean', 0):.1f} | "
                          f"{st.get('truncated_fraction', 0):.1%} |")
+    for name, b in (summary.get("benchmarks") or {}).items():
+        if b.get("ifeval"):
+            lines += IF.report_lines(name, b["ifeval"])
     j = summary.get("judge")
     if j:
         lines += ["", f"## Local judge ({j['benchmark']}, reward model `{j['reward_model']}`)", "",
@@ -280,6 +283,35 @@ def _report(summary: dict) -> str:
                   f"({j['confidence']:.0%} bootstrap CI {j['ci'][0]:.3f}–{j['ci'][1]:.3f}; "
                   f"{j['wins']} wins, {j['ties']} ties, {j['losses']} losses of {j['n']})"]
     return "\n".join(lines) + "\n"
+
+
+def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, max_new: int) -> dict:
+    """The reference (by default the run's starting) model's answers to ``prompts``, decoded
+    exactly as the policy's, from the cache (``evaluation.ifeval_run``) or generated and cached."""
+    template = uses_template(tokenizer, cfg.data.chat_template)
+    decoding = {"max_new_tokens": max_new, "temperature": bench_cfg.temperature, "top_p": bench_cfg.top_p,
+                "stop_token_ids": list(cfg.eval.stop_token_ids), "template": template, "seed": cfg.seed,
+                "device": device.type,
+                # answers do not depend on it today (one prompt at a time); kept in the key so a
+                # batched generator whose answers do (issue 25's opt-out of batch invariance) stays correct
+                "batch_size": cfg.eval.generation_batch_size}
+    key = ifeval_run.answers_key(ref_cfg, tokenizer, prompts, decoding)
+    label = ref_cfg.name_or_path or f"tiny:{ref_cfg.name} (seed {ref_cfg.tiny.seed})"
+    cached = ifeval_run.read_cached(cfg.paths.cache_dir, key, len(prompts))
+    if cached is not None:
+        log.info("ifeval: starting model's answers from the cache (%s)", key)
+        answers, counts = cached
+    else:
+        ref_model = load_model(ref_cfg, tokenizer).eval().to(device)
+        set_seed(cfg.seed)
+        nested, nested_counts, _ = B.answer_benchmark(
+            ref_model, tokenizer, prompts, bench_cfg, cfg.model.name, max_new_tokens=max_new,
+            batch_size=cfg.eval.generation_batch_size, stop_token_ids=list(cfg.eval.stop_token_ids),
+            template=template, seed=cfg.seed)
+        del ref_model
+        answers, counts = [a[0] for a in nested], [c[0] for c in nested_counts]
+        ifeval_run.write_cached(cfg.paths.cache_dir, key, answers, counts, label)
+    return {"model": label, "answers": answers, "counts": counts, "cache_key": key}
 
 
 def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> EvalResult:
@@ -371,6 +403,14 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
                 "temperatures": {str(t): temps.count(t) for t in sorted(set(temps))},
                 "length_tokens": M.length_stats(flat_tokens, max_new), "length_chars": M.length_stats(flat_chars)}
             log.info("%s: %d prompts answered -> %s", name, len(prompts), rel)
+            if bc.format == "ifeval":
+                before = None
+                if ref_cfg is not None:  # the starting model on the same prompts, same decoding
+                    before = _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bc, device, max_new)
+                res, written = ifeval_run.evaluate(out.path, prompts, [a[0] for a in answers], flat_tokens, max_new,
+                                                   cache_dir=cfg.paths.cache_dir, seed=cfg.seed, before=before)
+                summary["benchmarks"][name]["ifeval"] = res
+                files += [f for f in written if f not in files]
 
         if cfg.judge.reward_model:
             j = cfg.judge

@@ -44,6 +44,7 @@ from simpo_cli.files import META_FILE
 from simpo_cli.models.generate import TransformersBackend, VLLMBackend, encode_prompt, row_key
 from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
 from simpo_cli.models.reward import load_scorer, select_pair
+from simpo_cli.models.verifiable import check_scorer_inputs
 from simpo_cli.run.rundir import RunDir, open_run, write_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
                         "overwrite=true to start again, or another run_dir")
     previous = _prepare_output(out, settings, cfg.overwrite)
     prompts = read_prompts(cfg.data)
+    check_scorer_inputs(cfg.scorer, prompts, cfg.data.path)  # bad IFEval fields: one line, before any model loads
     shards = [prompts[i:i + g.shard_size] for i in range(0, len(prompts), g.shard_size)]
     done = [all((out / name).is_file() for name in shard_names(k)) for k in range(len(shards))]
     run = RunDir(out)
@@ -231,8 +233,11 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
                     batch = todo[b:b + g.batch_size]
                     keys = [[row_key(cfg.seed, p.index, j) for j in range(g.n)] for p in batch]
                     outs = backend.generate([ids[p.index] for p in batch], keys)
+                    # verifiable scorers also read the prompt records' columns (instruction_id_list, ...)
+                    extra = ({"records": batch, "source": cfg.data.path, "tokenizer": tokenizer}
+                             if getattr(scorer, "uses_records", False) else {})
                     rewards = scorer.score_candidates([p.messages for p in batch],
-                                                      [[s.text for s in o] for o in outs])
+                                                      [[s.text for s in o] for o in outs], **extra)
                     for p, o, r in zip(batch, outs, rewards):
                         samples[p.index], scores[p.index] = o, r
                     samples_done += len(batch) * g.n

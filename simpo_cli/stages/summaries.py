@@ -82,11 +82,30 @@ def print_eval(result) -> None:
             table.add_row("KL(policy||ref) per token, chosen", f"{kl['per_token']:.4f}")
     for name, b in s.get("benchmarks", {}).items():
         table.add_row(f"{name} answers", f"{b['file']} ({b['n_prompts']} prompts)")
+        for label, value in _ifeval_rows(b.get("ifeval")):
+            table.add_row(label, value)
     if s.get("judge"):
         j = s["judge"]
         table.add_row("judge win rate", f"{j['win_rate']:.3f} [{j['ci'][0]:.3f}, {j['ci'][1]:.3f}]")
     Console().print(table)
     print(f"eval directory: {result.out_dir}")
+
+
+def _ifeval_rows(s: dict | None) -> list[tuple[str, str]]:
+    """The four IFEval metrics with intervals, and with a starting model its score, the paired
+    difference with its interval and McNemar's p (``simpo_cli.evaluation.ifeval_run``)."""
+    rows = []
+    for k, m in (s or {}).get("metrics", {}).items():
+        rows.append((f"ifeval {k}", f"{m['value']:.4f} [{m['ci'][0]:.4f}, {m['ci'][1]:.4f}]"))
+        if s.get("before"):
+            d, was = s["paired"][k], s["before"]["metrics"][k]["value"]
+            text = f"{was:.4f}; after - before {d['difference']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
+            if "mcnemar" in d:
+                text += f", McNemar p={d['mcnemar']['p_value']:.3g}"
+            rows.append(("  starting model", text))
+    if s and s.get("unavailable_reason"):
+        rows.append(("ifeval unavailable", f"{s['n_unavailable']} instructions (NLTK data): counted nowhere"))
+    return rows
 
 
 def eval_value(result, cfg):

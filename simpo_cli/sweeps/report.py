@@ -15,7 +15,9 @@ atomically (temporary file + rename):
 Metric names: ``final_loss`` (last logged training loss), ``steps``, the pair metrics after training
 as ``meta.json`` names them (``rewards/accuracies``, ``rewards/margins``, ``loss``, ...; evaluated on
 ``data.eval_split`` when set, else on the training pairs) and the last training log as
-``train/<name>`` (``train/loss``, ``train/rewards/accuracies``, ...).
+``train/<name>`` (``train/loss``, ``train/rewards/accuracies``, ...), and from the job's latest
+``simpo eval`` with IFEval (``<job>/eval/<date>/<time>/eval.json``) ``ifeval/prompt_strict``,
+``ifeval/prompt_loose``, ``ifeval/instruction_strict``, ``ifeval/instruction_loose``.
 """
 
 from __future__ import annotations
@@ -106,6 +108,18 @@ def _resolved_hparams(job_dir: Path, params: dict[str, str]) -> dict[str, float 
     return out
 
 
+def _latest_ifeval(job_dir: Path) -> dict[str, float]:
+    """``ifeval/<metric>`` of the job's latest completed ``simpo eval`` with IFEval
+    (``<job>/eval/<date>/<time>/eval.json``; directory names sort by time)."""
+    for path in sorted(job_dir.glob("eval/*/*/eval.json"), key=lambda p: p.parent.parts[-2:], reverse=True):
+        summary = _read_json(path) or {}
+        for bench in (summary.get("benchmarks") or {}).values():
+            if isinstance(bench, dict) and bench.get("ifeval"):
+                return {f"ifeval/{k}": float(v["value"]) for k, v in bench["ifeval"]["metrics"].items()
+                        if v.get("value") is not None}
+    return {}
+
+
 def collect_jobs(sweep_dir: Path) -> list[Job]:
     """Every job under ``sweep_dir`` (one per distinct override list: a completed record wins over
     a failed one, then the latest), in directory order."""
@@ -113,7 +127,7 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
     by_key: dict[tuple, Job] = {}
     for path in run_records(sweep_dir):
         meta = _read_json(path)
-        if meta is None:
+        if meta is None or meta.get("stage") == "eval":  # an eval of a job: read with that job below
             continue
         job_dir = path.parent
         overrides = job_overrides(job_dir, meta) or []
@@ -124,6 +138,7 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
             metrics["steps"] = float(meta["steps"])
         metrics.update({k: float(v) for k, v in (meta.get("pairs_after") or {}).items() if v is not None})
         metrics.update(_last_train_log(job_dir / METRICS_FILE))
+        metrics.update(_latest_ifeval(job_dir))
         job = Job(dir=job_dir.relative_to(sweep_dir).as_posix() or ".", status=meta.get("status", "running"),
                   overrides=list(overrides), metrics=metrics, error=meta.get("error"),
                   ended=meta.get("ended") or meta.get("started"))

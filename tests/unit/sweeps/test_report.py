@@ -120,3 +120,29 @@ def test_sweep_command_rejects_an_unknown_sweep(tmp_path):
     proc = run_simpo(["sweep", "simpo_gird", "trainer.max_steps=1"], tmp_path, check=False)
     assert proc.returncode == 2 and "unknown sweep 'simpo_gird'; choose from:" in proc.stderr
     assert "simpo_grid" in proc.stderr and proc.stderr.strip().count("\n") == 0
+
+
+def _ifeval_eval(job: Path, when: str, prompt_loose: float, status: str = "completed") -> None:
+    """What ``simpo eval model=<job> eval.benchmarks=[ifeval]`` leaves in ``<job>/eval/<date>/<time>/``."""
+    d = job / "eval" / "2026-11-24" / when
+    d.mkdir(parents=True)
+    (d / "meta.json").write_text(json.dumps({"stage": "eval", "status": status}))
+    metrics = {k: {"value": prompt_loose - i / 10, "ci": [0, 1]}
+               for i, k in enumerate(("prompt_loose", "prompt_strict", "instruction_loose", "instruction_strict"))}
+    (d / "eval.json").write_text(json.dumps({"benchmarks": {"ifeval": {"ifeval": {"metrics": metrics}}}}))
+
+
+def test_rank_a_sweep_by_an_ifeval_metric(sweep, tmp_path):
+    """Each job's latest eval counts (job 1: 0.3 then 0.9 later); an eval's meta.json is not a job."""
+    _ifeval_eval(sweep / "0", "10-00-00", 0.5)
+    _ifeval_eval(sweep / "1", "10-00-00", 0.3)
+    _ifeval_eval(sweep / "1", "11-00-00", 0.9)
+    _ifeval_eval(sweep / "2", "10-00-00", 0.7)
+    jobs = collect_jobs(sweep)
+    assert [j.dir for j in jobs] == [*map(str, range(8)), "9"]
+    assert jobs[1].metrics["ifeval/prompt_loose"] == 0.9 and jobs[1].metrics["ifeval/prompt_strict"] == 0.8
+    assert [j.dir for j in rank_jobs(jobs, "ifeval/prompt_loose")] == ["1", "2", "0"]
+    proc = run_simpo(["report", str(sweep), "--metric", "ifeval/prompt_loose"], tmp_path)
+    assert "best ifeval/prompt_loose: 0.9 (1)" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == ("simpo train hparams.beta=2.0 hparams.gamma=1.0 "
+                                            "hparams.learning_rate=5e-07 trainer.max_steps=2")
