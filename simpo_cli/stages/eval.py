@@ -358,7 +358,8 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             answers, counts, temps = B.answer_benchmark(
                 model, tokenizer, prompts, bc, cfg.model.name, max_new_tokens=max_new,
                 batch_size=ev.generation_batch_size, stop_token_ids=list(ev.stop_token_ids),
-                template=uses_template(tokenizer, cfg.data.chat_template), seed=cfg.seed)
+                template=uses_template(tokenizer, cfg.data.chat_template), seed=cfg.seed,
+                batch_invariant=ev.batch_invariant)
             rel, text = B.format_answers(bc.format, prompts, answers, counts, model_id)
             write_atomic(out.path / rel, text)
             files.append(rel)
@@ -367,7 +368,9 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             flat_chars = [len(a) for ans in answers for a in ans]
             summary["benchmarks"][name] = {
                 "file": rel, "format": bc.format, "n_prompts": len(prompts), "n_turns": len(flat_tokens),
-                "max_new_tokens": max_new, "top_p": bc.top_p,
+                "max_new_tokens": max_new, "top_p": bc.top_p, "batch_invariant": ev.batch_invariant,
+                # what the answers depend on unless batch_invariant (models/generate.py)
+                "generation_batch_size": ev.generation_batch_size, "threads": torch.get_num_threads(),
                 "temperatures": {str(t): temps.count(t) for t in sorted(set(temps))},
                 "length_tokens": M.length_stats(flat_tokens, max_new), "length_chars": M.length_stats(flat_chars)}
             log.info("%s: %d prompts answered -> %s", name, len(prompts), rel)
