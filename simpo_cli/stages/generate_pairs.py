@@ -71,7 +71,7 @@ def output_settings(cfg) -> dict:
     ``generation.batch_size`` and the CPU thread count change batched responses in the last bits,
     so they are recorded unless ``generation.batch_invariant`` (each prompt sampled on its own,
     ``models.generate.Sampler``): then a run resumed with a smaller batch (after running out of
-    memory) or other threads writes the same bytes.
+    memory) or other threads writes the same bytes."""
     c = OmegaConf.to_container(cfg, resolve=True)
     model = {k: c["model"].get(k) for k in ("name_or_path", "tokenizer", "revision", "dtype", "chat_template", "tiny")}
     data = {k: c["data"].get(k) for k in ("path", "format", "split", "columns", "chat_template", "max_samples")}
