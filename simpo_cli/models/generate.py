@@ -180,7 +180,6 @@ class Sampler:
                       "stop" if stopped else "length")
 
 
-
 # --------------------------------------------------------------------------- batched decoding (default)
 # Batched decoding for ``simpo generate-pairs`` and ``simpo eval``: many prompts and samples per
 # forward pass, finished rows dropped from the batch.
@@ -307,7 +306,7 @@ class BatchedDecoder:
                      warpers: list) -> torch.Tensor:
         """``[R]`` next ids: argmax of the raw logits for greedy rows; for the others argmax of
         the temperature/top-k/top-p processed scores plus the row's Gumbel noise at ``step``
-        (``models.generate.SeededGumbelNoise``'s noise, so a sample is exact)."""
+        (``SeededGumbelNoise``'s noise, so a sample is exact)."""
         greedy = temps <= 0
         if bool(greedy.all()):
             return logits.argmax(-1)
