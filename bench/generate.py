@@ -192,7 +192,8 @@ def table(rows: list[dict], peak: float) -> str:
         bound = peak / flops_per_token(r["mean_context"])
         lines.append(f"| {r['row']} | {what.get(r['row'], r['row'])} | {r['rows_per_batch']} | {r['prompts']} | "
                      f"{r['answers']} | {r['tokens']} | {r['mean_answer_tokens']:.1f} | {r['truncated']:.0%} | "
-                     f"{r['tokens_per_s']:.1f} | {ratio} | {r['peak_rss_gb']:.2f} | {bound:.0f} | {r['load_end']:.1f} |")
+                     f"{r['tokens_per_s']:.1f} | {ratio} | {r['peak_rss_gb']:.2f} | {bound:.0f} | "
+                     f"{r['load_end']:.1f} |")
     return "\n".join(lines)
 
 

@@ -148,8 +148,8 @@ def answer_benchmark(model, tokenizer, prompts: list[BenchPrompt], bench_cfg, mo
                      seed: int = 0, batch_invariant: bool = False):
     """Generate every turn of every prompt; turn k+1 sees the user turns and this model's answers
     1..k in its history (MT-Bench). Turn ``k`` of prompt ``i`` samples with key
-    ``row_key(seed, i, k)``; ``batch_size``/``batch_invariant``: see ``generate``. Returns ``(answers, token_counts, temperatures)``: per prompt, a list
-    with one entry per turn."""
+    ``row_key(seed, i, k)``; ``batch_size``/``batch_invariant``: see ``generate``. Returns
+    ``(answers, token_counts, temperatures)``: per prompt, a list with one entry per turn."""
     temps = [temperature_for(bench_cfg, p, model_name) for p in prompts]
     answers: list[list[str]] = [[] for _ in prompts]
     counts: list[list[int]] = [[] for _ in prompts]

@@ -7,7 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 from simpo_cli.config.schema import GenerationSettings
-from simpo_cli.models.generate import BatchedDecoder, Row, Sampler, TransformersBackend, encode_prompt, plan_batches, row_key
+from simpo_cli.models.generate import (BatchedDecoder, Row, Sampler, TransformersBackend, encode_prompt, plan_batches,
+                                      row_key)
 from tests.unit.models.test_batch_invariance import PROMPTS
 
 MAX_NEW = 12
