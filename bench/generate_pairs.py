@@ -5,8 +5,9 @@ models (CPU unless a GPU is present) and the bundled demo prompts.
         [--max-new-tokens 32] [--batch-size 8] [--scorer-batch-size 16] [--max-prompt-length 256]
         [--repeats 2]
 
-Sampling: ``per_prompt`` (what generate-pairs does: ``Sampler``, one prompt's n rows per
-``generate`` call, one CPU thread) vs ``cross_prompt`` (the scheme before issue 15: ``batch-size``
+Sampling: ``per_prompt`` (generate-pairs with ``generation.batch_invariant=true``: ``Sampler``, one
+prompt's n rows per ``generate`` call, one CPU thread; the default batched sampling is measured by
+``bench.generate``) vs ``cross_prompt`` (the scheme before issue 15: ``batch-size``
 prompts left-padded into one call, all threads). Scoring the samples: ``group_per_prompt`` (what
 generate-pairs does: ``RewardModel``, one prompt's candidates per forward pass, one CPU thread) vs
 ``length_sorted`` (the scheme before: each generation batch's candidates sorted by length and cut
@@ -117,7 +118,8 @@ def main() -> None:
     prompts.sort(key=lambda p: len(encode_prompt(p.messages, tokenizer, template)))  # as generate-pairs did
     ids = [encode_prompt(p.messages, tokenizer, template) for p in prompts]
     keys = [[row_key(42, i, j) for j in range(args.n)] for i in range(len(ids))]
-    gen = OmegaConf.structured(GenerationSettings(n=args.n, max_new_tokens=args.max_new_tokens))
+    gen = OmegaConf.structured(GenerationSettings(n=args.n, max_new_tokens=args.max_new_tokens,
+                                                  batch_invariant=True))
     backend = TransformersBackend(model, tokenizer, gen)
     backend.generate(ids[:1], keys[:1])  # warm-up
     bs = args.batch_size

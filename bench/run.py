@@ -9,6 +9,8 @@ Three parts (``--parts``), each configuration in its own subprocess so each peak
    (``bench.worker``).
 3. ``smollm2``: SmolLM2-135M-Instruct SimPO on real UltraFeedback pairs, ``simpo train`` (whole
    run, bookkeeping included) vs TRL's CPOTrainer (``bench.smollm2``).
+4. ``generate``: ``simpo eval``'s and ``generate-pairs``' generation on SmolLM2 with IFEval prompts vs
+   plain batched ``model.generate`` (``bench.generate``, tokens/s; its own table, printed last).
 
 Prints one table (s/step, peak RSS, their ratios to the part's baseline: Liger for the head, TRL
 CPOTrainer otherwise, and the FLOP bound: forward+backward FLOPs of what must be computed divided
@@ -28,9 +30,13 @@ import time
 FULL = dict(vocabs=(512, 32_000, 128_256), prompt_len=256, response_len=768, warmup=1, steps=2)
 QUICK = dict(vocabs=(512, 32_000), prompt_len=64, response_len=192, warmup=1, steps=2)
 IMPLS = ("simpo", "trl-cpo-simpo", "dpo-cached", "trl-dpo")
-PARTS = ("head", "step", "smollm2")
+PARTS = ("head", "step", "smollm2", "generate")
 SMOLLM2_IMPLS = ("simpo", "simpo-padded", "trl-cpo-simpo")
 BASELINE = {"head": "liger", "step": "trl-cpo-simpo", "smollm2": "trl-cpo-simpo"}
+# bench.generate's settings: 64 IFEval prompts x 128 new tokens (QUICK: 8 x 32, no slow rows)
+GENERATE_ARGS = {False: ["--prompts", "64", "--max-new-tokens", "128"],
+                 True: ["--prompts", "8", "--pairs-prompts", "4", "--max-new-tokens", "32",
+                        "--rows", "eval,eval-plain,pairs,pairs-plain"]}
 
 
 def measured_matmul_flops(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype: str = "fp32") -> float:
@@ -293,3 +299,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": cfg, "quick": args.quick, "matmul_flops": peak, "results": rows}, f, indent=1)
+    if "generate" in parts:  # tokens/s, not s/step: its own table
+        print()
+        subprocess.run([sys.executable, "-m", "bench.generate", *GENERATE_ARGS[args.quick]], check=False,
+                       env={**os.environ, "OMP_NUM_THREADS": args.threads})

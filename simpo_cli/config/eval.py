@@ -43,7 +43,10 @@ class EvalOptions:
     benchmarks: List[str] = field(default_factory=lambda: ["alpaca_eval", "arena_hard", "mt_bench"])
     limit: Optional[int] = None  # first N prompts of each benchmark (smoke runs)
     max_new_tokens: Optional[int] = None  # caps every benchmark's preset
-    generation_batch_size: int = 4  # unused: each prompt is decoded on its own (batch-invariant answers)
+    generation_batch_size: int = 32  # answers decoded together (length-sorted); see batch_invariant
+    # true: each answer decoded on its own on one CPU thread, bit-identical whatever generation_batch_size
+    # or thread count (slow); false: batched, reproducible for a fixed command (models/generate.py)
+    batch_invariant: bool = False
     model_id: Optional[str] = None  # name in the answer files; null = <model.name>-<objective.name>
     stop_token_ids: List[int] = field(default_factory=list)  # besides the tokenizer's EOS
 

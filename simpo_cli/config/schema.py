@@ -317,7 +317,10 @@ class GenerationSettings:
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 1024
     max_prompt_length: int = 1800  # prompts longer than this (tokens, templated) are dropped and counted
-    batch_size: int = 8  # prompts per step (vllm: per call); transformers decodes each prompt on its own
+    batch_size: int = 8  # prompts per step, all their n samples decoded together (vllm: per call)
+    # true: each prompt decoded on its own on one CPU thread, answers bit-identical whatever batch_size or
+    # thread count (slow); false: batched, answers reproducible for a fixed command (models/generate.py)
+    batch_invariant: bool = False
     shard_size: int = 128  # prompts per output shard: the unit of atomic writes and of resume
     vllm_gpu_memory_utilization: float = 0.5  # leaves room for the reward model on the same GPU
     vllm_tensor_parallel_size: int = 1

@@ -27,7 +27,7 @@ from simpo_cli.data.ifeval import load_prompts as load_ifeval_prompts
 from simpo_cli.data.templates import prompt_ids, prompt_text
 from simpo_cli.errors import DataError, UserError
 from simpo_cli.evaluation.ifeval import response_lines
-from simpo_cli.models.generate import Sampler, row_key
+from simpo_cli.models.generate import BatchedDecoder, Row, Sampler, row_key
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -116,25 +116,32 @@ def render_prompt(tokenizer, messages: list[dict], template: bool = True) -> str
 
 def generate(model, tokenizer, conversations: list[list[dict]], temperatures: list[float], *, top_p: float,
              max_new_tokens: int, batch_size: int, stop_token_ids: list[int],
-             template: bool = True, keys: list[int] | None = None, seed: int = 0) -> list[tuple[str, int]]:
+             template: bool = True, keys: list[int] | None = None, seed: int = 0,
+             batch_invariant: bool = False) -> list[tuple[str, int]]:
     """Answer each conversation (its last message is the user's): returns ``(text, n_tokens)`` per
     conversation, in input order. ``n_tokens`` counts generated tokens up to (not including) the
-    first stop token; temperature 0 is greedy.
+    first stop token; temperature 0 is greedy. Conversation ``i`` samples with Gumbel noise keyed
+    by ``keys[i]`` (default ``row_key(seed, i, 0)``), never a global RNG.
 
-    Sampling is ``simpo_cli.models.generate.Sampler``'s: conversation ``i`` is decoded on its own
-    with Gumbel noise keyed by ``keys[i]`` (default ``row_key(seed, i, 0)``), so an answer depends
-    only on its prompt, temperature and key: not on ``batch_size`` (kept for compatibility), on
-    the other prompts, on a global RNG or on the thread count."""
+    Default: ``batch_size`` conversations per decoding batch, ordered by prompt length, finished
+    answers leaving the batch (``simpo_cli.models.generate.BatchedDecoder``): the answers are the
+    same for the same conversations, ``batch_size`` and thread count on the same machine.
+    ``batch_invariant=True``: each conversation decoded on its own on one CPU thread
+    (``Sampler``), so an answer depends only on its prompt, temperature and key."""
     stops = sorted({tokenizer.eos_token_id, *stop_token_ids, *_config_eos(model)} - {None})
     keys = keys if keys is not None else [row_key(seed, i, 0) for i in range(len(conversations))]
     sampler = Sampler(model, tokenizer, eos_ids=stops)
-    out = []
-    for messages, temp, key in zip(conversations, temperatures, keys):
-        ids = prompt_ids(messages, tokenizer, template)
-        (s,) = sampler.sample(ids, [key], temperature=temp if temp > 1e-4 else 0.0, top_p=top_p,
-                              max_new_tokens=max_new_tokens)
-        out.append((s.text.strip(), s.num_tokens))
-    return out
+    ids = [prompt_ids(messages, tokenizer, template) for messages in conversations]
+    temps = [temp if temp > 1e-4 else 0.0 for temp in temperatures]
+    if batch_invariant:
+        samples = [sampler.sample(p, [key], temperature=t, top_p=top_p, max_new_tokens=max_new_tokens)[0]
+                   for p, t, key in zip(ids, temps, keys)]
+    else:
+        decoder = BatchedDecoder(sampler.model, sampler.eos, sampler.pad, batch_size)
+        tokens = decoder.decode([Row(tuple(p), key, t) for p, t, key in zip(ids, temps, keys)],
+                                max_new_tokens=max_new_tokens, top_p=top_p)
+        samples = [sampler.to_sample(t, cut=False, max_new_tokens=max_new_tokens) for t in tokens]
+    return [(s.text.strip(), s.num_tokens) for s in samples]
 
 
 def _config_eos(model) -> list[int]:
@@ -144,11 +151,11 @@ def _config_eos(model) -> list[int]:
 
 def answer_benchmark(model, tokenizer, prompts: list[BenchPrompt], bench_cfg, model_name: str, *,
                      max_new_tokens: int, batch_size: int, stop_token_ids: list[int], template: bool = True,
-                     seed: int = 0):
+                     seed: int = 0, batch_invariant: bool = False):
     """Generate every turn of every prompt; turn k+1 sees the user turns and this model's answers
     1..k in its history (MT-Bench). Turn ``k`` of prompt ``i`` samples with key
-    ``row_key(seed, i, k)``. Returns ``(answers, token_counts, temperatures)``: per prompt, a list
-    with one entry per turn."""
+    ``row_key(seed, i, k)``; ``batch_size``/``batch_invariant``: see ``generate``. Returns
+    ``(answers, token_counts, temperatures)``: per prompt, a list with one entry per turn."""
     temps = [temperature_for(bench_cfg, p, model_name) for p in prompts]
     answers: list[list[str]] = [[] for _ in prompts]
     counts: list[list[int]] = [[] for _ in prompts]
@@ -164,7 +171,8 @@ def answer_benchmark(model, tokenizer, prompts: list[BenchPrompt], bench_cfg, mo
             convs.append(msgs)
         results = generate(model, tokenizer, convs, [temps[i] for i in active], top_p=bench_cfg.top_p,
                            max_new_tokens=max_new_tokens, batch_size=batch_size, stop_token_ids=stop_token_ids,
-                           template=template, keys=[row_key(seed, i, turn) for i in active])
+                           template=template, keys=[row_key(seed, i, turn) for i in active],
+                           batch_invariant=batch_invariant)
         for i, (text, n) in zip(active, results):
             answers[i].append(text)
             counts[i].append(n)

@@ -7,7 +7,14 @@ decoding step ``t`` over vocabulary entry ``v`` is a fixed hash of ``(row_key(se
 al. 2014, "A* sampling"), so each response depends only on its own key and the model's logits:
 the same whichever prompts share its batch, in which order, or whether a run was resumed. Logits
 themselves differ in the last float bit between batch shapes and thread counts, which could flip
-a near-tie token, so each prompt is decoded in its own batch on one CPU thread (``Sampler``).
+a near-tie token. Two decoders:
+
+- ``BatchedDecoder`` (default): many prompts and samples per forward pass, length-sorted, finished
+  rows dropped; every answer is reproducible for a fixed command (same prompts, batch size,
+  thread count, machine), not across batch sizes or thread counts;
+- ``Sampler`` (``generation.batch_invariant=true`` / ``eval.batch_invariant=true``): each prompt
+  decoded in its own batch on one CPU thread, so an answer is bit-identical whatever the batch
+  size, the other prompts or the thread count; several times slower (bench/README.md).
 
 Backends: ``transformers`` (``model.generate`` with a KV cache, left padding, CPU or GPU) and
 ``vllm`` (per-request ``SamplingParams.seed``; optional extra, not exercised in CI).
@@ -16,12 +23,13 @@ Backends: ``transformers`` (``model.generate`` with a KV cache, left padding, CP
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper,
-                          TopKLogitsWarper, TopPLogitsWarper)
+from transformers import (DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList,
+                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
 from simpo_cli.data.templates import prompt_ids
 from simpo_cli.errors import UserError
@@ -159,21 +167,166 @@ class Sampler:
                                       generation_config=config, logits_processor=self._list(processors))
         return [self.to_sample(row.tolist()) for row in out[:, len(prompt):].cpu()]
 
-    def to_sample(self, tokens: list[int]) -> Sample:
-        """A ``Sample`` from one row of generated ids: cut at the first end-of-sequence id."""
-        stop = next((i for i, t in enumerate(tokens) if t in self.eos), None)
-        kept = tokens if stop is None else tokens[:stop]
+    def to_sample(self, tokens: list[int], cut: bool = True, max_new_tokens: int | None = None) -> Sample:
+        """A ``Sample`` from one row of generated ids: cut at the first end-of-sequence id
+        (``cut=False``: ``tokens`` are already cut, as ``BatchedDecoder`` returns them; then an
+        answer shorter than ``max_new_tokens`` stopped at an end-of-sequence id)."""
+        if cut:
+            stop = next((i for i, t in enumerate(tokens) if t in self.eos), None)
+            kept, stopped = (tokens, False) if stop is None else (tokens[:stop], True)
+        else:
+            kept, stopped = tokens, max_new_tokens is not None and len(tokens) < max_new_tokens
         return Sample(self.tokenizer.decode(kept, skip_special_tokens=True), len(kept),
-                      "length" if stop is None else "stop")
+                      "stop" if stopped else "length")
+
+
+# --------------------------------------------------------------------------- batched decoding (default)
+# Batched decoding for ``simpo generate-pairs`` and ``simpo eval``: many prompts and samples per
+# forward pass, finished rows dropped from the batch.
+#
+# Why not ``model.generate``: on a CPU a 135M-parameter model decodes at 12 tokens/s one prompt at a
+# time and a batch of 32 left-padded prompts at ~130 tokens/s (issue 25), but ``generate`` keeps every
+# finished row in the batch until the longest answer ends, runs the prompt of each of the ``n``
+# samples ``n`` times, and has no per-row temperature. The loop below is the same greedy decoding
+# over transformers' own pieces (``DynamicCache``, the model's forward with ``logits_to_keep=1``,
+# ``TopKLogitsWarper``/``TopPLogitsWarper``) with three changes:
+#
+# - rows are ordered by prompt length (then source order) and cut into batches of ``batch_size`` rows,
+#   so a batch pads little;
+# - each distinct prompt of a batch is prefilled once and its KV cache repeated for its samples
+#   (``Cache.batch_select_indices``);
+# - a row that ends (end-of-sequence or ``max_new_tokens``) leaves the batch at once: the cache and
+#   the attention mask keep only the live rows, so the remaining steps cost what the live rows cost.
+#
+# Sampling is ``Sampler``'s: row ``(prompt i, sample j)`` adds the counter-based Gumbel noise
+# keyed by its own 64-bit key at decoding step ``t`` to the temperature/top-k/top-p processed scores
+# and takes the argmax (temperature 0: plain argmax, no noise). Which noise a row gets never depends
+# on the batch, but the logits do in their last float bits (batch shape, padding, thread count:
+# ``models.invariance``), so an answer can differ at a near tie between batch sizes or thread counts.
+# For a fixed command (same prompts, ``batch_size``, thread count, machine and torch build) the
+# batches, the order in which rows finish and hence every token are the same on every run.
+# ``generation.batch_invariant=true`` / ``eval.batch_invariant=true`` decode each prompt on its own
+# instead (``models.generate.Sampler``), invariant to batch size and thread count, much slower.
+
+
+@dataclass(frozen=True)
+class Row:
+    """One answer to decode: ``prompt`` token ids, its Gumbel key and temperature (0 = greedy)."""
+
+    prompt: tuple[int, ...]
+    key: int
+    temperature: float
+
+
+def plan_batches(rows: list[Row], batch_size: int) -> list[list[int]]:
+    """Row indices in decoding batches: ordered by prompt length, then input position (stable, so
+    a prompt's samples stay together), cut every ``batch_size`` rows. A pure function of the rows
+    and ``batch_size``: the same command always decodes the same batches."""
+    order = sorted(range(len(rows)), key=lambda i: (len(rows[i].prompt), i))
+    return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+
+
+class BatchedDecoder:
+    """Decode ``Row``s in length-sorted batches of ``batch_size`` rows with a KV cache.
+
+    ``eos_ids``: ids that end an answer (not included in the output); ``pad_id``: the left-padding
+    id (masked out, its value never matters). ``top_p``/``top_k`` apply to every sampled row
+    (transformers' warpers; 1.0 / 0 = off), after the row's temperature.
+    """
+
+    def __init__(self, model, eos_ids: list[int], pad_id: int, batch_size: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.eos, self.pad, self.batch_size = model.eval(), list(eos_ids), pad_id, batch_size
+        self.device = next(model.parameters()).device
+        # transformers renamed the forward's ``past_key_values`` to ``cache`` (5.2x; the old name
+        # is deprecated): use whichever this version's model takes.
+        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def decode(self, rows: list[Row], *, max_new_tokens: int, top_p: float = 1.0,
+               top_k: int = 0) -> list[list[int]]:
+        """Generated token ids of every row, in input order, cut before the first end-of-sequence
+        id (an answer that hit ``max_new_tokens`` has exactly that many)."""
+        out: list[list[int]] = [[] for _ in rows]
+        warpers = ([TopKLogitsWarper(top_k)] if top_k > 0 else []) + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
+        for batch in plan_batches(rows, self.batch_size):
+            for i, tokens in zip(batch, self._decode_batch([rows[i] for i in batch], max_new_tokens, warpers)):
+                out[i] = tokens
+        return out
+
+    @torch.inference_mode()
+    def _decode_batch(self, rows: list[Row], max_new_tokens: int, warpers: list) -> list[list[int]]:
+        dev = self.device
+        prompts = list(dict.fromkeys(r.prompt for r in rows))  # distinct prompts, first-seen order
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for u, p in enumerate(prompts):
+            ids[u, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[u, width - len(p):] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        cache = DynamicCache(config=self.model.config)
+        # Left padding: positions count real tokens only, as model.generate computes them.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **{self.cache_arg: cache},
+                            use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        # One prefill per distinct prompt, then each row takes its prompt's cache and logits.
+        expand = torch.tensor([prompts.index(r.prompt) for r in rows], dtype=torch.long, device=dev)
+        cache.batch_select_indices(expand)
+        logits, mask = logits[expand], mask[expand]
+
+        live = list(range(len(rows)))  # batch position -> row
+        keys = split_keys([r.key for r in rows]).to(dev)
+        temps = torch.tensor([r.temperature for r in rows], dtype=torch.float32, device=dev)
+        out: list[list[int]] = [[] for _ in rows]
+        eos = torch.tensor(self.eos, dtype=torch.long, device=dev)
+        for step in range(max_new_tokens):
+            tokens = self._next_tokens(logits.float(), temps, keys, step, warpers)
+            ended = torch.isin(tokens, eos)
+            for b, (tok, end) in enumerate(zip(tokens.tolist(), ended.tolist())):
+                if not end:
+                    out[live[b]].append(tok)
+            if step == max_new_tokens - 1:
+                break
+            keep = (~ended).nonzero().squeeze(-1)
+            if keep.numel() == 0:
+                break
+            if keep.numel() < len(live):  # drop finished rows: the next steps skip them
+                cache.batch_select_indices(keep)
+                live = [live[b] for b in keep.tolist()]
+                mask, keys, temps, tokens = mask[keep], keys[keep], temps[keep], tokens[keep]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            positions = mask.sum(-1, keepdim=True) - 1
+            logits = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                                **{self.cache_arg: cache}, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        return out
+
+    @staticmethod
+    def _next_tokens(logits: torch.Tensor, temps: torch.Tensor, keys: torch.Tensor, step: int,
+                     warpers: list) -> torch.Tensor:
+        """``[R]`` next ids: argmax of the raw logits for greedy rows; for the others argmax of
+        the temperature/top-k/top-p processed scores plus the row's Gumbel noise at ``step``
+        (``SeededGumbelNoise``'s noise, so a sample is exact)."""
+        greedy = temps <= 0
+        if bool(greedy.all()):
+            return logits.argmax(-1)
+        scores = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
+        for warp in warpers:
+            scores = warp(None, scores)
+        u = uniform_noise(keys, step, scores.shape[-1]).to(scores.dtype)
+        sampled = (scores - torch.log(-torch.log(u))).argmax(-1)
+        return torch.where(greedy, logits.argmax(-1), sampled)
 
 
 class TransformersBackend:
-    """``generation.backend=transformers``: the ``Sampler`` with ``generation.*``'s settings.
+    """``generation.backend=transformers``: ``generation.*``'s settings over one of two decoders.
 
     ``generate(prompts, keys)``: ``prompts`` are token-id lists, ``keys[i]`` the ``n`` row keys of
-    prompt ``i``. Returns ``n`` ``Sample``s per prompt. Each prompt is decoded on its own
-    (``Sampler.sample``), so ``generation.batch_size`` changes how often results are gathered,
-    never the responses.
+    prompt ``i``. Returns ``n`` ``Sample``s per prompt. By default the prompts of one call and all
+    their samples are decoded together (``BatchedDecoder``, ``generation.batch_size`` prompts per
+    call, so ``batch_size * n`` rows), reproducible for a fixed command; with
+    ``generation.batch_invariant=true`` each prompt is decoded on its own (``Sampler``) and
+    ``generation.batch_size`` changes how often results are gathered, never the responses.
     """
 
     def __init__(self, model, tokenizer, gen):
@@ -183,8 +336,20 @@ class TransformersBackend:
 
     def generate(self, prompts: list[list[int]], keys: list[list[int]]) -> list[list[Sample]]:
         g = self.gen
-        return [self.sampler.sample(p, ks, temperature=g.temperature, max_new_tokens=g.max_new_tokens,
-                                    top_p=g.top_p, top_k=g.top_k) for p, ks in zip(prompts, keys)]
+        if g.get("batch_invariant", False):
+            return [self.sampler.sample(p, ks, temperature=g.temperature, max_new_tokens=g.max_new_tokens,
+                                        top_p=g.top_p, top_k=g.top_k) for p, ks in zip(prompts, keys)]
+        rows = [Row(tuple(p), k, g.temperature) for p, ks in zip(prompts, keys) for k in ks]
+        # One call's rows are one decoding batch: its composition is fixed by the shard and
+        # generation.batch_size, whatever an earlier (killed) run had done.
+        decoder = BatchedDecoder(self.model, self.sampler.eos, self.sampler.pad, max(1, len(rows)))
+        tokens = decoder.decode(rows, max_new_tokens=g.max_new_tokens, top_p=g.top_p, top_k=g.top_k)
+        samples = [self.sampler.to_sample(t, cut=False, max_new_tokens=g.max_new_tokens) for t in tokens]
+        out, pos = [], 0
+        for ks in keys:
+            out.append(samples[pos:pos + len(ks)])
+            pos += len(ks)
+        return out
 
 
 class VLLMBackend:

@@ -291,10 +291,10 @@ def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, ma
     template = uses_template(tokenizer, cfg.data.chat_template)
     decoding = {"max_new_tokens": max_new, "temperature": bench_cfg.temperature, "top_p": bench_cfg.top_p,
                 "stop_token_ids": list(cfg.eval.stop_token_ids), "template": template, "seed": cfg.seed,
-                "device": device.type,
-                # answers do not depend on it today (one prompt at a time); kept in the key so a
-                # batched generator whose answers do (issue 25's opt-out of batch invariance) stays correct
-                "batch_size": cfg.eval.generation_batch_size}
+                "device": device.type, "batch_invariant": cfg.eval.batch_invariant,
+                # batched answers may differ at a near-tie token with the batch size or thread count
+                # (models/generate.py), so both are part of the key
+                "batch_size": cfg.eval.generation_batch_size, "threads": torch.get_num_threads()}
     key = ifeval_run.answers_key(ref_cfg, tokenizer, prompts, decoding)
     label = ref_cfg.name_or_path or f"tiny:{ref_cfg.name} (seed {ref_cfg.tiny.seed})"
     cached = ifeval_run.read_cached(cfg.paths.cache_dir, key, len(prompts))
@@ -307,7 +307,7 @@ def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, ma
         nested, nested_counts, _ = B.answer_benchmark(
             ref_model, tokenizer, prompts, bench_cfg, cfg.model.name, max_new_tokens=max_new,
             batch_size=cfg.eval.generation_batch_size, stop_token_ids=list(cfg.eval.stop_token_ids),
-            template=template, seed=cfg.seed)
+            template=template, seed=cfg.seed, batch_invariant=cfg.eval.batch_invariant)
         del ref_model
         answers, counts = [a[0] for a in nested], [c[0] for c in nested_counts]
         ifeval_run.write_cached(cfg.paths.cache_dir, key, answers, counts, label)
@@ -390,7 +390,8 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             answers, counts, temps = B.answer_benchmark(
                 model, tokenizer, prompts, bc, cfg.model.name, max_new_tokens=max_new,
                 batch_size=ev.generation_batch_size, stop_token_ids=list(ev.stop_token_ids),
-                template=uses_template(tokenizer, cfg.data.chat_template), seed=cfg.seed)
+                template=uses_template(tokenizer, cfg.data.chat_template), seed=cfg.seed,
+                batch_invariant=ev.batch_invariant)
             rel, text = B.format_answers(bc.format, prompts, answers, counts, model_id)
             write_atomic(out.path / rel, text)
             files.append(rel)
@@ -399,7 +400,9 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             flat_chars = [len(a) for ans in answers for a in ans]
             summary["benchmarks"][name] = {
                 "file": rel, "format": bc.format, "n_prompts": len(prompts), "n_turns": len(flat_tokens),
-                "max_new_tokens": max_new, "top_p": bc.top_p,
+                "max_new_tokens": max_new, "top_p": bc.top_p, "batch_invariant": ev.batch_invariant,
+                # what the answers depend on unless batch_invariant (models/generate.py)
+                "generation_batch_size": ev.generation_batch_size, "threads": torch.get_num_threads(),
                 "temperatures": {str(t): temps.count(t) for t in sorted(set(temps))},
                 "length_tokens": M.length_stats(flat_tokens, max_new), "length_chars": M.length_stats(flat_chars)}
             log.info("%s: %d prompts answered -> %s", name, len(prompts), rel)

@@ -16,10 +16,15 @@ Output directory (``output_dir``, deterministic so that rerunning the same comma
 Shard ``k`` holds prompts ``[k * shard_size, (k + 1) * shard_size)`` of the source. A shard is
 written whole and atomically (temporary file, then rename), candidates first, then pairs; a shard
 counts as done when both exist. After an interruption (kill -9 included) a rerun skips done shards
-and redoes the others from their first prompt with the same per-sample seeds. A prompt's responses
-and scores depend only on that prompt and its candidates (each is sampled and scored as its own
-group, on one thread on CPU), not on batch sizes or thread count, so on the same machine and torch
-build the result is byte-identical to an uninterrupted run: no prompt lost or duplicated.
+and redoes the others from their first prompt with the same per-sample seeds and the same batches
+(a shard's batches depend only on its prompts and ``generation.batch_size``), so on the same machine
+and torch build, with the same thread count, the result is byte-identical to an uninterrupted run:
+no prompt lost or duplicated. Scores depend only on a prompt and its candidates (each group scored
+on its own, on one thread on CPU). Responses are decoded in batches of ``generation.batch_size``
+prompts × ``n`` samples (``models.generate.BatchedDecoder``), so they may differ in a near-tie
+token between batch sizes or thread counts: both are part of the settings a resume must match.
+``generation.batch_invariant=true`` samples each prompt on its own on one thread instead (slower),
+and then neither matters.
 """
 
 from __future__ import annotations
@@ -62,16 +67,22 @@ class GenerateResult:
 
 
 def output_settings(cfg) -> dict:
-    """Everything that changes the output, compared on resume. Batch sizes and the progress bar
-    are left out on purpose: they do not change the output (each prompt is sampled and scored on
-    its own, see ``models.generate.Sampler`` and ``models.reward.RewardModel``), so a run resumed
-    with a smaller batch (after running out of memory) writes the same bytes."""
+    """Everything that changes the output, compared on resume. The scorer's batch size and the
+    progress bar are left out: scores do not depend on them (``models.reward.RewardModel``).
+    ``generation.batch_size`` and the CPU thread count change batched responses in the last bits,
+    so they are recorded unless ``generation.batch_invariant`` (each prompt sampled on its own,
+    ``models.generate.Sampler``): then a run resumed with a smaller batch (after running out of
+    memory) or other threads writes the same bytes."""
     c = OmegaConf.to_container(cfg, resolve=True)
     model = {k: c["model"].get(k) for k in ("name_or_path", "tokenizer", "revision", "dtype", "chat_template", "tiny")}
     data = {k: c["data"].get(k) for k in ("path", "format", "split", "columns", "chat_template", "max_samples")}
     data["fingerprint"] = data_fingerprint(cfg.data, cfg.data.split)
     scorer = {k: v for k, v in c["scorer"].items() if k not in ("batch_size", "name")}
-    gen = {k: v for k, v in c["generation"].items() if k != "batch_size" and not k.startswith("vllm_")}
+    gen = {k: v for k, v in c["generation"].items() if not k.startswith("vllm_")}
+    if cfg.generation.batch_invariant or cfg.generation.backend != "transformers":
+        del gen["batch_size"]
+    elif _device().type == "cpu":
+        gen["cpu_threads"] = torch.get_num_threads()
     return {"seed": cfg.seed, "model": model, "data": data, "scorer": scorer, "generation": gen}
 
 
@@ -225,8 +236,9 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
                     continue
                 ids = {p.index: encode_prompt(p.messages, tokenizer, template) for p in shard}
                 ok = {i: len(t) <= g.max_prompt_length for i, t in ids.items()}
-                # Batches only pace the progress bar: each prompt is sampled and scored as its own
-                # group, so neither the batch size nor the order changes any response or score.
+                # Length-sorted, so a batch pads little; the batches depend only on this shard and
+                # generation.batch_size, never on what a killed run had done (each prompt keeps its
+                # seeds; scores are per prompt).
                 todo = sorted((p for p in shard if ok[p.index]), key=lambda p: len(ids[p.index]))
                 samples, scores = {}, {}
                 for b in range(0, len(todo), g.batch_size):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,45 @@ def _outputs(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(files)}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    """One uninterrupted run, shared by the tests below."""
-    tmp = tmp_path_factory.mktemp("reference")
-    proc = run_simpo(["generate-pairs", *GEN, "output_dir=gen"], tmp, env={"OMP_NUM_THREADS": "1"})
+# The two sampling modes: batched (default; reproducible for a fixed command) and batch-invariant.
+MODES = {"batched": [], "invariant": ["generation.batch_invariant=true"]}
+
+
+def _uninterrupted(tmp_path_factory, mode: str) -> Path:
+    tmp = tmp_path_factory.mktemp(f"reference-{mode}")
+    proc = run_simpo(["generate-pairs", *GEN, *MODES[mode], "output_dir=gen"], tmp, env={"OMP_NUM_THREADS": "1"})
     assert "pairs" in proc.stdout and "simpo train data=generated" in proc.stdout
     return tmp / "gen"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """One uninterrupted run in the default (batched) mode, shared by the tests below."""
+    return _uninterrupted(tmp_path_factory, "batched")
+
+
+@pytest.fixture(scope="module")
+def reference_invariant(tmp_path_factory) -> Path:
+    """The same run with generation.batch_invariant=true."""
+    return _uninterrupted(tmp_path_factory, "invariant")
+
+
+@pytest.fixture(params=sorted(MODES))
+def mode_reference(request) -> tuple[str, Path]:
+    return request.param, request.getfixturevalue("reference" if request.param == "batched" else "reference_invariant")
+
+
+@contextmanager
+def torch_threads(n: int):
+    """In-process reruns use the reference's thread count (it is part of a batched run's settings)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_writes_ultrafeedback_pairs_candidates_and_meta(reference):
@@ -81,9 +114,10 @@ def test_simpo_train_reads_the_generated_directory(reference, tmp_path):
     assert meta["data"]["fingerprint"].startswith("sha256:")
 
 
-@pytest.mark.slow  # two CLI runs: ~40 s on 2 shared cores
-def test_sigkill_mid_run_then_rerun_matches_an_uninterrupted_run(reference, tmp_path):
-    args = [sys.executable, "-m", "simpo_cli", "generate-pairs", *GEN, "output_dir=gen"]
+@pytest.mark.slow  # two CLI runs per mode: ~40 s on 2 shared cores
+def test_sigkill_mid_run_then_rerun_matches_an_uninterrupted_run(mode_reference, tmp_path):
+    mode, reference = mode_reference
+    args = [sys.executable, "-m", "simpo_cli", "generate-pairs", *GEN, *MODES[mode], "output_dir=gen"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     out = tmp_path / "gen"
@@ -103,17 +137,23 @@ def test_sigkill_mid_run_then_rerun_matches_an_uninterrupted_run(reference, tmp_
     assert 0 < sum(name.startswith("pairs-") for name in partial) < SHARDS
     assert json.loads((out / "meta.json").read_text())["status"] == "running"
 
-    run_simpo(["generate-pairs", *GEN, "output_dir=gen"], tmp_path, env={"OMP_NUM_THREADS": "1"})
+    run_simpo(["generate-pairs", *GEN, *MODES[mode], "output_dir=gen"], tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert _outputs(out) == _outputs(reference)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["attempts"] == 2 and meta["shards_done_before"] >= 2
     assert meta["prompts"] == 64 and meta["pairs"] == json.loads((reference / "meta.json").read_text())["pairs"]
 
 
-def test_resume_after_a_kill_between_writes(reference, tmp_path, monkeypatch):
+def test_resume_after_a_kill_between_writes(mode_reference, tmp_path, monkeypatch):
     """What a kill can leave: a shard's candidates written but not its pairs, a temporary file
-    from an interrupted write, a missing meta.json. The rerun redoes exactly the unfinished shards;
-    a rerun on finished output loads no model."""
+    from an interrupted write, a missing meta.json. The rerun redoes exactly the unfinished shards
+    (in both modes: a shard's batches do not depend on what was done before); a rerun on finished
+    output loads no model."""
+    with torch_threads(1):
+        _resume_after_a_kill_between_writes(*mode_reference, tmp_path, monkeypatch)
+
+
+def _resume_after_a_kill_between_writes(mode: str, reference: Path, tmp_path: Path, monkeypatch) -> None:
     import simpo_cli.stages.generate_pairs
     from simpo_cli.stages.generate_pairs import run_generate_pairs
 
@@ -124,7 +164,7 @@ def test_resume_after_a_kill_between_writes(reference, tmp_path, monkeypatch):
     (out / "candidates/candidates-00006.jsonl").unlink()
     (out / ".pairs-00006.jsonl.x1y2").write_text('{"half a line')
     (out / "meta.json").unlink()
-    cfg = compose([*GEN, f"output_dir={out}"], "generate-pairs")
+    cfg = compose([*GEN, *MODES[mode], f"output_dir={out}"], "generate-pairs")
     result = run_generate_pairs(cfg, out)
     assert result.shards_done_before == SHARDS - 2 and result.prompts == 64
     assert _outputs(out) == _outputs(reference)
@@ -137,19 +177,31 @@ def test_resume_after_a_kill_between_writes(reference, tmp_path, monkeypatch):
     assert run_generate_pairs(cfg, out).pairs == result.pairs
 
 
-def test_resume_with_other_batch_sizes_writes_the_same_bytes(reference, tmp_path):
-    """Batch sizes are not part of the settings (a run may resume with a smaller batch after
-    running out of memory) because they change no byte: three shards redone with 3 prompts per
-    generation batch and 1 or 3 sequences per scoring pass, on 2 threads, equal the reference (8
-    and 16, OMP_NUM_THREADS=1)."""
-    import torch
+def test_batch_invariant_resume_with_other_batch_sizes_writes_the_same_bytes(reference_invariant, tmp_path):
+    """With generation.batch_invariant=true batch sizes and threads are not part of the settings (a
+    run may resume with a smaller batch after running out of memory) because they change no byte:
+    three shards redone with 3 prompts per generation batch and 1 or 3 sequences per scoring pass,
+    on 2 threads, equal the reference (8 and 16, OMP_NUM_THREADS=1)."""
+    with torch_threads(2):
+        _rerun_with_other_batch_sizes(reference_invariant, tmp_path)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        _rerun_with_other_batch_sizes(reference, tmp_path)
-    finally:
-        torch.set_num_threads(threads)
+
+def test_batched_resume_with_another_batch_size_or_thread_count_is_refused(reference, tmp_path):
+    """Batched answers may differ in a near-tie token between batch sizes or thread counts, so a
+    resume must use the same ones (one line naming the setting; nothing rewritten)."""
+    from simpo_cli.stages.generate_pairs import run_generate_pairs
+
+    out = tmp_path / "gen"
+    shutil.copytree(reference, out)
+    with torch_threads(1):
+        cfg = compose([*GEN, "generation.batch_size=3", f"output_dir={out}"], "generate-pairs")
+        with pytest.raises(UserError, match=r"generation.batch_size: 8 -> 3"):
+            run_generate_pairs(cfg, out)
+    with torch_threads(2):
+        cfg = compose([*GEN, f"output_dir={out}"], "generate-pairs")
+        with pytest.raises(UserError, match=r"generation.cpu_threads: 1 -> 2"):
+            run_generate_pairs(cfg, out)
+    assert _outputs(out) == _outputs(reference)
 
 
 def _rerun_with_other_batch_sizes(reference: Path, tmp_path: Path) -> None:
@@ -161,8 +213,8 @@ def _rerun_with_other_batch_sizes(reference: Path, tmp_path: Path) -> None:
         for k in (0, 4, 7):
             for name in (f"pairs-{k:05d}.jsonl", f"candidates/candidates-{k:05d}.jsonl"):
                 (out / name).unlink()
-        cfg = compose([*GEN, "generation.batch_size=3", f"scorer.batch_size={scorer_batch}", f"output_dir={out}"],
-                      "generate-pairs")
+        cfg = compose([*GEN, *MODES["invariant"], "generation.batch_size=3", f"scorer.batch_size={scorer_batch}",
+                       f"output_dir={out}"], "generate-pairs")
         assert run_generate_pairs(cfg, out).shards_done_before == SHARDS - 3
         assert _outputs(out) == _outputs(reference)
 

@@ -83,14 +83,14 @@ def sampler_outputs() -> list[list[str]]:
     """3 seeded samples of 12 tokens for each of 4 prompts, from the tiny policy (texts)."""
     tok = load_tokenizer(OmegaConf.structured(ModelConfig(name="tiny", tokenizer="pkg:tiny-tokenizer")))
     backend = TransformersBackend(build_tiny_model(TinyModelConfig(), tok), tok,
-                                  OmegaConf.structured(GenerationSettings(n=3, max_new_tokens=12)))
+                                  OmegaConf.structured(GenerationSettings(n=3, max_new_tokens=12, batch_invariant=True)))
     ids = [encode_prompt(p, tok, True) for p in PROMPTS[:4]]
     keys = [[row_key(42, i, j) for j in range(3)] for i in range(4)]
     return [[s.text for s in samples] for samples in backend.generate(ids, keys)]
 
 
 def test_samples_do_not_depend_on_which_prompts_share_a_call(tiny_model, tiny_tokenizer):
-    gen = OmegaConf.structured(GenerationSettings(n=3, max_new_tokens=12))
+    gen = OmegaConf.structured(GenerationSettings(n=3, max_new_tokens=12, batch_invariant=True))
     backend = TransformersBackend(tiny_model, tiny_tokenizer, gen)
     ids = [encode_prompt(p, tiny_tokenizer, True) for p in PROMPTS[:4]]
     keys = [[row_key(42, i, j) for j in range(3)] for i in range(4)]

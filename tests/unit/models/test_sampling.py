@@ -66,7 +66,7 @@ def test_masked_tokens_stay_masked():
 
 @pytest.fixture
 def backend(tiny_model, tiny_tokenizer):
-    gen = OmegaConf.structured(GenerationSettings(n=4, max_new_tokens=12))
+    gen = OmegaConf.structured(GenerationSettings(n=4, max_new_tokens=12, batch_invariant=True))
     return TransformersBackend(tiny_model, tiny_tokenizer, gen)
 
 
