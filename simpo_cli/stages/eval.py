@@ -25,7 +25,7 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from transformers import set_seed
 
-from simpo_cli.config.checks import resolve_hparams
+from simpo_cli.config.checks import resolve_objective
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
 from simpo_cli.data.templates import uses_template
 from simpo_cli.errors import UserError
@@ -36,7 +36,6 @@ from simpo_cli.files import MODEL_DIR
 from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
 from simpo_cli.objectives import OBJECTIVES, PreferenceLogps, get_objective
 from simpo_cli.run.rundir import RunDir, RunRecord, open_run, write_atomic, write_json
-from simpo_cli.training.common import objective_kwargs
 from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ class EvalResult:
 def apply_run(cfg, overrides: list[str]) -> dict | None:
     """With ``cfg.run`` set, replace ``model``/``data``/``objective``/``hparams``/``seed`` by the
     run's saved config, then re-apply the user's command-line ``overrides`` on top (a group
-    choice such as ``data=local`` takes the composed group; a key such as ``hparams.beta=3`` is
+    choice such as ``data=local`` takes the composed group; a key such as ``objective.beta=3`` is
     set on the run's value). The policy becomes ``<run>/model`` unless ``model.name_or_path`` is
     overridden. Returns ``{"path", "meta", "start_model", "trained_on"}`` (``start_model``: the
     run's starting model, the reference; ``trained_on``: the run's ``(data.path, data.split)``) or
@@ -159,12 +158,12 @@ def pair_metrics(cfg, pol: dict, ref: dict | None, bins: int) -> tuple[dict, dic
     logps = PreferenceLogps(t["chosen"], t["rejected"], t["chosen_lengths"], t["rejected_lengths"],
                             torch.as_tensor(ref["chosen"]) if ref else None,
                             torch.as_tensor(ref["rejected"]) if ref else None)
-    beta = float(cfg.hparams.beta)
+    beta = float(cfg.objective.get("beta", 1.0))  # an objective without β (IPO, ORPO...): unscaled
     avg_c = M.average_logps(pol["chosen"], pol["chosen_lengths"])
     avg_r = M.average_logps(pol["rejected"], pol["rejected_lengths"])
     rewards = {"length_normalized": (beta * avg_c, beta * avg_r), "summed": (pol["chosen"], pol["rejected"])}
     if not spec.needs_reference or ref is not None:
-        out = spec.fn(logps, **objective_kwargs(cfg))
+        out = spec.fn(logps, **spec.kwargs(cfg.objective))
         rewards["objective"] = (out.chosen_rewards.numpy().astype(np.float64),
                                 out.rejected_rewards.numpy().astype(np.float64))
     margins = {k: c - r for k, (c, r) in rewards.items()}
@@ -289,7 +288,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes, before loading a model
     where possible."""
     run_info = apply_run(cfg, overrides or [])
-    resolve_hparams(cfg)
+    resolve_objective(cfg)
     name_trained_model(cfg.model)
     ev = cfg.eval
     device = _device(ev.device)
@@ -303,8 +302,8 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
         ref_cfg = _reference_cfg(cfg, run_info)
         summary = {"model_id": model_id, "model": cfg.model.name_or_path or f"tiny:{cfg.model.name}",
                    "reference": None, "run": run_info["path"] if run_info else None,
-                   "objective": cfg.objective.name, "beta": cfg.hparams.beta,
-                   "gamma": cfg.hparams.get("gamma"), "seed": cfg.seed, "device": str(device)}
+                   "objective": cfg.objective.name, "beta": cfg.objective.get("beta"),
+                   "gamma": cfg.objective.get("gamma"), "seed": cfg.seed, "device": str(device)}
 
         if ev.pairs:
             split = ev.split or cfg.data.eval_split or cfg.data.split

@@ -11,12 +11,12 @@ from simpo_cli.objectives import OBJECTIVES
 
 LR = ["3e-7", "5e-7", "6e-7", "1e-6"]
 TABLE_7 = {  # PAPER.md Table 7, as config keys
-    "dpo": {"hparams.beta": ["0.01", "0.05", "0.1"]},
+    "dpo": {"objective.beta": ["0.01", "0.05", "0.1"]},
     "ipo": {"objective.tau": ["0.01", "0.1", "0.5", "1.0"]},
-    "cpo": {"hparams.beta": ["0.01", "0.05", "0.1"], "objective.sft_weight": ["1.0"]},
-    "kto": {"hparams.beta": ["0.01", "0.05", "0.1"], "objective.lambda_d": ["1.0"], "objective.lambda_u": ["1.0"]},
+    "cpo": {"objective.beta": ["0.01", "0.05", "0.1"], "objective.sft_weight": ["1.0"]},
+    "kto": {"objective.beta": ["0.01", "0.05", "0.1"], "objective.lambda_d": ["1.0"], "objective.lambda_u": ["1.0"]},
     "orpo": {"objective.odds_ratio_weight": ["0.1", "0.5", "1.0", "2.0"]},
-    "rdpo": {"objective.alpha": ["0.05", "0.1", "0.5", "1.0"], "hparams.beta": ["0.01", "0.05", "0.1"]},
+    "rdpo": {"objective.alpha": ["0.05", "0.1", "0.5", "1.0"], "objective.beta": ["0.01", "0.05", "0.1"]},
     "rrhf": {"objective.sft_weight": ["0.1", "0.5", "1.0", "10.0"]},
     "slic-hf": {"objective.delta": ["0.1", "0.5", "1.0", "2.0"], "objective.sft_weight": ["0.1", "0.5", "1.0", "10.0"]},
 }
