@@ -122,14 +122,14 @@ def _typed_section(cfg, section: str, value, run: Path):
 
 
 @torch.no_grad()
-def score_pairs(model, dataset, pad_token_id: int, batch_size: int, path: str = "auto") -> dict:
+def score_pairs(model, dataset, pad_token_id: int, path: str = "auto") -> dict:
     """Summed response log-probs (nats) and response lengths (tokens) of every pair, ``[B]`` numpy
     arrays ``chosen``, ``rejected``, ``chosen_lengths``, ``rejected_lengths``, ``index``; computed
     with ``PreferenceCollator`` + ``sequence_logps``, exactly as in training.
 
     Each pair is its own forward pass (its chosen and rejected padded together), on CPU with one
     thread (``simpo_cli.models.invariance``): a pair's log-probs depend only on that pair, not on
-    ``batch_size`` (kept for compatibility), the dataset order or the thread count."""
+    the dataset order or the thread count."""
     collate = PreferenceCollator(pad_token_id)
     model.eval()
     device = next(model.parameters()).device
@@ -311,14 +311,14 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             if len(ds) == 0:
                 raise UserError(f"data {cfg.data.path} [{split}]: no usable pairs (dropped: "
                                 f"{dict(stats.dropped) or 'none'}); pass eval.pairs=false to skip pair metrics")
-            pol = score_pairs(model, ds, tokenizer.pad_token_id, ev.batch_size, ev.logps_path)
+            pol = score_pairs(model, ds, tokenizer.pad_token_id, ev.logps_path)
             ref = None
             if ref_cfg is not None:
                 ref_model = load_model(ref_cfg, tokenizer).eval().to(device)
                 if ref_model.get_input_embeddings().num_embeddings != model.get_input_embeddings().num_embeddings:
                     raise UserError("reference model's vocabulary differs from the policy's; "
                                     "KL needs the same tokenizer (set reference.enabled=false)")
-                ref = score_pairs(ref_model, ds, tokenizer.pad_token_id, ev.batch_size, ev.logps_path)
+                ref = score_pairs(ref_model, ds, tokenizer.pad_token_id, ev.logps_path)
                 del ref_model
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -373,7 +373,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
 
         if cfg.judge.reward_model:
             j = cfg.judge
-            judge = RewardModelJudge(j.reward_model, j.max_length, j.batch_size, device)
+            judge = RewardModelJudge(j.reward_model, j.max_length, device)
             prompts, answers = generated[j.benchmark]
             key = "instruction" if cfg.benchmarks[j.benchmark].format == "alpaca_eval" else "question_id"
             res = judge_answers(judge, prompts, answers, read_answers(j.baseline), key=key,

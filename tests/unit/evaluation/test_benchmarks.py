@@ -170,7 +170,7 @@ def test_local_judge_win_rate(answered, tmp_path):
     from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 
     model, tok, res = answered
-    judge = RewardModelJudge(str(make_reward_model(tmp_path / "rm", tok)), max_length=256, batch_size=2)
+    judge = RewardModelJudge(str(make_reward_model(tmp_path / "rm", tok)), max_length=256)
     path, prompts, answers, _ = res["alpaca_eval"]
     same = judge_answers(judge, prompts, answers, read_answers(path), key="instruction", n_resamples=200,
                          confidence=0.95, seed=0)
