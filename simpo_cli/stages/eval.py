@@ -35,7 +35,8 @@ from simpo_cli.models.invariance import one_cpu_thread
 from simpo_cli.files import MODEL_DIR
 from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
 from simpo_cli.objectives import OBJECTIVES, PreferenceLogps, get_objective
-from simpo_cli.run.rundir import RunDir, RunRecord, open_run, write_atomic, write_json
+from simpo_cli.files import write_atomic, write_json
+from simpo_cli.run.rundir import RunDir, RunRecord, open_run
 from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)

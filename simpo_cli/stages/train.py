@@ -11,7 +11,7 @@ from transformers import TrainerCallback, set_seed
 from simpo_cli.config.checks import resolve_objective
 from simpo_cli.config.recipes import announce
 from simpo_cli.data.heldout import metric_pairs
-from simpo_cli.data.preference import data_fingerprint
+from simpo_cli.data.cache import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
