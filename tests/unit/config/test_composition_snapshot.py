@@ -69,11 +69,11 @@ def test_every_stage_composes_what_it_composed_before_the_move(name):
     assert now == expected
 
 
-def test_the_snapshot_covers_every_setting_and_objective():
-    settings = {p.stem for p in (CONF_DIR / "recipe").glob("*.yaml")}
-    objectives = {p.stem for p in (CONF_DIR / "objective").glob("*.yaml")}
-    assert len(settings) == 9 and len(objectives) == 9
-    assert set(cases()) == set(COMPOSED)
+def test_the_snapshot_covers_every_setting_and_objective_of_e991d62():
+    """9 settings (and the demo) x 9 objectives, and the other stages; a setting or objective
+    added since composes too (``cases()``), with nothing to compare it to."""
+    train = [name for name in COMPOSED if name.startswith("train")]
+    assert len(train) == 1 + 10 * 9 and set(COMPOSED) <= set(cases())
 
 
 def _moved_provenance(before: dict, objective: str) -> dict:
