@@ -273,7 +273,7 @@ def validate_eval(cfg) -> None:
         problems.append(f"eval.limit must be >= 1, got {ev.limit}")
     if ev.max_new_tokens is not None and ev.max_new_tokens < 1:
         problems.append(f"eval.max_new_tokens must be >= 1, got {ev.max_new_tokens}")
-    for key in ("batch_size", "generation_batch_size", "histogram_bins"):
+    for key in ("generation_batch_size", "histogram_bins"):
         if ev[key] < 1:
             problems.append(f"eval.{key} must be >= 1, got {ev[key]}")
     if ev.logps_path not in ("auto", "chunked", "plain"):
