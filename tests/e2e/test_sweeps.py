@@ -74,3 +74,18 @@ def test_optuna_study_gets_the_metric_and_survives_failed_trials(tmp_path):
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     assert best.best_value == max(m["pairs_after"]["rewards/accuracies"] for m in done)
     assert best.best_params["objective.beta"] > 0
+
+
+def test_a_sweep_over_objectives_gets_each_objectives_published_values(tmp_path):
+    """`-m objective=simpo,cpo` on a setting: every job gets its own objective's published values
+    (applied per job, after composition) and says so in meta.json."""
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", "objective=simpo,cpo", "hparams=smollm2-cpu", "trainer.evaluate=false", *FAST_TRAIN,
+            "trainer.max_steps=1", f"hydra.sweep.dir={sweep}"]
+    run_simpo(args, tmp_path)
+    simpo, cpo = (OmegaConf.load(sweep / job / "config.yaml").objective for job in "01")
+    assert (simpo.name, simpo.beta, simpo.gamma) == ("simpo", 2.5, 1.375)  # published.simpo of the preset's setting
+    assert (cpo.name, cpo.beta) == ("cpo", 0.1)  # nothing published: CPO's default, never SimPO's 2.5
+    meta = _json(sweep / "0" / "meta.json")
+    assert meta["provenance"]["objective.beta"] == {
+        "value": 2.5, "source": "recipe smollm2-135m-instruct (published simpo values)"}
