@@ -191,7 +191,7 @@ def value_sources(cfg, overrides: list[str], config_name: str = "config") -> dic
     if objective:
         layer(config_file("objective", objective), "objective", f"objective default ({objective})")
     for group in ("data", "hparams"):  # the demo's: what a model without a recipe trains with
-        if group in defaults and group not in ("model", "objective"):
+        if group in defaults:
             layer(config_file(group, defaults[group]), group, f"default ({group}/{defaults[group]})", group)
     recipe = config_file("recipe", model) if model else {}
     if recipe:
