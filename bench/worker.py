@@ -115,7 +115,7 @@ def run_ours(args, work: Path, pairs: list[dict], timer: StepTimer):
     from simpo_cli.models.loading import load_tokenizer
     from simpo_cli.objectives import OBJECTIVES
     from simpo_cli.run.rundir import RunDir
-    from simpo_cli.training.common import objective_kwargs, training_arguments
+    from simpo_cli.training.common import training_arguments
     from simpo_cli.training.trainer import PreferenceTrainer
 
     objective = "simpo" if args.impl == "simpo" else "dpo"
@@ -140,9 +140,9 @@ def run_ours(args, work: Path, pairs: list[dict], timer: StepTimer):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    from simpo_cli.config.checks import resolve_hparams
+    from simpo_cli.config.checks import resolve_objective
 
-    resolve_hparams(cfg)
+    resolve_objective(cfg)
     tokenizer = load_tokenizer(cfg.model)
     train_ds, _ = build_preference_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir)
     model = build_model(args, tokenizer)
@@ -165,7 +165,7 @@ def run_ours(args, work: Path, pairs: list[dict], timer: StepTimer):
     trainer = PreferenceTrainer(
         model=model, args=training_arguments(cfg, run), data_collator=PreferenceCollator(tokenizer.pad_token_id),
         train_dataset=train_ds, processing_class=tokenizer, callbacks=[timer.callback],
-        objective=OBJECTIVES[objective], objective_kwargs=objective_kwargs(cfg),
+        objective=OBJECTIVES[objective], objective_kwargs=OBJECTIVES[objective].kwargs(cfg.objective),
     )
     output = trainer.train()
     return {"train_loss": output.training_loss}

@@ -105,8 +105,8 @@ Objectives:
 {_objectives_text()}
 
 Overrides use Hydra syntax: objective=simpo model=llama3-instruct hparams=llama3-instruct
-hparams.beta=2.5 trainer.max_steps=10 data=local data.path=pairs.jsonl
-  -m, --multirun        run a sweep: simpo {stage} -m hparams.beta=2.0,2.5 hparams.gamma=0.5,1.0
+objective.beta=2.5 trainer.max_steps=10 data=local data.path=pairs.jsonl
+  -m, --multirun        run a sweep: simpo {stage} -m objective.beta=2.0,2.5 objective.gamma=0.5,1.0
                         or a sweep file: -m +sweep=simpo_grid (sweeps/); then simpo report <sweep dir>
   --cfg job             print the composed config and exit
   --info                show Hydra's config search path and defaults tree
@@ -161,7 +161,7 @@ def sweep(ctx: typer.Context) -> None:
     if not ctx.args or {"--help", "-h"} & set(ctx.args) or ctx.args[0].startswith("-") or "=" in ctx.args[0]:
         typer.echo("Usage: simpo sweep NAME [OVERRIDES...]   (= simpo train -m +sweep=NAME [OVERRIDES...])\n\n"
                    f"Sweeps (conf/sweep/*.yaml): {', '.join(group_options('sweep'))}\n"
-                   "Any axis can be overridden: simpo sweep simpo_grid hparams.beta=2.0,2.5\n"
+                   "Any axis can be overridden: simpo sweep simpo_grid objective.beta=2.0,2.5\n"
                    "Slurm: hydra/launcher=slurm hydra.launcher.partition=gpu; report: simpo report <sweep dir>")
         raise typer.Exit(0 if ctx.args and {"--help", "-h"} & set(ctx.args) else 2)
     name, *rest = ctx.args

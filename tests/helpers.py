@@ -28,11 +28,13 @@ def compose(overrides: list[str] | None = None, config_name: str = "config"):
     from simpo_cli.config.schema import CONF_DIR
 
     from simpo_cli.config.checks import group_overrides
+    from simpo_cli.config.recipes import finish
     from simpo_cli.config.store import register_configs
 
     register_configs()
+    overrides = group_overrides(config_name, overrides or [])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=group_overrides(config_name, overrides or []))
+        return finish(hydra_compose(config_name=config_name, overrides=overrides), config_name, overrides)
 
 
 def run_simpo(args: list[str], tmp_path: Path, check: bool = True, timeout: int = 600,

@@ -22,11 +22,28 @@ from simpo_cli.training.precision import device_problem
 log = logging.getLogger(__name__)
 
 
-def resolve_hparams(cfg) -> None:
-    """Fold ``gamma_beta_ratio`` into ``gamma`` (γ = ratio × β) so the saved config states the γ used."""
-    hp = cfg.hparams
-    if hp.get("gamma_beta_ratio") is not None:
-        hp.gamma = hp.gamma_beta_ratio * hp.beta
+def resolve_objective(cfg) -> None:
+    """Fold ``objective.gamma_beta_ratio`` into ``objective.gamma`` (γ = ratio × β) so the saved
+    config states the γ used."""
+    ob = cfg.objective
+    if ob.get("gamma_beta_ratio") is not None:
+        ob.gamma = ob.gamma_beta_ratio * ob.beta
+
+
+# Keys that moved; naming the old one is an error that names the new one (no compatibility layer).
+MOVED_KEYS = {"hparams.beta": "objective.beta", "hparams.gamma": "objective.gamma",
+              "hparams.gamma_beta_ratio": "objective.gamma_beta_ratio"}
+
+
+def moved_key_problems(overrides: list[str]) -> list[str]:
+    """One line per override of a key that moved (``hparams.beta=2.5`` -> ``objective.beta``)."""
+    problems = []
+    for o in overrides:
+        key = o.partition("=")[0].lstrip("+~")
+        if key in MOVED_KEYS:
+            problems.append(f"{key} is now {MOVED_KEYS[key]}: β and γ belong to the objective "
+                            f"({MOVED_KEYS[key]}={o.partition('=')[2]})")
+    return problems
 
 
 def group_overrides(config_name: str, overrides: list[str]) -> list[str]:
@@ -35,7 +52,7 @@ def group_overrides(config_name: str, overrides: list[str]) -> list[str]:
     raises ``ConfigError`` naming the command that takes it."""
     dirs = GROUP_DIRS.get(config_name, {})
     own = {group: dirs.get(group, group) for group in ("data", "hparams")}
-    problems, out = [], []
+    problems, out = moved_key_problems(overrides), []
     for o in overrides:
         key, sep, value = o.partition("=")
         group = key.lstrip("+")
@@ -79,14 +96,12 @@ def _train_problems(cfg) -> list[str]:
     spec = OBJECTIVES.get(name)
     if spec is None:
         problems.append(f"unknown objective '{name}'; choose from: {', '.join(sorted(OBJECTIVES))}")
-    hp = cfg.hparams
-    beta = hp.get("beta")
-    if beta is None or beta <= 0:
-        problems.append(f"hparams.beta must be > 0, got {beta}")
-    if spec is not None and "gamma" in spec.uses:
-        gamma = hp.get("gamma")
-        if gamma is None or gamma < 0:
-            problems.append(f"hparams.gamma must be >= 0, got {gamma}")
+    hp, ob = cfg.hparams, cfg.objective
+    if spec is not None and spec.has("beta") and not (ob.get("beta") is not None and ob.beta > 0):
+        problems.append(f"objective.beta must be > 0, got {ob.get('beta')}")
+    if spec is not None and spec.has("gamma") and ob.get("gamma_beta_ratio") is None and not (
+            ob.get("gamma") is not None and ob.gamma >= 0):
+        problems.append(f"objective.gamma must be >= 0, got {ob.get('gamma')}")
     if hp.learning_rate <= 0:
         problems.append(f"hparams.learning_rate must be > 0, got {hp.learning_rate}")
     elif hp.learning_rate > 1e-4 and cfg.model.name_or_path is not None:
@@ -265,7 +280,7 @@ def validate_eval(cfg) -> None:
         problems.append(f"eval.limit must be >= 1, got {ev.limit}")
     if ev.max_new_tokens is not None and ev.max_new_tokens < 1:
         problems.append(f"eval.max_new_tokens must be >= 1, got {ev.max_new_tokens}")
-    for key in ("batch_size", "generation_batch_size", "histogram_bins"):
+    for key in ("generation_batch_size", "histogram_bins"):
         if ev[key] < 1:
             problems.append(f"eval.{key} must be >= 1, got {ev[key]}")
     if ev.logps_path not in ("auto", "chunked", "plain"):
@@ -300,8 +315,8 @@ def validate_config(cfg) -> None:
 def validate_stage(stage: str, cfg) -> None:
     """Raise ``ConfigError`` listing every problem of a composed stage config: the stage's own
     validator (``VALIDATORS``) and the checks every stage shares (``common_problems``)."""
-    if cfg.get("hparams") is not None:
-        resolve_hparams(cfg)
+    if cfg.get("objective") is not None:
+        resolve_objective(cfg)
     problems: list[str] = []
     try:
         VALIDATORS.get(stage, validate_config)(cfg)

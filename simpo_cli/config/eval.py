@@ -36,7 +36,6 @@ class BenchmarkConfig:
 class EvalOptions:
     pairs: bool = True  # held-out preference metrics (reward accuracy, margins, log-likelihood, KL)
     split: Optional[str] = None  # pairs split; null = data.eval_split, else data.split
-    batch_size: int = 4  # unused: each pair is its own forward pass (batch-invariant log-probs)
     histogram_bins: int = 20
     logps_path: str = "auto"  # auto | chunked | plain (see simpo_cli.training.logps)
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:1 ...
@@ -68,7 +67,6 @@ class JudgeConfig:
     reward_model: Optional[str] = None  # local dir or Hub id; null = no judge
     baseline: Optional[str] = None  # answers file: AlpacaEval model_outputs.json or a model_answer .jsonl
     benchmark: str = "alpaca_eval"  # which of eval.benchmarks to judge
-    batch_size: int = 4  # unused: each conversation is scored on its own (batch-invariant scores)
     max_length: int = 2048
     n_resamples: int = 1000
     confidence: float = 0.95

@@ -3,35 +3,38 @@ where each training-relevant value came from.
 
 The composition is Hydra's (``conf/config.yaml``)::
 
-    objective: X                    the objective's defaults (beta, gamma, its own knobs)
+    objective: X                         the objective's defaults (beta, gamma, its own knobs)
     /data/demo-prefs, /hparams/default   what a model without a recipe trains with (the demo)
-    optional recipe: ${model}       conf/recipe/M.yaml: data, hparams preset (lr, lengths, batch),
-                                    precision, attention, starting checkpoint
-    data: recipe, hparams: recipe   empty unless data=/hparams= is given: then that option wins
-    optional published: ${model}_${objective}       conf/published/M_X.yaml: X's beta/gamma on M
-    optional published@_here_: ${hparams}_${objective}   the same for an explicit hparams=<preset>
+    optional recipe: ${model}            conf/recipe/M.yaml: data, hparams preset (lr, lengths,
+                                         batch), precision, attention, starting checkpoint, and
+                                         ``published: {X: {beta: .., gamma: ..}, ...}``
+    data: null, hparams: null            data=<option> / hparams=<preset> on the command line
 
-Command-line keys (``hparams.beta=...``) are applied after all of it. A new objective is one
-function and one YAML; its published values on a setting, where they exist, are one more file in
-``conf/published/``. This module only reads the composition back: ``value_sources`` replays the
-defaults list Hydra composed and records, for every key, the last config that set it.
+then, once, :func:`apply_published` writes the recipe's ``published.X`` values into ``objective.*``
+except the keys the command line sets (``objective.beta=...``). With ``hparams=<preset>`` the
+values are those of the setting whose preset it is (the recipe that includes it).
+
+:func:`provenance` says, for every training-relevant key, which of these set it last. It reads the
+files the choices name (the model preset, the objective, the recipe and the options it includes,
+the command line's options) in composition order; Hydra's defaults list is not replayed.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from pathlib import Path
 from typing import Iterable
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from simpo_cli.config.schema import CONF_DIR
 from simpo_cli.config.store import register_configs
-from simpo_cli.objectives import get_objective
+from simpo_cli.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +45,114 @@ TRAINING_KEYS = ("seed", "model.name_or_path", "model.revision", "model.dtype", 
                  "trainer.gradient_checkpointing", "trainer.max_steps", "trainer.use_cpu", "reference.mode",
                  "reference.name_or_path", "distributed.name", "distributed.num_processes")
 # The short table printed at the start of a run.
-SUMMARY_KEYS = ("model.name_or_path", "data.path", "objective.name", "hparams.beta", "hparams.gamma",
+SUMMARY_KEYS = ("model.name_or_path", "data.path", "objective.name", "objective.beta", "objective.gamma",
                 "hparams.learning_rate", "hparams.global_batch_size", "hparams.num_train_epochs",
                 "hparams.max_length", "hparams.max_prompt_length", "model.dtype", "trainer.bf16",
                 "trainer.gradient_checkpointing", "model.attn_implementation")
 COMMAND_LINE = "command line"
 
 
+# -- the files a composition reads ------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _read(path: str) -> dict:
+    """A config file as written (plain, unresolved); ``{}`` if it does not exist."""
+    file = Path(path)
+    return OmegaConf.to_container(OmegaConf.load(file), resolve=False) if file.is_file() else {}
+
+
+def config_file(group: str, option: str) -> dict:
+    """``conf/<group>/<option>.yaml`` as written (``{}`` if there is none)."""
+    return _read(str(CONF_DIR / group / f"{option}.yaml"))
+
+
+def _includes(doc: dict) -> dict[str, str]:
+    """The group options a file's defaults list includes: ``{"data": "ultrafeedback", ...}`` for
+    ``/data/ultrafeedback@data`` entries and ``{"model": "tiny-llama"}`` for ``model: tiny-llama``."""
+    out: dict[str, str] = {}
+    for entry in doc.get("defaults") or []:
+        if isinstance(entry, str) and entry.startswith("/") and entry.count("/") >= 2:
+            group, option = entry.lstrip("/").split("@", 1)[0].rsplit("/", 1)
+            out[group] = option
+        elif isinstance(entry, dict):
+            for group, option in entry.items():
+                if isinstance(option, str) and not group.startswith("override "):
+                    out[group.removeprefix("optional ")] = option
+    return out
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
+
+
+def command_line(overrides: Iterable[str]) -> tuple[dict[str, str], set[str]]:
+    """The command line's group choices (``{"hparams": "mistral-base"}``) and keys (``{"objective.beta"}``)."""
+    choices, keys = {}, set()
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key.startswith("hydra"):
+            continue
+        if "." not in key and (CONF_DIR / key.split("@", 1)[0]).is_dir():  # a config group
+            choices[key.split("@", 1)[-1]] = value
+        else:
+            keys.add(key)
+    return choices, keys
+
+
+# -- published values -------------------------------------------------------------------------
+
+def published_setting(cfg, overrides: Iterable[str]) -> str | None:
+    """The setting whose published objective values apply: the one whose hyperparameters run
+    (an explicit ``hparams=<preset>``: the recipe that includes that preset), else the model's."""
+    choices, _ = command_line(overrides)
+    if "hparams" in choices:
+        return next((n for n in recipe_names() if _includes(config_file("recipe", n)).get("hparams")
+                     == choices["hparams"]), None)
+    return (cfg.get("recipe") or {}).get("name")
+
+
+def published_values(cfg, overrides: Iterable[str]) -> tuple[str | None, dict]:
+    """``(setting, {key: value})``: the published ``objective.*`` values of ``cfg``'s objective on
+    the setting :func:`published_setting` names, less the keys the command line sets."""
+    overrides = list(overrides)
+    setting = published_setting(cfg, overrides)
+    if setting is None:
+        return None, {}
+    table = config_file("recipe", setting).get("published") or {}
+    _, keys = command_line(overrides)
+    values = table.get(cfg.objective.name) or {}
+    return setting, {k: v for k, v in values.items() if f"objective.{k}" not in keys}
+
+
+def apply_published(cfg, overrides: Iterable[str] | None) -> dict:
+    """Write the recipe's published values of the chosen objective into ``cfg.objective`` (in
+    place), except the keys set on the command line; return them. ``overrides``: the command
+    line (``None``: none). A published key the objective does not have raises ``ConfigError``."""
+    _, values = published_values(cfg, overrides or [])
+    unknown = [k for k in values if k not in cfg.objective]
+    if unknown:
+        raise ConfigError([f"conf/recipe/{published_setting(cfg, overrides or [])}.yaml: published."
+                           f"{cfg.objective.name}.{k} is not a setting of objective {cfg.objective.name}"
+                           for k in unknown])
+    for key, value in values.items():
+        cfg.objective[key] = value
+    return values
+
+
+def finish(cfg, config_name: str, overrides: Iterable[str] | None):
+    """What follows Hydra's composition of a stage config (``simpo train``: the published values)."""
+    if config_name == "config" and cfg.get("objective") is not None:
+        apply_published(cfg, overrides)
+    return cfg
+
+
+# -- provenance -------------------------------------------------------------------------------
+
 def _flatten(node: dict, prefix: str = "") -> Iterable[tuple[str, object]]:
     """``(dotted key, value)`` for every leaf of a plain (unresolved) container."""
     for key, value in node.items():
-        if key == "defaults" and not prefix:
+        if key in ("defaults", "hydra") and not prefix:
             continue
         path = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, dict) and value:
@@ -61,71 +161,60 @@ def _flatten(node: dict, prefix: str = "") -> Iterable[tuple[str, object]]:
             yield path, value
 
 
-def _label(path: str, parent: str | None, cli_groups: dict[str, str]) -> str:
-    """A human label for the config file ``path`` (e.g. ``hparams/llama3-instruct``)."""
-    group, _, option = path.rpartition("/")
-    if group == "recipe":
-        return f"recipe {option}"
-    if group == "published":
-        setting, _, objective = option.rpartition("_")
-        return f"recipe {setting} (published {objective} values)"
-    if parent and parent.startswith("recipe/"):
-        return f"recipe {parent.split('/', 1)[1]}"
-    if parent and parent.startswith("published/"):
-        return _label(parent, None, cli_groups)
-    owner = path if parent is None or parent == "config" else parent
-    owner_group, _, owner_option = owner.rpartition("/")
-    if option.startswith("base_") or group.startswith("objective_schema"):
-        return "schema default"
-    if owner_group == "objective":  # chosen on the command line or not, these are its defaults
-        return f"objective default ({owner_option})"
-    if owner_group == "model":
-        return f"model preset ({owner_option})"
-    if cli_groups.get(owner_group) == owner_option:
-        return f"{COMMAND_LINE} ({owner_group}={owner_option})"
-    if owner_group == "sweep":
-        return f"sweep file ({owner_option})"
-    if owner == "config":
-        return "default"
-    return f"default ({owner})"
-
-
-def value_sources(overrides: list[str], config_name: str = "config") -> dict[str, str]:
-    """For every key of the composed ``config_name`` with ``overrides``: which config set it last
-    (a label: ``recipe <setting>``, ``objective default (<name>)``, ``command line``, ...).
-
-    Replays Hydra's own defaults list (``compute_defaults_list``); the composition itself is not
-    repeated. Works inside a Hydra job (its global state) and outside (a private one)."""
+@functools.lru_cache(maxsize=None)
+def _schema(group: str) -> dict:
+    """The schema a group's option starts from (``base_<group>`` in Hydra's ConfigStore), plain."""
     register_configs()
-    if GlobalHydra.instance().is_initialized():
-        return _sources(GlobalHydra.instance().config_loader(), overrides, config_name)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return _sources(GlobalHydra.instance().config_loader(), overrides, config_name)
+    node = ConfigStore.instance().load(f"{group}/base_{group}.yaml").node
+    return OmegaConf.to_container(node, resolve=False)
 
 
-def _sources(loader, overrides: list[str], config_name: str) -> dict[str, str]:
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    defaults = loader.compute_defaults_list(config_name, overrides, RunMode.RUN)
-    key_overrides = {o.key_or_group for o in defaults.config_overrides}
-    cli_groups = {o.key_or_group.lstrip("+~"): str(o.value()) for o in parsed
-                  if o.key_or_group not in key_overrides and not o.is_sweep_override()}
+def value_sources(cfg, overrides: list[str], config_name: str = "config") -> dict[str, str]:
+    """For every key a file of ``cfg``'s composition sets: which set it last (a label: ``recipe
+    <setting>``, ``objective default (<name>)``, ``command line``, ...), in composition order."""
+    choices, keys = command_line(overrides)
+    primary = _read(str(CONF_DIR / f"{config_name}.yaml"))
+    defaults = _includes(primary)
     sources: dict[str, str] = {}
-    for d in defaults.defaults:
-        if d.config_path is None or d.config_path.startswith("hydra/") or d.package == "hydra":
-            continue
-        loaded = loader.repository.load_config(d.config_path)  # the file as written, defaults list aside
-        if loaded is None or loaded.config is None:
-            continue
-        label = _label(d.config_path, d.parent, cli_groups)
-        package = d.package or ""
-        for key, value in _flatten(OmegaConf.to_container(loaded.config, resolve=False)):
-            if value == "???":  # a schema's ??? does not override a set value
-                continue
-            sources[f"{package}.{key}" if package else key] = label
-    for key in key_overrides:
-        key = key.lstrip("+~")
+
+    def layer(doc: dict, package: str, label: str, group: str | None = None) -> None:
+        if group and f"base_{group}" in (doc.get("defaults") or []):  # the file's schema comes first
+            layer(_schema(group), package, "schema default")
+        for key, value in _flatten(doc):
+            if value != "???":  # a schema's ??? does not override a set value
+                sources[f"{package}.{key}" if package else key] = label
+
+    model = choices.get("model", defaults.get("model"))
+    if model:
+        layer(config_file("model", model), "model", f"model preset ({model})", "model")
+    objective = cfg.objective.name if cfg.get("objective") is not None else None
+    if objective:
+        layer(config_file("objective", objective), "objective", f"objective default ({objective})")
+    for group in ("data", "hparams"):  # the demo's: what a model without a recipe trains with
+        if group in defaults:
+            layer(config_file(group, defaults[group]), group, f"default ({group}/{defaults[group]})", group)
+    recipe = config_file("recipe", model) if model else {}
+    if recipe:
+        for group, option in _includes(recipe).items():
+            layer(config_file(group, option), group, f"recipe {model}", group)
+        layer({k: v for k, v in recipe.items() if k != "published"}, "", f"recipe {model}")
+    for group in ("data", "hparams"):
+        if group in choices:
+            layer(config_file(group, choices[group]), group, f"{COMMAND_LINE} ({group}={choices[group]})", group)
+    setting, published = published_values(cfg, overrides) if config_name == "config" else (None, {})
+    for key in published:
+        sources[f"objective.{key}"] = f"recipe {setting} (published {objective} values)"
+    for group in ("logger", "adapter", "distributed"):
+        option = choices.get(group, defaults.get(group))
+        if option:
+            label = (f"{COMMAND_LINE} ({group}={option})" if group in choices else f"default ({group}/{option})")
+            layer(config_file(group, option), group, label, group)
+    layer(primary, "", "default (<root>)")  # the stage config itself (conf/config.yaml: seed, stage)
+    if "sweep" in choices:
+        layer(config_file("sweep", choices["sweep"]), "", f"sweep file ({choices['sweep']})")
+    for key in keys:
         for known in list(sources):
-            if known == key or known.startswith(key + "."):
+            if known.startswith(key + "."):
                 sources[known] = COMMAND_LINE
         sources[key] = COMMAND_LINE
     return sources
@@ -150,15 +239,16 @@ def provenance(cfg, overrides: list[str] | None, config_name: str = "config") ->
 
     ``overrides`` are the run's command-line overrides (``None``: unknown, e.g. a direct call;
     then values are attributed to the config files alone)."""
-    sources = value_sources(list(overrides or []), config_name)
+    sources = value_sources(cfg, list(overrides or []), config_name)
     result = {}
     for key, value in _selected(cfg, TRAINING_KEYS).items():
         source = sources.get(key)
         if source is None:  # a key the schema fills in (e.g. hparams.weight_decay) or a folded value
             parent = key.rsplit(".", 1)[0]
             source = sources.get(parent, "schema default")
-        if key == "hparams.gamma" and cfg.hparams.get("gamma_beta_ratio") is not None:
-            source = f"hparams.gamma_beta_ratio x hparams.beta ({sources.get('hparams.gamma_beta_ratio', '?')})"
+        if key == "objective.gamma" and cfg.objective.get("gamma_beta_ratio") is not None:
+            source = (f"objective.gamma_beta_ratio x objective.beta "
+                      f"({sources.get('objective.gamma_beta_ratio', '?')})")
         result[key] = {"value": value, "source": source}
     return result
 
@@ -171,9 +261,8 @@ def notes(cfg, table: dict[str, dict]) -> list[str]:
     if not name:
         return []
     objective = cfg.objective.name
-    knobs = [f"hparams.{k}" for k in get_objective(objective).uses] + [
-        k for k, v in table.items() if k.startswith("objective.") and k != "objective.name"
-        and isinstance(v["value"], (int, float)) and not isinstance(v["value"], bool)]
+    knobs = [k for k, v in table.items() if k.startswith("objective.") and k != "objective.name"
+             and isinstance(v["value"], (int, float)) and not isinstance(v["value"], bool)]
     defaults = [k for k in knobs if table.get(k, {}).get("source", "").startswith("objective default")]
     values = ", ".join(f"{k.split('.', 1)[1]}={table[k]['value']}" for k in defaults)
     if not recipe.get("published"):
@@ -189,7 +278,7 @@ def notes(cfg, table: dict[str, dict]) -> list[str]:
 def format_table(cfg, table: dict[str, dict], keys: Iterable[str] = SUMMARY_KEYS) -> str:
     """The short table printed at the start of a run: key, value, source."""
     rows = [(k, _short(table[k]["value"]), table[k]["source"]) for k in keys if k in table
-            and not (k == "hparams.gamma" and table[k]["value"] is None)]
+            and not (k == "objective.gamma" and table[k]["value"] is None)]
     width = max(len(r[0]) for r in rows)
     vwidth = min(max(len(r[1]) for r in rows), 48)
     recipe = cfg.get("recipe") or {}
@@ -234,11 +323,12 @@ SETTINGS = ("mistral-base", "mistral-instruct", "llama3-base", "llama3-instruct"
 
 
 def compose_train(overrides: list[str]):
-    """``simpo train``'s config for ``overrides`` (the package's conf, schemas registered)."""
+    """``simpo train``'s config for ``overrides`` (the package's conf, schemas registered, the
+    published values applied)."""
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return finish(compose(config_name="config", overrides=overrides), "config", overrides)
 
 
 def recipe_models() -> list[str]:
@@ -254,8 +344,8 @@ def settings_table() -> str:
             "|---|---|---|---|---|---|---|---|"]
     for name in recipe_models():
         cfg = compose_train([f"model={name}", "objective=simpo"])
-        hp = cfg.hparams
+        hp, ob = cfg.hparams, cfg.objective
         source = cfg.recipe.source if cfg.recipe.published else "none published: objective defaults"
-        rows.append(f"| `{name}` | `{cfg.model.name_or_path}` | `{cfg.data.path}` | {hp.beta:g} | {hp.gamma:g} | "
+        rows.append(f"| `{name}` | `{cfg.model.name_or_path}` | `{cfg.data.path}` | {ob.beta:g} | {ob.gamma:g} | "
                     f"{hp.learning_rate:g} | {hp.max_length} / {hp.max_prompt_length} | {source} |")
     return "\n".join(rows)

@@ -114,13 +114,9 @@ class Recipe:
 
 @dataclass
 class HParams(Recipe):
-    """The training recipe. ``beta`` (and ``gamma`` for SimPO) default to the chosen objective's
-    paper values (its YAML sets them); a preset or a command-line override replaces them."""
+    """The training recipe: the shared one, plus the prompt budget. β and γ are the objective's
+    (``objective.beta``, ``objective.gamma``)."""
 
-    beta: float = MISSING
-    gamma: Optional[float] = MISSING
-    # γ/β as in the official SimPO configs; when set it takes precedence: γ = ratio × β.
-    gamma_beta_ratio: Optional[float] = None
     max_prompt_length: int = 1800
 
 
@@ -264,8 +260,10 @@ class TrainConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     recipe: RecipeInfo = field(default_factory=RecipeInfo)
-    # The published values of the objective on a setting that apply (conf/published/<setting>_<objective>.yaml).
-    published: Optional[str] = None
+    # The recipe's published objective values, by objective (conf/recipe/<setting>.yaml), e.g.
+    # {simpo: {beta: 2.5, gamma: 1.375}, dpo: {beta: 0.01}}; simpo_cli/config/recipes.py applies the
+    # chosen objective's after composition, except the keys set on the command line.
+    published: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

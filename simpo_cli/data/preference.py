@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from simpo_cli.data.cache import cached_dataset, data_fingerprint, tokenizer_fingerprint  # noqa: F401 (re-exported)
+from simpo_cli.data.cache import cached_dataset, data_fingerprint, tokenizer_fingerprint
 from simpo_cli.data.records import detect_format, normalise, read_records
 from simpo_cli.data.sft import looks_like_sft
 from simpo_cli.data.templates import uses_template

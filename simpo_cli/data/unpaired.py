@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 
 from simpo_cli.data.cache import cached_dataset
-from simpo_cli.data.preference import DataStats, build_preference_dataset, data_fingerprint, tokenizer_fingerprint
+from simpo_cli.data.cache import data_fingerprint, tokenizer_fingerprint
+from simpo_cli.data.preference import DataStats, build_preference_dataset
 from simpo_cli.data.records import as_message, as_text, count_drop, read_records
 from simpo_cli.data.templates import uses_template
 from simpo_cli.data.tokenize import encode_pair, truncate

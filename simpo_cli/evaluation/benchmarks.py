@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simpo_cli.data.ifeval import load_prompts as load_ifeval_prompts
-from simpo_cli.data.templates import prompt_ids, prompt_text
+from simpo_cli.data.templates import prompt_ids
 from simpo_cli.errors import DataError, UserError
 from simpo_cli.evaluation.ifeval import response_lines
 from simpo_cli.models.generate import BatchedDecoder, Row, Sampler, row_key
@@ -105,13 +105,6 @@ def temperature_for(bench_cfg, prompt: BenchPrompt, model_name: str) -> float:
 def max_new_tokens_for(bench_cfg, model_name: str, cap: int | None) -> int:
     n = family_preset(bench_cfg, model_name).get("max_new_tokens") or bench_cfg.max_new_tokens
     return min(n, cap) if cap else n
-
-
-def render_prompt(tokenizer, messages: list[dict], template: bool = True) -> str:
-    """The generation prompt as text (``simpo_cli.data.templates.prompt_text``); ``generate``
-    itself tokenises with ``templates.prompt_ids``, the renderer training uses, so a BOS is an id
-    and never text. ``template``: ``uses_template(tokenizer, data.chat_template)``."""
-    return prompt_text(messages, tokenizer, template)
 
 
 def generate(model, tokenizer, conversations: list[list[dict]], temperatures: list[float], *, top_p: float,

@@ -60,10 +60,9 @@ class RewardModelJudge:
     tokens, they keep their end (``RewardModel.truncate``).
 
     Scoring is ``simpo_cli.models.reward.RewardModel``'s, one conversation per forward pass, so a
-    conversation's score does not depend on the others or on the thread count; ``batch_size`` is
-    kept for compatibility and does not change the scores."""
+    conversation's score does not depend on the others or on the thread count."""
 
-    def __init__(self, path: str, max_length: int = 2048, batch_size: int = 4, device: str = "cpu"):
+    def __init__(self, path: str, max_length: int = 2048, device: str = "cpu"):
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
         except OSError as e:
@@ -75,7 +74,7 @@ class RewardModelJudge:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
-        self.tokenizer, self.batch_size = tokenizer, batch_size
+        self.tokenizer = tokenizer
         self.reward_model = RewardModel(model, tokenizer, max_length, device)
         self.model = self.reward_model.model
 

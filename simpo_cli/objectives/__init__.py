@@ -1,8 +1,16 @@
-"""Preference objectives. Importing this package registers every objective module below."""
+"""Preference objectives. Importing this package registers every objective module in it (a new
+objective is one module here and its ``conf/objective/<name>.yaml``): SimPO first, then the others
+in name order, which is the order of ``OBJECTIVES``."""
 
-from simpo_cli.objectives import simpo  # noqa: F401  (registers)
-from simpo_cli.objectives import cpo, dpo, ipo, kto, orpo, rdpo, rrhf, slic_hf  # noqa: F401  (registers)
+import importlib
+import pkgutil
+
 from simpo_cli.objectives.base import ObjectiveOutput, ObjectiveSpec, PreferenceLogps
 from simpo_cli.objectives.registry import OBJECTIVES, get_objective
+
+_INTERNAL = {"base", "registry"}
+for _module in ["simpo", *sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "simpo")]:
+    if _module not in _INTERNAL and not _module.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module}")  # registers (registry.register)
 
 __all__ = ["OBJECTIVES", "ObjectiveOutput", "ObjectiveSpec", "PreferenceLogps", "get_objective"]

@@ -7,7 +7,8 @@ an objective's name (see STYLE.md, "what to absorb" 1-3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Callable, Literal
 
 import torch
@@ -71,7 +72,8 @@ class ObjectiveSpec:
     inputs computed without gradient, such as KTO's mismatched rows), so it can be evaluated one
     pair at a time; the fused LM head (``simpo_cli.training.fused_head``) relies on it.
     ``params``: the dataclass of the objective's own settings (its ``conf/objective/<name>.yaml``
-    is validated against it). ``beta``/``gamma`` are not in it: they live in ``hparams``.
+    is validated against it), β and γ included where the objective has them; every field but
+    ``name`` (and ``gamma_beta_ratio``, folded into ``gamma``) is a keyword argument of ``fn``.
     """
 
     name: str
@@ -80,7 +82,21 @@ class ObjectiveSpec:
     needs_reference: bool
     logp_reduction: Literal["sum", "mean"]
     summary: str
-    uses: tuple[str, ...] = field(default=("beta",))
     needs_mismatched: bool = False
     accepts_unpaired: bool = False
     pairwise: bool = True
+
+    def has(self, param: str) -> bool:
+        """Whether ``param`` (e.g. ``beta``) is one of this objective's settings."""
+        return param in {f.name for f in fields(self.params)}
+
+    def kwargs(self, section: Mapping) -> dict:
+        """The keyword arguments of ``fn`` from the objective's config ``section``
+        (``cfg.objective``): its settings without ``name``; ``gamma_beta_ratio``, when set,
+        becomes ``gamma = ratio × beta`` (the official SimPO configs' form)."""
+        values = {f.name: section[f.name] for f in fields(self.params) if f.name in section}
+        ratio = values.pop("gamma_beta_ratio", None)
+        if ratio is not None:
+            values["gamma"] = ratio * values["beta"]
+        values.pop("name", None)
+        return values

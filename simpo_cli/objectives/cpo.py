@@ -11,9 +11,10 @@ from simpo_cli.objectives.registry import register
 
 @dataclass
 class CPOParams:
-    """Settings of ``conf/objective/cpo.yaml`` (β is ``hparams.beta``)."""
+    """Settings of ``conf/objective/cpo.yaml``."""
 
     name: str = "cpo"
+    beta: float = 0.1
     sft_weight: float = 1.0  # λ, the weight of the chosen response's NLL (TRL: cpo_alpha)
     label_smoothing: float = 0.0
 
@@ -49,6 +50,5 @@ register(
     params=CPOParams,
     needs_reference=False,
     logp_reduction="sum",
-    uses=("beta",),
     summary="CPO: reference-free Bradley-Terry on summed log-probs plus the chosen NLL",
 )

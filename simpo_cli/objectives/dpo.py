@@ -13,9 +13,10 @@ from simpo_cli.objectives.registry import register
 
 @dataclass
 class DPOParams:
-    """Settings of ``conf/objective/dpo.yaml`` (β is ``hparams.beta``)."""
+    """Settings of ``conf/objective/dpo.yaml``."""
 
     name: str = "dpo"
+    beta: float = 0.1
     loss_type: str = "sigmoid"  # sigmoid | hinge
     label_smoothing: float = 0.0  # conservative DPO (cDPO); 0 is the paper's loss
 
@@ -59,6 +60,5 @@ register(
     params=DPOParams,
     needs_reference=True,
     logp_reduction="sum",
-    uses=("beta",),
     summary="DPO: Bradley-Terry on β-scaled log-ratios to a reference model",
 )

@@ -28,7 +28,7 @@ def ipo(logps: PreferenceLogps, *, tau: float = 0.1) -> ObjectiveOutput:
     response has one token.
 
     Returns losses ``[B]`` and rewards ``ρ(y_w)``, ``ρ(y_l)`` (unscaled log-ratios, detached; IPO has
-    no β, so ``hparams.beta`` is not used). Raises ``ValueError`` for ``tau <= 0`` or missing
+    no β). Raises ``ValueError`` for ``tau <= 0`` or missing
     reference log-probs.
     """
     if tau <= 0:
@@ -44,6 +44,5 @@ register(
     params=IPOParams,
     needs_reference=True,
     logp_reduction="sum",
-    uses=(),
     summary="IPO: squared loss pulling the log-ratio margin to 1/(2τ)",
 )

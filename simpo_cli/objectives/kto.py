@@ -13,9 +13,10 @@ from simpo_cli.objectives.registry import register
 
 @dataclass
 class KTOParams:
-    """Settings of ``conf/objective/kto.yaml`` (β is ``hparams.beta``)."""
+    """Settings of ``conf/objective/kto.yaml``."""
 
     name: str = "kto"
+    beta: float = 0.1
     lambda_d: float = 1.0  # λ_D (Table 3's λ_w): weight of desirable (chosen) responses
     lambda_u: float = 1.0  # λ_U (Table 3's λ_l): weight of undesirable (rejected) responses
 
@@ -79,6 +80,5 @@ register(
     needs_mismatched=True,
     accepts_unpaired=True,
     logp_reduction="sum",
-    uses=("beta",),
     summary="KTO: prospect-theoretic loss on desirable/undesirable responses vs a KL reference point",
 )

@@ -58,6 +58,5 @@ register(
     params=ORPOParams,
     needs_reference=False,
     logp_reduction="mean",
-    uses=(),
     summary="ORPO: chosen NLL plus a log-odds-ratio term, no reference model",
 )

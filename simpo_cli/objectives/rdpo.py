@@ -11,9 +11,10 @@ from simpo_cli.objectives.registry import register
 
 @dataclass
 class RDPOParams:
-    """Settings of ``conf/objective/rdpo.yaml`` (β is ``hparams.beta``)."""
+    """Settings of ``conf/objective/rdpo.yaml``."""
 
     name: str = "rdpo"
+    beta: float = 0.1
     alpha: float = 0.05  # length penalty α, per response token
 
 
@@ -37,6 +38,5 @@ register(
     params=RDPOParams,
     needs_reference=True,
     logp_reduction="sum",
-    uses=("beta",),
     summary="R-DPO: DPO with a response-length penalty α(|y_w| - |y_l|)",
 )

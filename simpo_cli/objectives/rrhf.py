@@ -41,6 +41,5 @@ register(
     params=RRHFParams,
     needs_reference=False,
     logp_reduction="mean",
-    uses=(),
     summary="RRHF: ranking hinge on length-averaged log-probs plus the chosen NLL",
 )

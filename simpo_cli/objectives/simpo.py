@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +14,13 @@ from simpo_cli.objectives.registry import register
 
 @dataclass
 class SimPOParams:
-    """Settings of ``conf/objective/simpo.yaml`` (β and γ are ``hparams.beta``/``hparams.gamma``)."""
+    """Settings of ``conf/objective/simpo.yaml``: β, γ (or γ/β) and the loss options."""
 
     name: str = "simpo"
+    beta: float = 2.0
+    gamma: Optional[float] = 1.0  # the target margin, absolute (Eq. 6)
+    # γ/β as in the official SimPO configs; when set it takes precedence: γ = ratio × β.
+    gamma_beta_ratio: Optional[float] = None
     loss_type: str = "sigmoid"  # sigmoid | hinge
     label_smoothing: float = 0.0
     sft_weight: float = 0.0
@@ -64,6 +69,5 @@ register(
     params=SimPOParams,
     needs_reference=False,
     logp_reduction="mean",
-    uses=("beta", "gamma"),
     summary="SimPO: length-normalised reward with a target margin γ, no reference model (Eq. 6)",
 )

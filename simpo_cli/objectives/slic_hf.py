@@ -41,6 +41,5 @@ register(
     params=SLiCHFParams,
     needs_reference=False,
     logp_reduction="sum",
-    uses=(),
     summary="SLiC-HF: calibration hinge with margin δ on summed log-probs plus the chosen NLL",
 )

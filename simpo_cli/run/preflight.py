@@ -32,6 +32,7 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import OmegaConf
 
 from simpo_cli.config.checks import group_overrides, validate_stage, writable
+from simpo_cli.config.recipes import finish, published_values
 from simpo_cli.config.schema import CONF_DIR, group_options
 from simpo_cli.config.store import register_configs
 from simpo_cli.errors import ConfigError, UserError
@@ -176,7 +177,8 @@ def _compose(config_name: str, overrides: list[str], hydra_cfg: bool = False):
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra_cfg)
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra_cfg)
+    return finish(cfg, config_name, overrides)
 
 
 def compose_config(config_name: str, overrides: list[str], hydra_cfg: bool = False):
@@ -249,7 +251,11 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
     flags, overrides = split_args(args)
     if _NO_RUN_FLAGS & set(flags):
         if {"--cfg", "-c"} & set(flags):
-            compose_config(config_name, overrides)  # one-line errors for --cfg too
+            cfg = compose_config(config_name, overrides)  # one-line errors for --cfg too
+            if config_name == "config" and not {"-m", "--multirun"} & set(flags):
+                # Hydra prints what it composes: the published values it cannot know go in as keys
+                _, values = published_values(cfg, overrides)
+                args = flags + overrides + [f"objective.{k}={v}" for k, v in values.items()]
         return Plan(args)
     if {"-m", "--multirun"} & set(flags):
         return _preflight_sweep(stage, config_name, args, overrides, warn)

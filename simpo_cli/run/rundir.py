@@ -16,7 +16,7 @@ from typing import Iterator
 from omegaconf import OmegaConf
 
 from simpo_cli.errors import Interrupted
-from simpo_cli.files import (CHECKPOINTS_DIR, CONFIG_FILE, META_FILE, METRICS_FILE, MODEL_DIR, write_atomic, write_json)  # noqa: F401 (re-exported)
+from simpo_cli.files import (CHECKPOINTS_DIR, CONFIG_FILE, META_FILE, METRICS_FILE, MODEL_DIR, write_atomic, write_json)
 from simpo_cli.run.launch import is_main_process
 
 PACKAGES = ("simpo-cli", "torch", "transformers", "datasets", "accelerate", "hydra-core", "omegaconf",

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from transformers import set_seed
 
-from simpo_cli.config.checks import resolve_hparams
+from simpo_cli.config.checks import resolve_objective
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
 from simpo_cli.data.templates import uses_template
 from simpo_cli.errors import UserError
@@ -35,8 +35,8 @@ from simpo_cli.models.invariance import one_cpu_thread
 from simpo_cli.files import MODEL_DIR
 from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
 from simpo_cli.objectives import OBJECTIVES, PreferenceLogps, get_objective
-from simpo_cli.run.rundir import RunDir, RunRecord, open_run, write_atomic, write_json
-from simpo_cli.training.common import objective_kwargs
+from simpo_cli.files import write_atomic, write_json
+from simpo_cli.run.rundir import RunDir, RunRecord, open_run
 from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class EvalResult:
 def apply_run(cfg, overrides: list[str]) -> dict | None:
     """With ``cfg.run`` set, replace ``model``/``data``/``objective``/``hparams``/``seed`` by the
     run's saved config, then re-apply the user's command-line ``overrides`` on top (a group
-    choice such as ``data=local`` takes the composed group; a key such as ``hparams.beta=3`` is
+    choice such as ``data=local`` takes the composed group; a key such as ``objective.beta=3`` is
     set on the run's value). The policy becomes ``<run>/model`` unless ``model.name_or_path`` is
     overridden. Returns ``{"path", "meta", "start_model", "trained_on"}`` (``start_model``: the
     run's starting model, the reference; ``trained_on``: the run's ``(data.path, data.split)``) or
@@ -123,14 +123,14 @@ def _typed_section(cfg, section: str, value, run: Path):
 
 
 @torch.no_grad()
-def score_pairs(model, dataset, pad_token_id: int, batch_size: int, path: str = "auto") -> dict:
+def score_pairs(model, dataset, pad_token_id: int, path: str = "auto") -> dict:
     """Summed response log-probs (nats) and response lengths (tokens) of every pair, ``[B]`` numpy
     arrays ``chosen``, ``rejected``, ``chosen_lengths``, ``rejected_lengths``, ``index``; computed
     with ``PreferenceCollator`` + ``sequence_logps``, exactly as in training.
 
     Each pair is its own forward pass (its chosen and rejected padded together), on CPU with one
     thread (``simpo_cli.models.invariance``): a pair's log-probs depend only on that pair, not on
-    ``batch_size`` (kept for compatibility), the dataset order or the thread count."""
+    the dataset order or the thread count."""
     collate = PreferenceCollator(pad_token_id)
     model.eval()
     device = next(model.parameters()).device
@@ -159,12 +159,12 @@ def pair_metrics(cfg, pol: dict, ref: dict | None, bins: int) -> tuple[dict, dic
     logps = PreferenceLogps(t["chosen"], t["rejected"], t["chosen_lengths"], t["rejected_lengths"],
                             torch.as_tensor(ref["chosen"]) if ref else None,
                             torch.as_tensor(ref["rejected"]) if ref else None)
-    beta = float(cfg.hparams.beta)
+    beta = float(cfg.objective.get("beta", 1.0))  # an objective without β (IPO, ORPO...): unscaled
     avg_c = M.average_logps(pol["chosen"], pol["chosen_lengths"])
     avg_r = M.average_logps(pol["rejected"], pol["rejected_lengths"])
     rewards = {"length_normalized": (beta * avg_c, beta * avg_r), "summed": (pol["chosen"], pol["rejected"])}
     if not spec.needs_reference or ref is not None:
-        out = spec.fn(logps, **objective_kwargs(cfg))
+        out = spec.fn(logps, **spec.kwargs(cfg.objective))
         rewards["objective"] = (out.chosen_rewards.numpy().astype(np.float64),
                                 out.rejected_rewards.numpy().astype(np.float64))
     margins = {k: c - r for k, (c, r) in rewards.items()}
@@ -321,7 +321,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes, before loading a model
     where possible."""
     run_info = apply_run(cfg, overrides or [])
-    resolve_hparams(cfg)
+    resolve_objective(cfg)
     name_trained_model(cfg.model)
     ev = cfg.eval
     device = _device(ev.device)
@@ -335,8 +335,8 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
         ref_cfg = _reference_cfg(cfg, run_info)
         summary = {"model_id": model_id, "model": cfg.model.name_or_path or f"tiny:{cfg.model.name}",
                    "reference": None, "run": run_info["path"] if run_info else None,
-                   "objective": cfg.objective.name, "beta": cfg.hparams.beta,
-                   "gamma": cfg.hparams.get("gamma"), "seed": cfg.seed, "device": str(device)}
+                   "objective": cfg.objective.name, "beta": cfg.objective.get("beta"),
+                   "gamma": cfg.objective.get("gamma"), "seed": cfg.seed, "device": str(device)}
 
         if ev.pairs:
             split = ev.split or cfg.data.eval_split or cfg.data.split
@@ -344,14 +344,14 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
             if len(ds) == 0:
                 raise UserError(f"data {cfg.data.path} [{split}]: no usable pairs (dropped: "
                                 f"{dict(stats.dropped) or 'none'}); pass eval.pairs=false to skip pair metrics")
-            pol = score_pairs(model, ds, tokenizer.pad_token_id, ev.batch_size, ev.logps_path)
+            pol = score_pairs(model, ds, tokenizer.pad_token_id, ev.logps_path)
             ref = None
             if ref_cfg is not None:
                 ref_model = load_model(ref_cfg, tokenizer).eval().to(device)
                 if ref_model.get_input_embeddings().num_embeddings != model.get_input_embeddings().num_embeddings:
                     raise UserError("reference model's vocabulary differs from the policy's; "
                                     "KL needs the same tokenizer (set reference.enabled=false)")
-                ref = score_pairs(ref_model, ds, tokenizer.pad_token_id, ev.batch_size, ev.logps_path)
+                ref = score_pairs(ref_model, ds, tokenizer.pad_token_id, ev.logps_path)
                 del ref_model
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -417,7 +417,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
 
         if cfg.judge.reward_model:
             j = cfg.judge
-            judge = RewardModelJudge(j.reward_model, j.max_length, j.batch_size, device)
+            judge = RewardModelJudge(j.reward_model, j.max_length, device)
             prompts, answers = generated[j.benchmark]
             key = "instruction" if cfg.benchmarks[j.benchmark].format == "alpaca_eval" else "question_id"
             res = judge_answers(judge, prompts, answers, read_answers(j.baseline), key=key,

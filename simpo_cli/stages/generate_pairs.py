@@ -40,7 +40,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from simpo_cli.data.preference import data_fingerprint
+from simpo_cli.data.cache import data_fingerprint
 from simpo_cli.data.prompts import read_prompts
 from simpo_cli.data.records import read_jsonl_dir
 from simpo_cli.data.templates import uses_template
@@ -49,8 +49,9 @@ from simpo_cli.files import META_FILE
 from simpo_cli.models.generate import TransformersBackend, VLLMBackend, encode_prompt, row_key
 from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
 from simpo_cli.models.reward import load_scorer, select_pair
+from simpo_cli.files import write_atomic, write_json
 from simpo_cli.models.verifiable import check_scorer_inputs
-from simpo_cli.run.rundir import RunDir, open_run, write_atomic, write_json
+from simpo_cli.run.rundir import RunDir, open_run
 
 log = logging.getLogger(__name__)
 DROP_TOO_LONG = "prompt longer than generation.max_prompt_length"

@@ -22,7 +22,8 @@ from typing import Callable
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from simpo_cli.config.checks import resolve_hparams, validate_stage
+from simpo_cli.config.checks import validate_stage
+from simpo_cli.config.recipes import finish
 from simpo_cli.config.schema import CONF_DIR
 from simpo_cli.config.store import register_configs
 from simpo_cli.data.preference import check_preference_data
@@ -88,7 +89,6 @@ def remove_fresh_run_dir() -> None:
 def precheck_train(cfg) -> None:
     """What only the parent of a distributed run can check: the global batch divides by
     per-device batch x the processes about to start (the config itself was validated in preflight)."""
-    resolve_hparams(cfg)
     gradient_accumulation(cfg.hparams, world=num_processes(cfg))
 
 
@@ -98,9 +98,10 @@ def make_task(spec: StageSpec) -> Callable:
     printer, value = getattr(summaries, spec.printer), getattr(summaries, spec.value)
 
     def task(cfg):
+        hc = HydraConfig.get()
+        finish(cfg, spec.config, hc.overrides.task)  # as preflight composed it: the published values
         if _PLAN is None or not _PLAN.validated:  # a search sweep trial, or a job on another host
             validate_stage(spec.name, cfg)
-        hc = HydraConfig.get()
         kwargs = {"overrides": list(hc.overrides.task)} if spec.name == "eval" else {}
         result = run(cfg, hc.runtime.output_dir, **kwargs)
         if is_main_process():  # one summary per run, not one per process

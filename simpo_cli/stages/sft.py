@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorWithFlattening, set_seed
 
-from simpo_cli.data.preference import data_fingerprint
+from simpo_cli.data.cache import data_fingerprint
 from simpo_cli.data.sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, ensure_chat_template, split_heldout
 from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback, set_seed
 
-from simpo_cli.config.checks import resolve_hparams
+from simpo_cli.config.checks import resolve_objective
 from simpo_cli.config.recipes import announce
 from simpo_cli.data.heldout import metric_pairs
-from simpo_cli.data.preference import data_fingerprint
+from simpo_cli.data.cache import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
@@ -20,7 +20,7 @@ from simpo_cli.objectives import get_objective
 from simpo_cli.run.launch import is_main_process, world_size
 from simpo_cli.run.rundir import RunDir, open_run
 from simpo_cli.training.batching import add_length_column, length_grouping
-from simpo_cli.training.common import objective_kwargs, save_model, setup_wandb, training_arguments, wandb_run
+from simpo_cli.training.common import save_model, setup_wandb, training_arguments, wandb_run
 from simpo_cli.training.reference import make_collator, prepare_reference
 from simpo_cli.training.precision import check_precision
 from simpo_cli.training.reliability import prepare_resume
@@ -78,7 +78,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model loads
     where possible). Returns the step count, final loss and the pair metrics before and after.
     """
-    resolve_hparams(cfg)
+    resolve_objective(cfg)
     name_trained_model(cfg.model)
     spec = get_objective(cfg.objective.name)
     run = RunDir(run_dir)
@@ -136,7 +136,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             processing_class=tokenizer,
             callbacks=[MetricsJsonlCallback(run.metrics)],
             objective=spec,
-            objective_kwargs=objective_kwargs(cfg),
+            objective_kwargs=spec.kwargs(cfg.objective),
             ref_model=ref_model,
             nan_skip_budget=cfg.trainer.nan_skip_budget,
             padding_free=cfg.trainer.padding_free,

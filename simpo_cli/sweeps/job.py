@@ -39,7 +39,8 @@ from omegaconf import OmegaConf
 
 from simpo_cli.errors import UserError
 from simpo_cli.files import CONFIG_FILE, META_FILE, METRICS_FILE
-from simpo_cli.run.rundir import RunRecord, now, write_json
+from simpo_cli.files import write_json
+from simpo_cli.run.rundir import RunRecord, now
 
 log = logging.getLogger(__name__)
 

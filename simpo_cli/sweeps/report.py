@@ -39,7 +39,7 @@ from simpo_cli.errors import UserError
 from simpo_cli.files import CONFIG_FILE, METRICS_FILE, write_atomic
 from simpo_cli.sweeps.job import job_overrides, override_key, run_records
 
-AXES = {"beta": "hparams.beta", "gamma": "hparams.gamma", "lr": "hparams.learning_rate"}
+AXES = {"beta": "objective.beta", "gamma": "objective.gamma", "lr": "hparams.learning_rate"}
 # Columns of the markdown table after the axes (the CSV has every metric).
 SUMMARY_METRICS = ("rewards/accuracies", "rewards/margins", "loss", "final_loss",
                    "train/rewards/accuracies", "train/rewards/margins", "steps")
@@ -92,15 +92,15 @@ def _last_train_log(path: Path) -> dict[str, float]:
 def _resolved_hparams(job_dir: Path, params: dict[str, str]) -> dict[str, float | None]:
     """β, γ and learning rate the job trained with: its resolved ``config.yaml`` (so presets and
     ``gamma_beta_ratio`` count), else its overrides (a job that failed before writing one)."""
-    hp: dict = {}
+    saved = OmegaConf.create()
     if (job_dir / CONFIG_FILE).is_file():
         try:
-            hp = OmegaConf.to_container(OmegaConf.load(job_dir / CONFIG_FILE)).get("hparams") or {}
+            saved = OmegaConf.load(job_dir / CONFIG_FILE)
         except Exception:  # an unreadable config only costs the plots this job
-            hp = {}
+            pass
     out: dict[str, float | None] = {}
     for short, key in AXES.items():
-        value = hp.get(key.split(".", 1)[1], params.get(key))
+        value = OmegaConf.select(saved, key, default=params.get(key))
         try:
             out[short] = None if value is None else float(value)
         except (TypeError, ValueError):

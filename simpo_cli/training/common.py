@@ -9,23 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from omegaconf import OmegaConf
 from transformers import TrainingArguments
 
 from simpo_cli.errors import UserError
 from simpo_cli.models import adapters
-from simpo_cli.objectives import get_objective
 from simpo_cli.training.batching import LENGTH_COLUMN
 from simpo_cli.training.precision import use_cpu
-
-
-def objective_kwargs(cfg) -> dict:
-    """The keyword arguments of the objective function: its YAML settings plus β (and γ) from hparams."""
-    spec = get_objective(cfg.objective.name)
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.objective, resolve=True).items() if k != "name"}
-    for name in spec.uses:
-        kwargs[name] = cfg.hparams[name]
-    return kwargs
 
 
 def gradient_accumulation(hp, world: int | None = None) -> int:

@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from simpo_cli.data.preference import PreferenceCollator, data_fingerprint, tokenizer_fingerprint
+from simpo_cli.data.cache import data_fingerprint, tokenizer_fingerprint
+from simpo_cli.data.preference import PreferenceCollator
 from simpo_cli.errors import UserError
 from simpo_cli.models.adapters import adapters_disabled, enabled as adapter_enabled, has_adapter
 from simpo_cli.models.loading import VocabularyMismatch, load_model, model_fingerprint

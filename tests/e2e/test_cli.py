@@ -19,5 +19,5 @@ def test_train_help_lists_groups_and_objectives(tmp_path):
 
 
 def test_cfg_job_prints_resolved_overrides(tmp_path):
-    out = run_simpo(["train", "--cfg", "job", "hparams=llama3-instruct", "hparams.beta=3.0"], tmp_path).stdout
+    out = run_simpo(["train", "--cfg", "job", "hparams=llama3-instruct", "objective.beta=3.0"], tmp_path).stdout
     assert "beta: 3.0" in out and "gamma: 1.375" in out and "learning_rate: 1.0e-06" in out

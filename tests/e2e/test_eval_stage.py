@@ -58,17 +58,17 @@ def _fake_run(tmp_path, overrides):
 
 
 def test_run_supplies_defaults_and_command_line_overrides_win(tmp_path):
-    """The run's saved sections replace the composed ones; a key override (hparams.beta=3) is set on
+    """The run's saved sections replace the composed ones; a key override (objective.beta=3) is set on
     the run's value, a group choice (data=local) takes the composed group; the policy is
     <run>/model, the reference the run's starting model even when the policy path is overridden."""
     from simpo_cli.stages.eval import apply_run
 
-    run = _fake_run(tmp_path, ["hparams.gamma=0.7", "hparams.learning_rate=5e-6", "seed=7",
+    run = _fake_run(tmp_path, ["objective.gamma=0.7", "hparams.learning_rate=5e-6", "seed=7",
                                "model.tiny.seed=3", "data.max_samples=16"])
-    args = [f"run={run}", "hparams.beta=3.0"]
+    args = [f"run={run}", "objective.beta=3.0"]
     cfg = compose(args, "eval")
     info = apply_run(cfg, args)
-    assert (cfg.hparams.beta, cfg.hparams.gamma, cfg.hparams.learning_rate, cfg.seed) == (3.0, 0.7, 5e-6, 7)
+    assert (cfg.objective.beta, cfg.objective.gamma, cfg.hparams.learning_rate, cfg.seed) == (3.0, 0.7, 5e-6, 7)
     assert cfg.model.name_or_path == str(run.resolve() / "model") and cfg.model.tokenizer is None
     assert cfg.data.max_samples == 16 and info["trained_on"] == ("pkg:data/dpo_en_demo.json", "train")
     ref = info["start_model"]

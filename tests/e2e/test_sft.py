@@ -41,14 +41,14 @@ def test_sft_help_lists_the_groups(tmp_path):
 ])
 def test_config_problems_are_listed(stage, overrides, message):
     from simpo_cli.errors import ConfigError
-    from simpo_cli.config.checks import resolve_hparams, validate_sft, validate_train
+    from simpo_cli.config.checks import resolve_objective, validate_sft, validate_train
 
     with pytest.raises(ConfigError, match=message):
         cfg = compose(overrides, stage)  # another stage's data option fails here, naming its command
         if stage == "sft":
             validate_sft(cfg)
         else:
-            resolve_hparams(cfg)
+            resolve_objective(cfg)
             validate_train(cfg)
 
 

@@ -32,7 +32,7 @@ def test_train_writes_a_complete_run_directory(tmp_path, tiny_model):
 
 
 def test_multirun_runs_one_job_per_grid_point(tmp_path):
-    run_simpo(["train", "-m", "hparams.beta=2.0,2.5", "hparams.gamma=0.5,1.0", *FAST_TRAIN,
+    run_simpo(["train", "-m", "objective.beta=2.0,2.5", "objective.gamma=0.5,1.0", *FAST_TRAIN,
                "trainer.evaluate=false", "trainer.save_model=false", "paths.output_root=out"], tmp_path)
     runs = run_dirs(tmp_path / "out")
     assert len(runs) == 4

@@ -122,12 +122,12 @@ def test_validate_reports_every_problem_without_loading_a_model(workdir, monkeyp
     ok = CliRunner().invoke(app, ["validate", *FAST_TRAIN])
     assert ok.exit_code == 0, ok.output
     assert "config: ok" in ok.stdout and "data: ok" in ok.stdout and "pairs kept" in ok.stdout
-    bad = CliRunner().invoke(app, ["validate", "hparams.beta=0", "hparams.gamma=-1", "hparams.learning_rate=0",
+    bad = CliRunner().invoke(app, ["validate", "objective.beta=0", "objective.gamma=-1", "hparams.learning_rate=0",
                                    "hparams.max_prompt_length=4096", "model.name_or_path=/no/such/model",
                                    "data=local", "data.path=/no/such.jsonl"])
     assert bad.exit_code == 2
     (line,) = [ln for ln in bad.stderr.splitlines() if ln.startswith("simpo: error:")]
-    for fragment in ("hparams.beta must be > 0", "hparams.gamma must be >= 0", "hparams.learning_rate must be > 0",
+    for fragment in ("objective.beta must be > 0", "objective.gamma must be >= 0", "hparams.learning_rate must be > 0",
                      "hparams.max_prompt_length (4096) must be < hparams.max_length",
                      "model.name_or_path: local path not found", "data.path: file not found"):
         assert fragment in line
@@ -205,7 +205,7 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
     from tests.helpers import compose
 
     saved = tmp_path / "config.yaml"
-    saved.write_text(OmegaConf.to_yaml(compose(["hparams.beta=2.0"]), resolve=True))
-    check_resume_config(saved, compose(["hparams.beta=2.0", "trainer.max_steps=99"]))  # trainer.* may change
-    with pytest.raises(UserError, match=r"hparams.beta \(2.0 -> 3.0\)"):
-        check_resume_config(saved, compose(["hparams.beta=3.0"]))
+    saved.write_text(OmegaConf.to_yaml(compose(["objective.beta=2.0"]), resolve=True))
+    check_resume_config(saved, compose(["objective.beta=2.0", "trainer.max_steps=99"]))  # trainer.* may change
+    with pytest.raises(UserError, match=r"objective.beta \(2.0 -> 3.0\)"):
+        check_resume_config(saved, compose(["objective.beta=3.0"]))

@@ -1,41 +1,70 @@
 """Each baseline's sweep file (simpo_cli/conf/sweep/<objective>.yaml) composes with ``+sweep=<name>``,
-selects its objective, and sweeps exactly PAPER.md Table 7's range x the learning-rate grid."""
+selects its objective, and sweeps exactly PAPER.md Table 7's range x the learning-rate grid.
+
+The ranges are read from the objective's own YAML, where each knob notes Table 7's range
+(``# Table 7 searches {0.01, 0.05, 0.1}`` or ``# Table 7 fixes it to 1.0``), and the sweep files
+are found in the sweep group: a new baseline brings its YAML and its sweep file, not a row here."""
+
+import re
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from simpo_cli.config.schema import CONF_DIR
-
 from simpo_cli.config.store import register_configs
 from simpo_cli.objectives import OBJECTIVES
 
-LR = ["3e-7", "5e-7", "6e-7", "1e-6"]
-TABLE_7 = {  # PAPER.md Table 7, as config keys
-    "dpo": {"hparams.beta": ["0.01", "0.05", "0.1"]},
-    "ipo": {"objective.tau": ["0.01", "0.1", "0.5", "1.0"]},
-    "cpo": {"hparams.beta": ["0.01", "0.05", "0.1"], "objective.sft_weight": ["1.0"]},
-    "kto": {"hparams.beta": ["0.01", "0.05", "0.1"], "objective.lambda_d": ["1.0"], "objective.lambda_u": ["1.0"]},
-    "orpo": {"objective.odds_ratio_weight": ["0.1", "0.5", "1.0", "2.0"]},
-    "rdpo": {"objective.alpha": ["0.05", "0.1", "0.5", "1.0"], "hparams.beta": ["0.01", "0.05", "0.1"]},
-    "rrhf": {"objective.sft_weight": ["0.1", "0.5", "1.0", "10.0"]},
-    "slic-hf": {"objective.delta": ["0.1", "0.5", "1.0", "2.0"], "objective.sft_weight": ["0.1", "0.5", "1.0", "10.0"]},
-}
+LR = [3e-7, 5e-7, 6e-7, 1e-6]  # PAPER.md Appendix B's learning-rate grid
+NOTE = re.compile(r"^(\w+):\s*(\S+)\s*#.*Table 7 (?:searches \{([^}]*)\}|fixes it to ([\d.]+))", re.M)
 
 
-def test_every_baseline_has_a_sweep():
-    assert set(TABLE_7) == set(OBJECTIVES) - {"simpo"}
-    for name in TABLE_7:
-        assert (CONF_DIR / "sweep" / f"{name}.yaml").is_file()
+def table_7(objective: str) -> dict[str, list[float]]:
+    """Table 7's range of each knob of ``objective``, as its YAML notes it: ``{"objective.beta": [...]}``."""
+    text = (CONF_DIR / "objective" / f"{objective}.yaml").read_text()
+    return {f"objective.{m[1]}": sorted(float(v) for v in (m[3] or m[4]).split(","))
+            for m in NOTE.finditer(text)}
 
 
-@pytest.mark.parametrize("name", sorted(TABLE_7))
+# The objectives whose YAML notes Table 7's ranges: PAPER.md's baselines, one sweep file each
+# (named after the objective; SimPO's own grids are simpo_*.yaml).
+BASELINES = sorted(name for name in OBJECTIVES if table_7(name))
+
+
+def sweep_objective(path) -> str | None:
+    """The objective a sweep file selects (``override /objective: <name>``), if any."""
+    defaults = yaml.safe_load(path.read_text()).get("defaults") or []
+    return next((v for d in defaults if isinstance(d, dict) for k, v in d.items() if k == "override /objective"),
+                None)
+
+
+def test_every_baseline_has_its_sweep_and_every_sweep_file_its_notes():
+    files = {p.stem: sweep_objective(p) for p in (CONF_DIR / "sweep").glob("*.yaml")}
+    assert {name: files.get(name) for name in BASELINES} == {name: name for name in BASELINES}
+    assert {o for o in files.values() if o} <= set(BASELINES), "a sweep file selects an objective without Table 7 notes"
+    for name in BASELINES:
+        ranges = table_7(name)
+        defaults = OmegaConf.load(CONF_DIR / "objective" / f"{name}.yaml")
+        for key, values in ranges.items():  # the objective's default lies in the range it notes
+            assert float(defaults[key.split(".", 1)[1]]) in values, (name, key)
+
+
+@pytest.mark.parametrize("name", BASELINES)
 def test_sweep_composes_and_matches_table_7(name):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"+sweep={name}"], return_hydra_config=True)
     assert cfg.objective.name == name
-    params = {k: v.split(",") for k, v in cfg.hydra.sweeper.params.items()}
-    assert params == {**TABLE_7[name], "hparams.learning_rate": LR}
+    params = {k: sorted(float(v) for v in str(v).split(",")) for k, v in cfg.hydra.sweeper.params.items()}
+    assert params == {**table_7(name), "hparams.learning_rate": LR}
     for key in params:  # every swept key exists in the composed config (no silent typo)
         section, knob = key.split(".")
         assert knob in cfg[section], f"{key} is not a key of the composed config"
+
+
+def test_table_7_notes_are_the_papers():
+    """A spot check that the notes are read right (PAPER.md Table 7: DPO beta, IPO tau)."""
+    assert table_7("dpo") == {"objective.beta": [0.01, 0.05, 0.1]}
+    assert table_7("ipo") == {"objective.tau": [0.01, 0.1, 0.5, 1.0]}
+    assert table_7("kto") == {"objective.lambda_d": [1.0], "objective.lambda_u": [1.0], "objective.beta": [0.01, 0.05, 0.1]}

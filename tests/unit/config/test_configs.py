@@ -25,14 +25,14 @@ def test_every_group_option_composes(path: Path):
 
 
 def test_objective_sets_paper_beta_and_presets_override():
-    assert compose([]).hparams.beta == 2.0
+    assert compose([]).objective.beta == 2.0
     cfg = compose(["hparams=llama3-instruct"])
-    assert (cfg.hparams.beta, cfg.hparams.gamma, cfg.hparams.learning_rate) == (2.5, 1.375, 1e-6)
-    assert compose(["hparams=llama3-instruct", "hparams.beta=10"]).hparams.beta == 10
+    assert (cfg.objective.beta, cfg.objective.gamma, cfg.hparams.learning_rate) == (2.5, 1.375, 1e-6)
+    assert compose(["hparams=llama3-instruct", "objective.beta=10"]).objective.beta == 10
 
 
 @pytest.mark.parametrize("override,error", [
-    ("hparams.betaa=2", ConfigCompositionException),
+    ("objective.betaa=2", ConfigCompositionException),
     ("hparams.learning_rate=fast", ConfigCompositionException),
     ("objective.loss_typ=hinge", ConfigCompositionException),
     ("model=llama4", ConfigCompositionException),
@@ -44,18 +44,18 @@ def test_schema_rejects_typos_and_types(override, error):
 
 
 def test_gamma_beta_ratio_is_explicit():
-    from simpo_cli.config.checks import resolve_hparams
+    from simpo_cli.config.checks import resolve_objective
 
-    cfg = compose(["hparams.beta=2.5", "hparams.gamma_beta_ratio=0.55"])
-    resolve_hparams(cfg)
-    assert cfg.hparams.gamma == pytest.approx(1.375)
+    cfg = compose(["objective.beta=2.5", "objective.gamma_beta_ratio=0.55"])
+    resolve_objective(cfg)
+    assert cfg.objective.gamma == pytest.approx(1.375)
 
 
 def test_validation_reports_all_problems_at_once():
     from simpo_cli.errors import ConfigError
     from simpo_cli.config.checks import validate_train
 
-    cfg = compose(["hparams.beta=0", "hparams.gamma=-1", "hparams.learning_rate=-1",
+    cfg = compose(["objective.beta=0", "objective.gamma=-1", "hparams.learning_rate=-1",
                    "hparams.max_prompt_length=600"])
     with pytest.raises(ConfigError) as info:
         validate_train(cfg)

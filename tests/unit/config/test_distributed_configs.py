@@ -114,12 +114,12 @@ def test_launches_relaunches_outside_a_launcher_only(monkeypatch):
 
 def test_launch_command_pins_the_run_directory(tmp_path):
     """Every process gets the parent's run directory: ${now:...} would differ between processes."""
-    cmd = launch_command("train", tmp_path / "accelerate.yaml", ["distributed=ddp", "hparams.beta=2.5"],
+    cmd = launch_command("train", tmp_path / "accelerate.yaml", ["distributed=ddp", "objective.beta=2.5"],
                          tmp_path / "run 1")
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("-m", 3):][:3] == ["-m", "simpo_cli", "train"]
     assert f"hydra.run.dir='{tmp_path / 'run 1'}'" in cmd
-    assert "hydra.output_subdir=null" in cmd and "hparams.beta=2.5" in cmd
+    assert "hydra.output_subdir=null" in cmd and "objective.beta=2.5" in cmd
 
 
 def test_sharded_options_refuse_cpu_and_missing_deepspeed(monkeypatch):

@@ -30,7 +30,7 @@ def test_another_stages_option_is_one_clear_problem(config_name, override, messa
 
 
 @pytest.mark.parametrize("stage, config_name, override, problem", [
-    ("train", "config", "hparams.beta=0", "hparams.beta must be > 0"),
+    ("train", "config", "objective.beta=0", "objective.beta must be > 0"),
     ("sft", "sft", "data.eval_size=0", "data.eval_size"),
     ("generate-pairs", "generate-pairs", "generation.n=1", "generation.n must be >= 2"),
     ("eval", "eval", "eval.limit=0", "eval.limit must be >= 1"),

@@ -62,11 +62,11 @@ def test_simpo_on_each_setting_is_the_official_config(setting):
     (_, model_id, dataset, (split, eval_split), beta, ratio, lr, max_length, max_prompt_length,
      attn) = OFFICIAL[setting]
     cfg = cfg_job("objective=simpo", f"model={setting}")
-    hp, tr, model, data = cfg["hparams"], cfg["trainer"], cfg["model"], cfg["data"]
+    hp, tr, model, data, ob = cfg["hparams"], cfg["trainer"], cfg["model"], cfg["data"], cfg["objective"]
     assert model["name_or_path"] == model_id
     assert (data["path"], data["split"], data["eval_split"]) == (dataset, split, eval_split)
-    assert hp["beta"] == beta and hp["gamma"] == pytest.approx(beta * ratio, abs=1e-12)
-    assert hp["gamma_beta_ratio"] is None  # gamma is absolute, so hparams.gamma=... on the command line wins
+    assert ob["beta"] == beta and ob["gamma"] == pytest.approx(beta * ratio, abs=1e-12)
+    assert ob["gamma_beta_ratio"] is None  # gamma is absolute, so objective.gamma=... on the command line wins
     assert (hp["learning_rate"], hp["max_length"], hp["max_prompt_length"]) == (lr, max_length, max_prompt_length)
     assert (hp["num_train_epochs"], hp["global_batch_size"], hp["per_device_train_batch_size"]) == (1, 128, 2)
     assert (hp["lr_scheduler_type"], hp["warmup_ratio"], hp["optim"]) == ("cosine", 0.1, "adamw_torch")
@@ -84,39 +84,39 @@ def test_reference_baselines_get_their_own_beta_and_the_settings_lr(setting, obj
     cfg = compose([f"objective={objective}", f"model={setting}"])
     lr = OFFICIAL[setting][6]
     assert cfg.hparams.learning_rate == lr
-    assert cfg.hparams.gamma is None  # never SimPO's margin
-    if "beta" in OBJECTIVES[objective].uses:
-        assert cfg.hparams.beta in TABLE_7_BETA  # Table 7: {0.01, 0.05, 0.1}; SimPO's is 2..10
+    assert cfg.objective.get("gamma") is None  # never SimPO's margin
+    if OBJECTIVES[objective].has("beta"):
+        assert cfg.objective.beta in TABLE_7_BETA  # Table 7: {0.01, 0.05, 0.1}; SimPO's is 2..10
     else:  # IPO has no beta: its regulariser is tau
         assert cfg.objective.tau in TABLE_7_IPO_TAU
     if objective == "dpo":
-        assert cfg.hparams.beta == 0.01  # the SimPO authors' DPO baselines
+        assert cfg.objective.beta == 0.01  # the SimPO authors' DPO baselines
 
 
 def test_cfg_job_dpo_on_llama3_instruct_has_a_dpo_beta():
     cfg = cfg_job("objective=dpo", "model=llama3-instruct")
-    assert cfg["hparams"]["beta"] <= 0.1 and cfg["hparams"]["learning_rate"] == 1e-6
+    assert cfg["objective"]["beta"] <= 0.1 and cfg["hparams"]["learning_rate"] == 1e-6
     assert cfg["data"]["path"] == "princeton-nlp/llama3-ultrafeedback"
 
 
 def test_explicit_overrides_win_over_the_recipe():
-    cfg = compose(["model=llama3-instruct", "hparams.beta=3.0", "hparams.learning_rate=5e-7"])
-    assert (cfg.hparams.beta, cfg.hparams.gamma, cfg.hparams.learning_rate) == (3.0, 1.375, 5e-7)
+    cfg = compose(["model=llama3-instruct", "objective.beta=3.0", "hparams.learning_rate=5e-7"])
+    assert (cfg.objective.beta, cfg.objective.gamma, cfg.hparams.learning_rate) == (3.0, 1.375, 5e-7)
     # another preset: its lr, lengths and its published SimPO values; the rest of the recipe stays
     cfg = compose(["model=llama3-instruct", "hparams=mistral-base"])
-    assert (cfg.hparams.beta, cfg.hparams.gamma, cfg.hparams.learning_rate, cfg.hparams.max_length) == (
+    assert (cfg.objective.beta, cfg.objective.gamma, cfg.hparams.learning_rate, cfg.hparams.max_length) == (
         2.0, 1.6, 3e-7, 1024)
     assert cfg.data.path == "princeton-nlp/llama3-ultrafeedback" and cfg.trainer.bf16
     # another data set: only the data changes
     cfg = compose(["model=gemma2-9b-it", "data=demo-prefs"])
     assert cfg.data.name == "demo-prefs" and cfg.data.eval_split is None
-    assert (cfg.hparams.beta, cfg.hparams.learning_rate, cfg.model.attn_implementation) == (10.0, 8e-7, "eager")
+    assert (cfg.objective.beta, cfg.hparams.learning_rate, cfg.model.attn_implementation) == (10.0, 8e-7, "eager")
 
 
 def test_a_local_copy_keeps_the_recipe(tmp_path):
     cfg = compose(["model=llama3-base", f"model.name_or_path={tmp_path}"])
     assert cfg.model.name_or_path == str(tmp_path)
-    assert (cfg.data.path, cfg.hparams.beta, cfg.hparams.learning_rate) == (
+    assert (cfg.data.path, cfg.objective.beta, cfg.hparams.learning_rate) == (
         "HuggingFaceH4/ultrafeedback_binarized", 2.0, 6e-7)
     assert cfg.trainer.bf16 and cfg.trainer.gradient_checkpointing and cfg.model.dtype == "float32"
 
@@ -126,7 +126,7 @@ def test_the_demo_still_composes_the_tiny_cpu_recipe():
     assert cfg.model.name == "tiny-llama" and cfg.model.name_or_path is None and cfg.model.dtype == "float32"
     assert cfg.data.name == "demo-prefs" and cfg.data.path == "pkg:data/dpo_en_demo.json"
     hp = cfg.hparams
-    assert (hp.beta, hp.gamma, hp.learning_rate, hp.num_train_epochs, hp.per_device_train_batch_size,
+    assert (cfg.objective.beta, cfg.objective.gamma, hp.learning_rate, hp.num_train_epochs, hp.per_device_train_batch_size,
             hp.max_length, hp.max_prompt_length, hp.global_batch_size) == (2.0, 1.0, 1e-3, 3, 8, 512, 256, None)
     assert not cfg.trainer.bf16 and not cfg.trainer.gradient_checkpointing and cfg.recipe.name is None
 
@@ -138,10 +138,10 @@ def test_qwen_presets_have_no_published_recipe_and_say_so():
         overrides = [f"model={name}"]
         cfg = compose(overrides)
         assert cfg.model.name_or_path == model_id and cfg.recipe.published is False
-        assert (cfg.hparams.beta, cfg.hparams.gamma) == (2.0, 1.0)  # conf/objective/simpo.yaml
+        assert (cfg.objective.beta, cfg.objective.gamma) == (2.0, 1.0)  # conf/objective/simpo.yaml
         assert cfg.model.dtype == "float32" and cfg.trainer.bf16 and cfg.hparams.global_batch_size == 128
         table = provenance(cfg, overrides)
-        assert table["hparams.beta"]["source"] == "objective default (simpo)"
+        assert table["objective.beta"]["source"] == "objective default (simpo)"
         (line,) = notes(cfg, table)
         assert line.startswith(f"no published SimPO recipe exists for model={name}") and "beta=2.0" in line
     assert dict(compose(["model=qwen3-8b"]).model.chat_template_kwargs) == {"enable_thinking": False}
@@ -158,12 +158,12 @@ def test_provenance_names_recipe_objective_default_and_command_line():
     assert table["hparams.max_length"]["source"] == "recipe llama3-instruct"
     assert table["data.path"]["source"] == "recipe llama3-instruct"
     assert table["trainer.bf16"] == {"value": True, "source": "recipe llama3-instruct"}
-    assert table["hparams.beta"] == {"value": 0.1, "source": "objective default (rdpo)"}
+    assert table["objective.beta"] == {"value": 0.1, "source": "objective default (rdpo)"}
     assert table["objective.alpha"]["source"] == "objective default (rdpo)"
     (line,) = notes(cfg, table)
     assert "no published rdpo values for the llama3-instruct setting" in line and "alpha=0.05" in line
     published = provenance(compose(["model=llama3-instruct"]), ["model=llama3-instruct"])
-    assert published["hparams.gamma"] == {"value": 1.375, "source": "recipe llama3-instruct (published simpo values)"}
+    assert published["objective.gamma"] == {"value": 1.375, "source": "recipe llama3-instruct (published simpo values)"}
     explicit = provenance(compose(["hparams=mistral-base"]), ["hparams=mistral-base"])
     assert explicit["hparams.learning_rate"]["source"] == "command line (hparams=mistral-base)"
     assert explicit["data.path"]["source"] == "default (data/demo-prefs)"
@@ -222,7 +222,7 @@ def test_one_bf16_step_at_lr_1e6_moves_fp32_master_weights_and_warns_for_pure_bf
         assert fraction < 0.05, fraction  # what the warning is about: the step was lost
     # the run says where its values came from, at start and in meta.json
     assert meta["provenance"]["hparams.learning_rate"] == {"value": 1e-6, "source": "command line"}
-    assert meta["provenance"]["hparams.beta"] == {"value": 2.0, "source": "objective default (simpo)"}
+    assert meta["provenance"]["objective.beta"] == {"value": 2.0, "source": "objective default (simpo)"}
     assert meta["recipe"]["name"] is None
     assert re.search(r"hparams\.learning_rate\s+1e-06\s+command line", output)
 

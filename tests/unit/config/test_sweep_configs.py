@@ -90,17 +90,17 @@ def test_simpo_grid_is_the_issue_grid_and_any_axis_narrows_from_the_shell():
     params = _compose(["+sweep=simpo_grid"]).hydra.sweeper.params
     jobs = _grid(params)
     assert len(jobs) == 4 * 4 * 4
-    assert {j[0] for j in jobs} == {f"hparams.beta={b}" for b in ("2.0", "2.5", "5.0", "10.0")}
+    assert {j[0] for j in jobs} == {f"objective.beta={b}" for b in ("2.0", "2.5", "5.0", "10.0")}
     # The command line wins over the file, axis by axis; the other axes stay.
-    narrowed = _grid(params, ["hparams.beta=2.0,2.5", "hparams.learning_rate=1e-6"])
+    narrowed = _grid(params, ["objective.beta=2.0,2.5", "hparams.learning_rate=1e-6"])
     assert len(narrowed) == 2 * 4 * 1
     assert {j[2] for j in narrowed} == {"hparams.learning_rate=1e-06"}
 
 
 def test_simpo_paper_is_table_7():
     params = _compose(["+sweep=simpo_paper"]).hydra.sweeper.params
-    assert params["hparams.beta"] == "2.0,2.5"
-    assert params["hparams.gamma"] == "0.3,0.5,1.0,1.2,1.4,1.6"
+    assert params["objective.beta"] == "2.0,2.5"
+    assert params["objective.gamma"] == "0.3,0.5,1.0,1.2,1.4,1.6"
     assert len(_grid(params)) == 2 * 6 * 4
 
 

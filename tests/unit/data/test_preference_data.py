@@ -19,7 +19,7 @@ def data_cfg(path, **kw):
 
 
 def hparams(**kw):
-    base = dict(beta=2.0, gamma=1.0, max_length=128, max_prompt_length=64)
+    base = dict(max_length=128, max_prompt_length=64)
     return OmegaConf.structured(HParams(**{**base, **kw}))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from simpo_cli.data.templates import prompt_ids
+from simpo_cli.data.templates import prompt_ids, prompt_text
 from simpo_cli.evaluation import benchmarks as B
 from tests.unit.evaluation import schemas
 from tests.helpers import compose
@@ -122,7 +122,7 @@ def test_generation_lengths_and_greedy_decoding(answered):
         assert all(0 <= n <= 3 for c in counts for n in c)
     _, prompts, answers, counts = res["arena_hard"]
     messages = [{"role": "user", "content": prompts[0].turns[0]}]
-    assert B.render_prompt(tok, messages, template=False) == prompts[0].turns[0]
+    assert prompt_text(messages, tok, template=False) == prompts[0].turns[0]
     prompt = prompt_ids(messages, tok, template=False)  # the renderer training uses: one BOS id
     assert prompt[0] == tok.bos_token_id and prompt.count(tok.bos_token_id) == 1
     ids = torch.tensor([prompt])
@@ -170,7 +170,7 @@ def test_local_judge_win_rate(answered, tmp_path):
     from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 
     model, tok, res = answered
-    judge = RewardModelJudge(str(make_reward_model(tmp_path / "rm", tok)), max_length=256, batch_size=2)
+    judge = RewardModelJudge(str(make_reward_model(tmp_path / "rm", tok)), max_length=256)
     path, prompts, answers, _ = res["alpaca_eval"]
     same = judge_answers(judge, prompts, answers, read_answers(path), key="instruction", n_resamples=200,
                          confidence=0.95, seed=0)

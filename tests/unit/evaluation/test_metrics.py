@@ -113,7 +113,7 @@ def test_pair_metrics_hand_computed():
     from simpo_cli.stages.eval import pair_metrics
     from tests.helpers import compose
 
-    cfg = compose(["hparams.beta=2.0", "hparams.gamma=1.0"], "eval")
+    cfg = compose(["objective.beta=2.0", "objective.gamma=1.0"], "eval")
     pol = {"chosen": np.array([-4.0, -9, -2, -6]), "rejected": np.array([-6.0, -4, -10, -8]),
            "chosen_lengths": np.array([2, 3, 1, 2]), "rejected_lengths": np.array([3, 1, 2, 4]),
            "index": np.arange(4)}

@@ -11,7 +11,7 @@ from tests.unit.models.test_batch_invariance import CANDIDATES, PROMPTS, eval_lo
 
 def main() -> None:
     scores = tiny_scorer(8).score_candidates(PROMPTS, CANDIDATES)
-    logps = eval_logps(batch_size=4)
+    logps = eval_logps()
     print(json.dumps({"scores": [[s.hex() for s in row] for row in scores],
                       "samples": sampler_outputs(),
                       "logps": {k: [float(v).hex() for v in vals] for k, vals in logps.items()}}))

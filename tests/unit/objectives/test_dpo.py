@@ -38,4 +38,4 @@ def test_dpo_errors_and_spec():
     with pytest.raises(ValueError, match="loss_type"):
         dpo(make_logps([-1.0], [-2.0], ref_chosen=[-1.0], ref_rejected=[-2.0]), beta=0.1, loss_type="x")
     spec = get_objective("dpo")
-    assert spec.needs_reference and spec.logp_reduction == "sum" and spec.uses == ("beta",)
+    assert spec.needs_reference and spec.logp_reduction == "sum" and spec.has("beta") and not spec.has("gamma")

@@ -28,4 +28,4 @@ def test_ipo_errors_and_spec():
     with pytest.raises(ValueError, match="reference"):
         ipo(make_logps([-1.0], [-2.0]), tau=0.1)
     spec = get_objective("ipo")
-    assert spec.needs_reference and spec.uses == ()
+    assert spec.needs_reference and not spec.has("beta")

@@ -27,7 +27,7 @@ def test_log_odds():
     torch.testing.assert_close(log_odds(torch.tensor([math.log(0.8)], dtype=torch.float64)),
                                torch.tensor([math.log(4)], dtype=torch.float64))
     spec = get_objective("orpo")
-    assert not spec.needs_reference and spec.logp_reduction == "mean" and spec.uses == ()
+    assert not spec.needs_reference and spec.logp_reduction == "mean" and not spec.has("beta")
 
 
 def test_log_odds_is_stable_near_certainty():

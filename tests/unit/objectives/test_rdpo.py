@@ -27,6 +27,6 @@ def test_rdpo_alpha_zero_is_dpo():
                        ref_rejected=[-19.0, -2.5])
     torch.testing.assert_close(rdpo(logps, beta=0.3, alpha=0.0).losses, dpo(logps, beta=0.3).losses)
     spec = get_objective("rdpo")
-    assert spec.needs_reference and spec.uses == ("beta",)
+    assert spec.needs_reference and spec.has("beta") and not spec.has("gamma")
     with pytest.raises(ValueError, match="reference"):
         rdpo(make_logps([-1.0], [-2.0]), beta=0.1)

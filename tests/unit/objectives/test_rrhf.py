@@ -17,4 +17,4 @@ def test_rrhf_hand_computed():
     torch.testing.assert_close(out.chosen_rewards, torch.tensor([-3.0, -2.0], dtype=torch.float64))
     torch.testing.assert_close(out.rejected_rewards, torch.tensor([-2.0, -3.0], dtype=torch.float64))
     spec = get_objective("rrhf")
-    assert not spec.needs_reference and spec.logp_reduction == "mean" and spec.uses == ()
+    assert not spec.needs_reference and spec.logp_reduction == "mean" and not spec.has("beta")

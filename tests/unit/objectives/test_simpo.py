@@ -80,4 +80,4 @@ def test_rewards_are_detached_and_unknown_loss_type_rejected(logps):
 def test_registry_declares_needs():
     spec = OBJECTIVES["simpo"]
     assert spec.needs_reference is False and spec.logp_reduction == "mean"
-    assert spec.uses == ("beta", "gamma")
+    assert spec.has("beta") and spec.has("gamma") and spec.has("gamma_beta_ratio")

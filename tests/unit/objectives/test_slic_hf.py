@@ -16,4 +16,4 @@ def test_slic_hf_hand_computed():
     torch.testing.assert_close(out.losses, torch.tensor([2.5, 0.5], dtype=torch.float64))
     torch.testing.assert_close(out.chosen_rewards, torch.tensor([-10.0, -5.0], dtype=torch.float64))
     spec = get_objective("slic-hf")
-    assert spec.name == "slic-hf" and not spec.needs_reference and spec.uses == ()
+    assert spec.name == "slic-hf" and not spec.needs_reference and not spec.has("beta")

@@ -22,7 +22,7 @@ def _job(sweep: Path, num: int, beta: float, gamma: float, lr: float, acc: float
     """Write the files a ``simpo train`` job leaves: meta.json, config.yaml, metrics.jsonl."""
     d = sweep / sub / str(num) if sub else sweep / str(num)
     d.mkdir(parents=True, exist_ok=True)
-    overrides = [f"hparams.beta={beta}", f"hparams.gamma={gamma}", f"hparams.learning_rate={lr}", *FIXED]
+    overrides = [f"objective.beta={beta}", f"objective.gamma={gamma}", f"hparams.learning_rate={lr}", *FIXED]
     meta = {"stage": "train", "status": status, "started": f"2026-11-23T09:00:{num:02d}+00:00",
             "ended": f"2026-11-23T09:01:{num:02d}+00:00", "overrides": overrides, "error": error}
     if status == "completed":
@@ -64,7 +64,7 @@ def test_collect_and_rank(sweep):
     assert [j.dir for j in jobs] == [*map(str, range(8)), "9"]  # job 8 = job 0's point, .previous ignored
     assert jobs[-1].status == "running"
     assert [j.status for j in jobs].count("failed") == 1 and jobs[7].error == "ValueError: boom"
-    assert sweep_axes(jobs[:8]) == ["hparams.beta", "hparams.gamma", "hparams.learning_rate"]
+    assert sweep_axes(jobs[:8]) == ["objective.beta", "objective.gamma", "hparams.learning_rate"]
     assert jobs[0].metrics["train/loss"] == 0.7 and jobs[0].metrics["train/rewards/accuracies"] == 0.75
     assert jobs[0].hparams == {"beta": 2.0, "gamma": 0.5, "lr": 5e-7}
     # accuracy is maximised: job 6 (0.80) first; loss = 1 - acc is minimised: the same order.
@@ -87,7 +87,7 @@ def test_report_files(sweep, tmp_path):
     md = (out / "report.md").read_text()
     assert "9 jobs: 7 completed, 1 failed, 1 unfinished" in md and "## Failed or unfinished" in md and "ValueError: boom" in md
     assert "| 1 | 6 | 2.5 | 0.5 | 1e-06 | 0.8 |" in md and "![β × γ heatmap](heatmap.png)" in md
-    best = "simpo train hparams.beta=2.5 hparams.gamma=0.5 hparams.learning_rate=1e-06 trainer.max_steps=2"
+    best = "simpo train objective.beta=2.5 objective.gamma=0.5 hparams.learning_rate=1e-06 trainer.max_steps=2"
     assert report.best_line == best and best in md
     for name in ("heatmap.png", "metric_vs_gamma.png"):
         from matplotlib.image import imread
@@ -110,7 +110,7 @@ def test_metric_choice_and_errors(sweep, tmp_path):
 def test_report_cli(sweep, tmp_path):
     proc = run_simpo(["report", str(sweep), "--metric", "rewards/margins"], tmp_path)
     lines = proc.stdout.splitlines()
-    assert lines[-1] == "simpo train hparams.beta=2.5 hparams.gamma=0.5 hparams.learning_rate=1e-06 trainer.max_steps=2"
+    assert lines[-1] == "simpo train objective.beta=2.5 objective.gamma=0.5 hparams.learning_rate=1e-06 trainer.max_steps=2"
     assert any(l.startswith("failed: 7 ") and "ValueError: boom" in l for l in lines)
     bad = run_simpo(["report", str(tmp_path / "nowhere")], tmp_path, check=False)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "no such directory" in bad.stderr
@@ -144,5 +144,5 @@ def test_rank_a_sweep_by_an_ifeval_metric(sweep, tmp_path):
     assert [j.dir for j in rank_jobs(jobs, "ifeval/prompt_loose")] == ["1", "2", "0"]
     proc = run_simpo(["report", str(sweep), "--metric", "ifeval/prompt_loose"], tmp_path)
     assert "best ifeval/prompt_loose: 0.9 (1)" in proc.stdout
-    assert proc.stdout.splitlines()[-1] == ("simpo train hparams.beta=2.0 hparams.gamma=1.0 "
+    assert proc.stdout.splitlines()[-1] == ("simpo train objective.beta=2.0 objective.gamma=1.0 "
                                             "hparams.learning_rate=5e-07 trainer.max_steps=2")

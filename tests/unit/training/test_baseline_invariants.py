@@ -34,15 +34,15 @@ def first_step_grads(tmp_path, objective: str, batch: int, accumulation: int) ->
     from simpo_cli.objectives import get_objective
     from simpo_cli.training.reference import make_collator, prepare_reference
     from simpo_cli.run.rundir import RunDir
-    from simpo_cli.training.common import objective_kwargs, training_arguments
+    from simpo_cli.training.common import training_arguments
     from simpo_cli.training.trainer import PreferenceTrainer
-    from simpo_cli.config.checks import resolve_hparams
+    from simpo_cli.config.checks import resolve_objective
 
     cfg = compose([f"objective={objective}", "data.max_samples=4", "hparams.max_length=96",
                    "hparams.max_prompt_length=48", f"hparams.per_device_train_batch_size={batch}",
                    f"hparams.gradient_accumulation_steps={accumulation}", "hparams.max_grad_norm=0",
                    "trainer.max_steps=1", "trainer.progress_bar=false", "trainer.save_model=false"])
-    resolve_hparams(cfg)
+    resolve_objective(cfg)
     spec = get_objective(objective)
     tokenizer = load_tokenizer(cfg.model)
     ds, _ = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec)
@@ -57,7 +57,7 @@ def first_step_grads(tmp_path, objective: str, batch: int, accumulation: int) ->
     trainer = PreferenceTrainer(model=model, args=training_arguments(cfg, run),
                                 data_collator=make_collator(spec, tokenizer.pad_token_id), train_dataset=ds,
                                 processing_class=tokenizer, callbacks=[capture], objective=spec,
-                                objective_kwargs=objective_kwargs(cfg), ref_model=ref_model)
+                                objective_kwargs=spec.kwargs(cfg.objective), ref_model=ref_model)
     trainer.train()
     return capture.grads
 

@@ -44,7 +44,7 @@ def test_group_by_length_uses_transformers_sampler_and_cuts_padding(tmp_path, ti
     from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
     from simpo_cli.objectives import get_objective
     from simpo_cli.run.rundir import RunDir
-    from simpo_cli.training.common import objective_kwargs, training_arguments
+    from simpo_cli.training.common import training_arguments
     from simpo_cli.training.trainer import PreferenceTrainer
 
     cfg = compose(["trainer.group_by_length=true", "trainer.use_cpu=true",
@@ -55,7 +55,8 @@ def test_group_by_length_uses_transformers_sampler_and_cuts_padding(tmp_path, ti
     trainer = PreferenceTrainer(
         model=tiny_model, args=training_arguments(cfg, RunDir(tmp_path / "run")),
         data_collator=PreferenceCollator(tiny_tokenizer.pad_token_id), train_dataset=ds,
-        processing_class=tiny_tokenizer, objective=get_objective("simpo"), objective_kwargs=objective_kwargs(cfg))
+        processing_class=tiny_tokenizer, objective=get_objective("simpo"),
+        objective_kwargs=get_objective("simpo").kwargs(cfg.objective))
 
     def order(loader):
         return [position[i] for batch in loader for i in batch["index"].tolist()]

@@ -163,10 +163,10 @@ def test_precompute_matches_a_direct_forward(tiny_model, tiny_tokenizer):
 
 def test_unknown_reference_mode_is_a_config_error():
     from simpo_cli.errors import ConfigError
-    from simpo_cli.config.checks import resolve_hparams, validate_train
+    from simpo_cli.config.checks import resolve_objective, validate_train
 
     cfg = compose(["objective=dpo", "reference.mode=cached"])
-    resolve_hparams(cfg)
+    resolve_objective(cfg)
     with pytest.raises(ConfigError, match="reference.mode must be one of precompute, live, got 'cached'"):
         validate_train(cfg)
 

@@ -1,0 +1,119 @@
+"""Issue 24 moved β/γ under ``objective`` and folded ``conf/published/`` into the recipes; every
+stage must still compose what it composed before, and every run must still say where each value
+came from. composition_snapshot.json and provenance_snapshot.json were written at e991d62 (before
+the move) by ``scripts/config_snapshot.py``; the only differences allowed here are the documented
+key moves (``MOVED``), keys removed with the move, and the one provenance label of a file that is
+gone (``RENAMED_SOURCES``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts.config_snapshot import PROVENANCE_CASES, cases, composed, provenance_cases
+from simpo_cli.config.schema import CONF_DIR
+from simpo_cli.objectives import get_objective
+
+HERE = Path(__file__).parent
+COMPOSED = json.loads((HERE / "composition_snapshot.json").read_text())
+PROVENANCE = json.loads((HERE / "provenance_snapshot.json").read_text())
+# hparams.<key> -> objective.<key>, where the objective has the setting; removed where it has not
+# (IPO, ORPO, RRHF and SLiC-HF carried an unused hparams.beta, DPO & co. an unused hparams.gamma).
+MOVED = ("beta", "gamma", "gamma_beta_ratio")
+# `hparams=smollm2-cpu` applies the published values of the recipe that includes that preset; the
+# file that named them after the preset (conf/published/smollm2-cpu_simpo.yaml) is gone.
+RENAMED_SOURCES = {"recipe smollm2-cpu (published simpo values)":
+                   "recipe smollm2-135m-instruct (published simpo values)"}
+# Keys documented as unused, removed (eval.generation_batch_size stays: batched eval generation uses it).
+REMOVED = {"eval": [("eval", "batch_size"), ("judge", "batch_size")]}
+# The fast suite composes these; the rest is @slow (every setting x objective: ~40 s on 2 cores).
+FAST = {"train", "sft", "generate-pairs", "eval"} | {
+    name for name in COMPOSED if name.endswith(("objective=simpo", "objective=dpo"))}
+
+
+def moved(before: dict) -> dict:
+    """A config composed before the move, as it composes after: β/γ under ``objective``."""
+    after = json.loads(json.dumps(before))
+    if "objective" in after:
+        spec = get_objective(after["objective"]["name"])
+        for key in MOVED:
+            value = after["hparams"].pop(key)
+            if spec.has(key):
+                after["objective"][key] = value
+    return after
+
+
+def published_map(overrides: list[str]) -> dict:
+    """The recipe's ``published:`` map, read from the YAML itself (the old key named the file)."""
+    model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), None)
+    path = CONF_DIR / "recipe" / f"{model}.yaml"
+    return (yaml.safe_load(path.read_text()).get("published") or {}) if model and path.is_file() else {}
+
+
+def _params(names, fast=FAST):
+    return [pytest.param(n, marks=() if n in fast else pytest.mark.slow) for n in names]
+
+
+@pytest.mark.parametrize("name", _params(sorted(COMPOSED)))
+def test_every_stage_composes_what_it_composed_before_the_move(name):
+    config, overrides = cases()[name]
+    now = composed(config, overrides)
+    expected = moved(COMPOSED[name])
+    if config == "config":
+        expected["published"] = published_map(overrides)
+    for section, key in REMOVED.get(name, []):
+        del expected[section][key]
+    assert now == expected
+
+
+def test_the_snapshot_covers_every_setting_and_objective_of_e991d62():
+    """9 settings (and the demo) x 9 objectives, and the other stages; a setting or objective
+    added since composes too (``cases()``), with nothing to compare it to."""
+    train = [name for name in COMPOSED if name.startswith("train")]
+    assert len(train) == 1 + 10 * 9 and set(COMPOSED) <= set(cases())
+
+
+def _moved_provenance(before: dict, objective: str) -> dict:
+    spec = get_objective(objective)
+    after = {}
+    for key, entry in before.items():
+        entry = dict(entry)
+        entry["source"] = RENAMED_SOURCES.get(entry["source"], entry["source"]).replace(
+            "hparams.gamma_beta_ratio x hparams.beta", "objective.gamma_beta_ratio x objective.beta")
+        group, _, leaf = key.partition(".")
+        if group == "hparams" and leaf in MOVED:
+            if not spec.has(leaf):
+                continue
+            key = f"objective.{leaf}"
+        after[key] = entry
+    return after
+
+
+def _moved_table(before: str, objective: str) -> str:
+    """The printed table after the move: the objective's β/γ rows renamed, an unused β row gone."""
+    for old, new in RENAMED_SOURCES.items():
+        before = before.replace(old, new)
+    spec = get_objective(objective)
+    before = "\n".join(line for line in before.splitlines() if not any(
+        line.startswith(f"  hparams.{key} ") and not spec.has(key) for key in MOVED))
+    return (before.replace("hparams.beta  ", "objective.beta").replace("hparams.gamma  ", "objective.gamma")
+            .replace("hparams.gamma_beta_ratio x hparams.beta", "objective.gamma_beta_ratio x objective.beta"))
+
+
+@pytest.mark.parametrize("name", _params(sorted(PROVENANCE), FAST | {"train " + " ".join(o) for o in PROVENANCE_CASES}))
+def test_every_run_says_where_its_values_came_from_as_before(name):
+    from simpo_cli.config.recipes import format_table, notes, provenance
+    from tests.helpers import compose
+
+    overrides = [o.replace("hparams.gamma_beta_ratio", "objective.gamma_beta_ratio").replace(
+        "hparams.beta", "objective.beta") for o in provenance_cases()[name]]
+    cfg = compose(overrides)
+    table = json.loads(json.dumps(provenance(cfg, overrides), default=str))
+    before = PROVENANCE[name]
+    assert table == _moved_provenance(before["provenance"], cfg.objective.name)
+    assert format_table(cfg, table) == _moved_table(before["table"], cfg.objective.name)
+    assert notes(cfg, table) == before["notes"]
+
