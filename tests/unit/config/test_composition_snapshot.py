@@ -29,6 +29,17 @@ RENAMED_SOURCES = {"recipe smollm2-cpu (published simpo values)":
                    "recipe smollm2-135m-instruct (published simpo values)"}
 # Keys documented as unused, removed (eval.generation_batch_size stays: batched eval generation uses it).
 REMOVED = {"eval": [("eval", "batch_size"), ("judge", "batch_size")]}
+# Keys added or changed since the snapshot by other issues (batched generation: issue 25; IFEval
+# and verifiable scorers: issue 26), with their values: (section, key, value after).
+ADDED = {
+    "eval": [("eval", "batch_invariant", False), ("eval", "generation_batch_size", 32),
+             ("benchmarks", "ifeval", {"name": "ifeval", "prompts": "pkg:benchmarks/ifeval/input_data.jsonl",
+                                       "format": "ifeval", "temperature": 0.0, "category_temperature": {},
+                                       "families": {}, "default_temperature": 0.7, "max_new_tokens": 1280,
+                                       "top_p": 1.0})],
+    "generate-pairs": [("generation", "batch_invariant", False), ("scorer", "mode", "loose"),
+                       ("scorer", "function", None)],
+}
 # The fast suite composes these; the rest is @slow (every setting x objective: ~40 s on 2 cores).
 FAST = {"train", "sft", "generate-pairs", "eval"} | {
     name for name in COMPOSED if name.endswith(("objective=simpo", "objective=dpo"))}
@@ -66,6 +77,8 @@ def test_every_stage_composes_what_it_composed_before_the_move(name):
         expected["published"] = published_map(overrides)
     for section, key in REMOVED.get(name, []):
         del expected[section][key]
+    for section, key, value in ADDED.get(name, []):
+        expected[section][key] = value
     assert now == expected
 
 
