@@ -82,6 +82,7 @@ def test_train_save_reload_generate_and_eval(smollm2_dir, tmp_path):
     assert start_metrics["reward_accuracy"]["length_normalized"] == pytest.approx(ref_acc)
 
 
+@pytest.mark.slow  # the real ChatML template is checked fast in test_templates_real_tokenizer
 def test_sft_smoke(smollm2_dir, tmp_path):
     """`simpo sft` on SmolLM2 keeps its ChatML template (no default_chat_template), writes curves.png
     and a tied model that reloads."""
@@ -97,6 +98,7 @@ def test_sft_smoke(smollm2_dir, tmp_path):
     AutoModelForCausalLM.from_pretrained(run / "model")
 
 
+@pytest.mark.slow  # SmolLM2's batched decoding runs in the default suite through eval's answers
 def test_generate_pairs_then_train(smollm2_dir, tmp_path):
     """The Instruct pipeline: SmolLM2 samples n=2 ChatML answers per prompt (stopping at
     <|im_end|>), the tiny scorer pairs them, and `simpo train data=generated` trains on them."""

@@ -31,6 +31,7 @@ def test_train_writes_a_complete_run_directory(tmp_path, tiny_model):
     assert all(changed), "every parameter should have moved after two steps"
 
 
+@pytest.mark.slow  # grids run fast in test_sweeps (a grid that survives a failed job) and test_train_baselines
 def test_multirun_runs_one_job_per_grid_point(tmp_path):
     run_simpo(["train", "-m", "objective.beta=2.0,2.5", "objective.gamma=0.5,1.0", *FAST_TRAIN,
                "trainer.evaluate=false", "trainer.save_model=false", "paths.output_root=out"], tmp_path)
