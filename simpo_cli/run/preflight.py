@@ -36,7 +36,9 @@ from simpo_cli.config.schema import CONF_DIR, group_options
 from simpo_cli.config.store import register_configs
 from simpo_cli.errors import ConfigError, UserError
 from simpo_cli.files import CHECKPOINTS_DIR, META_FILE
+from simpo_cli.run.chain import RUNNER, expand
 from simpo_cli.run.rundir import RunRecord
+from simpo_cli.stages.spec import BY_NAME
 from simpo_cli.training.reliability import resume_checkpoint
 
 # Hydra flags that take a value (everything else starting with '-' is a bare flag).
@@ -228,6 +230,8 @@ def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
 def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
     """The stage validator's problems, as a list (empty: valid). Its warnings are muted unless
     ``warn`` (the job validates again inside Hydra, where they are logged once)."""
+    if stage == RUNNER:  # an experiment: every stage of its chain
+        return experiment_problems(cfg, warn)
     logger = logging.getLogger("simpo_cli")
     level = logger.level
     if not warn:
@@ -241,6 +245,45 @@ def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
     finally:
         logger.setLevel(level)
     return []
+
+
+# Where a step's input from an earlier step will be: unknown before that step has run, so the
+# step is checked with this stand-in, and only the problems that name it are left out.
+PENDING_INPUT = "/simpo-run-pending-input"
+
+
+def experiment_problems(cfg, warn: bool = False) -> list[str]:
+    """Every problem of an experiment (``simpo run``), before its first stage starts: the chain
+    (``run/chain.expand``: stage names, hand-offs, rounds) and each step's composed config through
+    its stage's validator. A step whose input comes from an earlier step is checked on everything
+    but that input: ``model: from X`` composes X's model preset, ``data: from generate-pairs`` the
+    generated-pairs option, each pointing at a directory that does not exist yet."""
+    try:
+        steps = expand(OmegaConf.to_container(cfg.get("stages"), resolve=True))
+    except ConfigError as e:
+        return list(e.problems)
+    presets: dict[int, str | None] = {}
+    problems: list[str] = []
+    for step in steps:
+        config_name = BY_NAME[step.stage].config
+        pending = f"{PENDING_INPUT}/{step.dir_name}"
+        args = list(step.overrides)
+        for key, source in step.inputs.items():
+            if key == "model":
+                preset = presets.get(source)
+                args += ([f"model={preset}"] if preset else []) + [f"model.name_or_path={pending}"]
+            else:  # data from generate-pairs
+                args += ["data=generated", f"data.path={pending}"]
+        try:
+            composed = compose_config(config_name, group_overrides(config_name, args))
+        except ConfigError as e:
+            problems += [f"{step.label}: {p}" for p in e.problems]
+            continue
+        name = composed.get("model", {}).get("name")
+        presets[step.index] = name if name in group_options("model") else presets.get(step.inputs.get("model"))
+        problems += [f"{step.label}: {p}" for p in validate_composed(step.stage, composed, warn)
+                     if PENDING_INPUT not in p]
+    return problems
 
 
 def preflight(stage: str, config_name: str, args: list[str], warn: bool = False) -> Plan:

@@ -112,12 +112,55 @@ def _latest_ifeval(job_dir: Path) -> dict[str, float]:
     """``ifeval/<metric>`` of the job's latest completed ``simpo eval`` with IFEval
     (``<job>/eval/<date>/<time>/eval.json``; directory names sort by time)."""
     for path in sorted(job_dir.glob("eval/*/*/eval.json"), key=lambda p: p.parent.parts[-2:], reverse=True):
-        summary = _read_json(path) or {}
-        for bench in (summary.get("benchmarks") or {}).values():
-            if isinstance(bench, dict) and bench.get("ifeval"):
-                return {f"ifeval/{k}": float(v["value"]) for k, v in bench["ifeval"]["metrics"].items()
-                        if v.get("value") is not None}
+        metrics = eval_metrics(_read_json(path) or {})
+        if any(k.startswith("ifeval/") for k in metrics):
+            return {k: v for k, v in metrics.items() if k.startswith("ifeval/")}
     return {}
+
+
+def eval_metrics(summary: dict) -> dict[str, float]:
+    """The headline numbers of an ``eval.json``: for each IFEval-format benchmark ``<name>``
+    (``ifeval``, or a prompt file in its layout such as a dev split) ``<name>/<metric>`` (the
+    four metrics), ``<name>/before/<metric>`` and ``<name>/difference/<metric>`` (with a starting
+    model), ``<name>/length_words`` (mean); and ``pairs/reward_accuracy`` (the objective's)."""
+    out: dict[str, float] = {}
+    for name, bench in (summary.get("benchmarks") or {}).items():
+        res = bench.get("ifeval") if isinstance(bench, dict) else None
+        if not res:
+            continue
+        for k, v in (res.get("metrics") or {}).items():
+            if v.get("value") is not None:
+                out[f"{name}/{k}"] = float(v["value"])
+        for k, v in ((res.get("before") or {}).get("metrics") or {}).items():
+            if v.get("value") is not None:
+                out[f"{name}/before/{k}"] = float(v["value"])
+        for k, v in (res.get("paired") or {}).items():
+            if isinstance(v, dict) and v.get("difference") is not None:
+                out[f"{name}/difference/{k}"] = float(v["difference"])
+        if (res.get("length_words") or {}).get("mean") is not None:
+            out[f"{name}/length_words"] = float(res["length_words"]["mean"])
+    accuracy = ((summary.get("pairs") or {}).get("reward_accuracy") or {}).get("objective")
+    if isinstance(accuracy, (int, float)):
+        out["pairs/reward_accuracy"] = float(accuracy)
+    return out
+
+
+def stage_metrics(run_dir: Path, meta: dict | None = None) -> dict[str, float]:
+    """The headline numbers of one stage's run directory, by what it records: a training run's
+    ``final_loss``, ``steps``, pair metrics after training and last training log; generate-pairs'
+    ``prompts``, ``pairs`` and mean chosen/rejected scores; an eval's ``eval.json``
+    (``eval_metrics``)."""
+    run_dir = Path(run_dir)
+    meta = meta if meta is not None else (_read_json(run_dir / "meta.json") or {})
+    metrics: dict[str, float] = {}
+    for key in ("final_loss", "steps", "prompts", "pairs", "score_chosen_mean", "score_rejected_mean"):
+        if isinstance(meta.get(key), (int, float)) and not isinstance(meta.get(key), bool):
+            metrics[key] = float(meta[key])
+    metrics.update({k: float(v) for k, v in (meta.get("pairs_after") or {}).items() if v is not None})
+    metrics.update(_last_train_log(run_dir / METRICS_FILE))
+    if (run_dir / "eval.json").is_file():
+        metrics.update(eval_metrics(_read_json(run_dir / "eval.json") or {}))
+    return metrics
 
 
 def collect_jobs(sweep_dir: Path) -> list[Job]:
