@@ -23,6 +23,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -36,9 +37,7 @@ from simpo_cli.config.schema import CONF_DIR, group_options
 from simpo_cli.config.store import register_configs
 from simpo_cli.errors import ConfigError, UserError
 from simpo_cli.files import CHECKPOINTS_DIR, META_FILE
-from simpo_cli.run.chain import RUNNER, expand
 from simpo_cli.run.rundir import RunRecord
-from simpo_cli.stages.spec import BY_NAME
 from simpo_cli.training.reliability import resume_checkpoint
 
 # Hydra flags that take a value (everything else starting with '-' is a bare flag).
@@ -230,8 +229,6 @@ def run_dir_problems(cfg, run_dir: Path, explicit: bool) -> list[str]:
 def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
     """The stage validator's problems, as a list (empty: valid). Its warnings are muted unless
     ``warn`` (the job validates again inside Hydra, where they are logged once)."""
-    if stage == RUNNER:  # an experiment: every stage of its chain
-        return experiment_problems(cfg, warn)
     logger = logging.getLogger("simpo_cli")
     level = logger.level
     if not warn:
@@ -247,47 +244,11 @@ def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
     return []
 
 
-# Where a step's input from an earlier step will be: unknown before that step has run, so the
-# step is checked with this stand-in, and only the problems that name it are left out.
-PENDING_INPUT = "/simpo-run-pending-input"
-
-
-def experiment_problems(cfg, warn: bool = False) -> list[str]:
-    """Every problem of an experiment (``simpo run``), before its first stage starts: the chain
-    (``run/chain.expand``: stage names, hand-offs, rounds) and each step's composed config through
-    its stage's validator. A step whose input comes from an earlier step is checked on everything
-    but that input: ``model: from X`` composes X's model preset, ``data: from generate-pairs`` the
-    generated-pairs option, each pointing at a directory that does not exist yet."""
-    try:
-        steps = expand(OmegaConf.to_container(cfg.get("stages"), resolve=True))
-    except ConfigError as e:
-        return list(e.problems)
-    presets: dict[int, str | None] = {}
-    problems: list[str] = []
-    for step in steps:
-        config_name = BY_NAME[step.stage].config
-        pending = f"{PENDING_INPUT}/{step.dir_name}"
-        args = list(step.overrides)
-        for key, source in step.inputs.items():
-            if key == "model":
-                preset = presets.get(source)
-                args += ([f"model={preset}"] if preset else []) + [f"model.name_or_path={pending}"]
-            else:  # data from generate-pairs
-                args += ["data=generated", f"data.path={pending}"]
-        try:
-            composed = compose_config(config_name, group_overrides(config_name, args))
-        except ConfigError as e:
-            problems += [f"{step.label}: {p}" for p in e.problems]
-            continue
-        name = composed.get("model", {}).get("name")
-        presets[step.index] = name if name in group_options("model") else presets.get(step.inputs.get("model"))
-        problems += [f"{step.label}: {p}" for p in validate_composed(step.stage, composed, warn)
-                     if PENDING_INPUT not in p]
-    return problems
-
-
-def preflight(stage: str, config_name: str, args: list[str], warn: bool = False) -> Plan:
-    """Compose + validate before Hydra starts the job. Raises ``ConfigError`` (all problems)."""
+def preflight(stage: str, config_name: str, args: list[str], warn: bool = False,
+              check: Callable[[str, object, bool], list[str]] = validate_composed) -> Plan:
+    """Compose + validate before Hydra starts the job. Raises ``ConfigError`` (all problems).
+    ``check(stage, cfg, warn)`` lists a composed config's problems (``validate_composed``; an
+    experiment's is ``stages/chain.stage_problems``, which checks every stage of its chain)."""
     args = group_overrides(config_name, handoff_overrides(config_name, translate_run_dir(args)))
     flags, overrides = split_args(args)
     if _NO_RUN_FLAGS & set(flags):
@@ -295,7 +256,7 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
             compose_config(config_name, overrides)  # one-line errors for --cfg too
         return Plan(args)
     if {"-m", "--multirun"} & set(flags):
-        return _preflight_sweep(stage, config_name, args, overrides, warn)
+        return _preflight_sweep(stage, config_name, args, overrides, warn, check)
     cfg = compose_config(config_name, overrides, hydra_cfg=True)
     try:
         run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir")).expanduser().absolute()
@@ -307,7 +268,7 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.set_struct(cfg, True)
     explicit = any(o.startswith("hydra.run.dir=") for o in overrides) or not stamped
-    problems = validate_composed(stage, cfg, warn) + run_dir_problems(cfg, run_dir, explicit)
+    problems = check(stage, cfg, warn) + run_dir_problems(cfg, run_dir, explicit)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
     pinned = [a for a in args if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={quote(str(run_dir))}"]
@@ -316,7 +277,7 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
 
 
 def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: list[str],
-                     warn: bool = False) -> Plan:
+                     warn: bool = False, check=validate_composed) -> Plan:
     try:
         register_configs()
         GlobalHydra.instance().clear()
@@ -338,7 +299,7 @@ def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: l
         except ConfigError as e:
             problems += e.problems
             continue
-        problems += validate_composed(stage, cfg, warn)
+        problems += check(stage, cfg, warn)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
     return Plan(args)

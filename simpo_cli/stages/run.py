@@ -1,6 +1,6 @@
 """``simpo run experiment=<name>``: an experiment's chain of stages in one experiment directory.
 
-The chain (``run/chain.py``) is checked whole in preflight before this runs. Each step then runs
+The chain (``stages/chain.py``) is checked whole in preflight before this runs. Each step then runs
 as its own ``simpo <stage> ... run_dir=<experiment dir>/NN-<stage>`` subprocess of the same CLI,
 with the hand-offs as run directories (``model=<dir>``, ``data=<dir>``) and its stage's own resume.
 Why subprocesses: every step goes through exactly the command a user would type (preflight,
@@ -31,7 +31,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.errors import Interrupted, UserError
-from simpo_cli.run.chain import Step, decide, expand, step_args
+from simpo_cli.stages.chain import Step, decide, expand, step_args
 from simpo_cli.run.rundir import RunDir, RunRecord, now, open_run, write_json
 from simpo_cli.sweeps.report import stage_metrics
 

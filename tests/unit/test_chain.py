@@ -1,12 +1,11 @@
-"""The chain of an experiment (``simpo_cli/run/chain.py``): hand-offs by reference, rounds unrolled,
+"""The chain of an experiment (``simpo_cli/stages/chain.py``): hand-offs by reference, rounds unrolled,
 what a rerun does with each step; and the whole chain checked in preflight before stage 1."""
 
 import pytest
 from omegaconf import OmegaConf
 
 from simpo_cli.errors import ConfigError
-from simpo_cli.run.chain import decide, expand, format_value, step_args
-from simpo_cli.run.preflight import experiment_problems
+from simpo_cli.stages.chain import decide, expand, experiment_problems, format_value, step_args
 from tests.helpers import compose
 
 
@@ -87,3 +86,17 @@ def test_preflight_checks_every_stage_before_the_first_one_starts():
     cfg.stages[0]["generate-pairs"]["scorer"] = "nope"
     (problem,) = experiment_problems(cfg)
     assert problem.startswith("stage 1 (generate-pairs): unknown scorer option 'nope'; choose from:")
+
+
+def test_the_smollm2_experiment_is_valid_and_chains_pairs_train_eval():
+    cfg = compose(["experiment=smollm2-ifeval"], "run")
+    assert experiment_problems(cfg) == []
+    steps = expand(OmegaConf.to_container(cfg.stages, resolve=True))
+    assert [s.dir_name for s in steps] == ["01-generate-pairs-r1", "02-train-r1", "03-eval"]
+    assert {"scorer=ifeval", "generation.n=4", "generation.temperature=0.8"} <= set(steps[0].overrides)
+    assert "objective=simpo" in steps[1].overrides and not any("beta" in o or "gamma" in o for o in steps[1].overrides)
+    assert steps[2].inputs == {"model": 2} and "eval.benchmarks=[ifeval,ifeval_dev]" in steps[2].overrides
+    two = expand(OmegaConf.to_container(compose(["experiment=smollm2-ifeval", "rounds=2", "objective=dpo"], "run").stages,
+                                        resolve=True))
+    assert [s.dir_name for s in two][-2:] == ["04-train-r2", "05-eval"] and two[3].inputs == {"model": 2, "data": 3}
+    assert "objective=dpo" in two[1].overrides

@@ -1,5 +1,5 @@
 """An experiment's chain of stages (``simpo run experiment=<name>``, ``conf/experiment/<name>.yaml``),
-resolved into steps before anything runs. Pure: no model, no Hydra, no files written.
+resolved into steps and checked whole before anything runs (no model loads, no file is written).
 
 The ``stages`` list of an experiment holds, in order,
 
@@ -21,7 +21,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from omegaconf import OmegaConf
+
+from simpo_cli.config.checks import group_overrides
+from simpo_cli.config.schema import group_options
 from simpo_cli.errors import ConfigError
+from simpo_cli.run.preflight import compose_config, validate_composed
 from simpo_cli.stages.spec import BY_NAME
 
 RUNNER = "run"  # the experiment command itself: never a step of a chain
@@ -167,3 +172,48 @@ def decide(status: str | None) -> str:
     if status == "completed":
         return "skip"
     return "start" if status is None else "resume"
+
+
+# Where a step's input from an earlier step will be: unknown before that step has run, so the
+# step is checked with this stand-in, and only the problems that name it are left out.
+PENDING_INPUT = "/simpo-run-pending-input"
+
+
+def experiment_problems(cfg, warn: bool = False) -> list[str]:
+    """Every problem of an experiment (``simpo run``), before its first stage starts: the chain
+    (``expand``: stage names, hand-offs, rounds) and each step's composed config through
+    its stage's validator. A step whose input comes from an earlier step is checked on everything
+    but that input: ``model: from X`` composes X's model preset, ``data: from generate-pairs`` the
+    generated-pairs option, each pointing at a directory that does not exist yet."""
+    try:
+        steps = expand(OmegaConf.to_container(cfg.get("stages"), resolve=True))
+    except ConfigError as e:
+        return list(e.problems)
+    presets: dict[int, str | None] = {}
+    problems: list[str] = []
+    for step in steps:
+        config_name = BY_NAME[step.stage].config
+        pending = f"{PENDING_INPUT}/{step.dir_name}"
+        args = list(step.overrides)
+        for key, source in step.inputs.items():
+            if key == "model":
+                preset = presets.get(source)
+                args += ([f"model={preset}"] if preset else []) + [f"model.name_or_path={pending}"]
+            else:  # data from generate-pairs
+                args += ["data=generated", f"data.path={pending}"]
+        try:
+            composed = compose_config(config_name, group_overrides(config_name, args))
+        except ConfigError as e:
+            problems += [f"{step.label}: {p}" for p in e.problems]
+            continue
+        name = composed.get("model", {}).get("name")
+        presets[step.index] = name if name in group_options("model") else presets.get(step.inputs.get("model"))
+        problems += [f"{step.label}: {p}" for p in validate_composed(step.stage, composed, warn)
+                     if PENDING_INPUT not in p]
+    return problems
+
+
+def stage_problems(stage: str, cfg, warn: bool = False) -> list[str]:
+    """Preflight's check of a composed config (``run/preflight.preflight(check=...)``): an
+    experiment's whole chain, or one stage's validator."""
+    return experiment_problems(cfg, warn) if stage == RUNNER else validate_composed(stage, cfg, warn)
