@@ -1,6 +1,7 @@
 """Build the bundled IFEval-style training and dev prompts (``simpo_cli/assets/data/ifeval-alpaca/``)
 for ``experiment=smollm2-ifeval``: a request from the bundled Alpaca demo file (LLaMA-Factory
-``alpaca_en_demo.json``, Apache-2.0; records without an ``input``, 20-300 characters), followed by
+``alpaca_en_demo.json``, Apache-2.0; records without an ``input``, 20-300 characters, each
+request once), followed by
 1-3 verifiable instructions written by ``if-verifiable``'s own instruction classes
 (``INSTRUCTION_DICT[id](id).build_description()`` with the kwargs it samples, recorded with
 ``get_instruction_args()``), never two that IFEval lists as conflicting. Every one of the 25
@@ -29,9 +30,13 @@ COUNTS = (1, 1, 2, 2, 3)  # instructions per prompt, drawn uniformly from this l
 
 def requests(path: Path = SOURCE) -> list[tuple[int, str]]:
     """(index in the source, instruction) of the Alpaca records usable as a request."""
-    records = json.loads(path.read_text())
-    return [(i, r["instruction"].strip()) for i, r in enumerate(records)
-            if not r["input"].strip() and 20 <= len(r["instruction"].strip()) <= 300]
+    records, seen, out = json.loads(path.read_text()), set(), []
+    for i, r in enumerate(records):
+        text = r["instruction"].strip()
+        if not r["input"].strip() and 20 <= len(text) <= 300 and text not in seen:  # the file repeats some
+            seen.add(text)
+            out.append((i, text))
+    return out
 
 
 def conflicts(a: str, b: str) -> bool:

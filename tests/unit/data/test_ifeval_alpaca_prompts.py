@@ -26,7 +26,7 @@ def test_records_are_valid_ifeval_records_covering_every_instruction_type():
         prompts = load_prompts(DIR / f"{name}.jsonl")  # checks ids and kwargs
         assert all(1 <= len(p.instruction_id_list) <= 3 for p in prompts)
         assert {i for p in prompts for i in p.instruction_id_list} == set(INSTRUCTION_DICT)
-    assert len(_records("train")) == 457 and len(_records("dev")) == 128
+    assert len(_records("train")) == 448 and len(_records("dev")) == 128
 
 
 def test_no_prompt_or_request_is_one_of_ifevals_541_and_the_splits_share_no_request():
