@@ -33,10 +33,9 @@ from omegaconf import OmegaConf
 from simpo_cli.errors import Interrupted, UserError
 from simpo_cli.stages.chain import Step, decide, expand, step_args
 from simpo_cli.run.rundir import RunDir, RunRecord, now, open_run, write_json
-from simpo_cli.sweeps.report import stage_metrics
+from simpo_cli.sweeps.report import EXPERIMENT_FILE, stage_metrics
 
 log = logging.getLogger(__name__)
-EXPERIMENT_FILE = "experiment.json"
 
 
 class StageFailed(UserError):
