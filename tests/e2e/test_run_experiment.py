@@ -7,6 +7,8 @@ before stage 1 starts."""
 import json
 import signal
 
+import pytest
+
 from tests.e2e.reliability.procs import finish, start_simpo, wait_for
 from tests.helpers import run_simpo
 
@@ -57,3 +59,25 @@ def test_a_mistake_in_stage_3_stops_the_run_before_stage_1(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "simpo: error: invalid config: stage 3 (eval): eval.limit must be >= 1, got 0"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_of_experiments_gives_one_table(tmp_path):
+    """``simpo run -m experiment=ifeval-smoke objective=simpo,dpo`` then ``simpo report``: about
+    twice the experiment's minute."""
+    sweep = tmp_path / "sweep"
+    run_simpo(["run", "-m", "experiment=ifeval-smoke", "objective=simpo,dpo", f"hydra.sweep.dir={sweep}"], tmp_path)
+    for num, objective in ((0, "simpo"), (1, "dpo")):
+        record = json.loads((sweep / str(num) / "experiment.json").read_text())
+        assert record["status"] == "completed" and f"objective={objective}" in record["stages"][1]["args"]
+        assert yaml_objective(sweep / str(num) / "02-train") == objective
+    proc = run_simpo(["report", str(sweep), "--metric", "ifeval/prompt_loose"], tmp_path)
+    assert "2 jobs: 2 completed, 0 failed" in proc.stdout and "simpo run experiment=ifeval-smoke objective=" in proc.stdout
+    table = (sweep / "report" / "report.md").read_text()
+    assert "| rank | job | objective | ifeval/prompt_loose |" in table  # the swept axis, then the metric
+
+
+def yaml_objective(run_dir):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(run_dir / "config.yaml").objective.name
