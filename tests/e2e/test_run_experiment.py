@@ -6,6 +6,7 @@ before stage 1 starts."""
 
 import json
 import signal
+import time
 
 import pytest
 
@@ -26,6 +27,10 @@ def test_kill_9_inside_a_stage_then_rerun_finishes_without_repeating_a_completed
     victim.send_signal(signal.SIGKILL)
     code, _ = finish(victim)
     assert code == -signal.SIGKILL
+    checkpoints = sorted((exp / "02-train" / "checkpoints").iterdir())
+    time.sleep(2)  # a surviving train step would write a checkpoint every 0.5 s: it died with the runner
+    assert sorted((exp / "02-train" / "checkpoints").iterdir()) == checkpoints
+    assert _meta(exp / "02-train")["status"] == "running"
     record = json.loads((exp / "experiment.json").read_text())
     assert [s["status"] for s in record["stages"]] == ["completed", "running", None]
     pairs_meta = _meta(exp / "01-generate-pairs")
