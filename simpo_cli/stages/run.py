@@ -31,9 +31,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from simpo_cli.errors import Interrupted, UserError
-from simpo_cli.stages.chain import Step, decide, expand, step_args
 from simpo_cli.files import write_json
 from simpo_cli.run.rundir import RunDir, RunRecord, now, open_run
+from simpo_cli.stages.chain import Step, decide, expand, step_args
 from simpo_cli.sweeps.report import EXPERIMENT_FILE, stage_metrics
 
 log = logging.getLogger(__name__)
