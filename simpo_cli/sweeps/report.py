@@ -44,13 +44,13 @@ from simpo_cli.errors import UserError
 from simpo_cli.files import CONFIG_FILE, METRICS_FILE, write_atomic
 from simpo_cli.sweeps.job import job_overrides, override_key, run_records
 
-EXPERIMENT_FILE = "experiment.json"  # an experiment directory's record (simpo run: stages/run.py)
 AXES = {"beta": "hparams.beta", "gamma": "hparams.gamma", "lr": "hparams.learning_rate"}
 # Columns of the markdown table after the axes (the CSV has every metric).
 SUMMARY_METRICS = ("rewards/accuracies", "rewards/margins", "loss", "final_loss",
                    "train/rewards/accuracies", "train/rewards/margins", "steps")
 STATUS_RANK = {"completed": 0, "failed": 1}  # which record wins when a job appears twice
 TRAIN_SKIP = {"step", "epoch", "learning_rate", "tokens_per_second"}
+EXPERIMENT_FILE = "experiment.json"  # an experiment directory's record (simpo run: stages/run.py)
 
 
 @dataclass
