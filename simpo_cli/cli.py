@@ -69,7 +69,27 @@ former spelling of model=<train run dir>.
 """
 
 
+RUN_HELP = """Usage: simpo run experiment=<name> [OVERRIDES...] [-m] [--cfg job] [--help]
+
+Run an experiment: the chain of stages declared in conf/experiment/<name>.yaml, each stage with its
+own overrides, hand-offs by reference (model: from sft | from train, data: from generate-pairs),
+`rounds: k` blocks repeating generate-pairs -> train from the previous policy. Every stage's config
+is checked before the first one starts. Each stage runs as `simpo <stage> ... run_dir=<dir>` into
+<experiment dir>/NN-<stage>/; <experiment dir>/experiment.json records the stages, their
+directories, status and headline metrics. Rerunning the same command (after kill -9 too) skips the
+completed stages and resumes the interrupted one.
+
+Experiments: {experiments}
+Overrides: the knobs an experiment declares at its top level, e.g. objective=dpo learning_rate=1e-5;
+  run_dir=<dir> (default <paths.output_root>/run/<name>).
+  -m, --multirun        sweep experiments: simpo run -m experiment=<name> objective=simpo,dpo
+                        then: simpo report <sweep dir> --metric ifeval/prompt_loose
+"""
+
+
 def stage_help(stage: str) -> str:
+    if stage == "run":
+        return RUN_HELP.format(experiments=", ".join(group_options("experiment")))
     if stage == "sft":
         return SFT_HELP.format(groups=_groups_text("sft"))
     if stage == "generate-pairs":

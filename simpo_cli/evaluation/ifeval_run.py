@@ -91,17 +91,18 @@ def score(prompts, answers: list[str], cache_dir: str | Path) -> tuple[list, lis
 
 def evaluate(out_dir: Path, prompts, answers: list[str], counts: list[int], max_new_tokens: int, *,
              cache_dir: str | Path, seed: int, before: dict | None = None, n_resamples: int = 1000,
-             confidence: float = 0.95) -> tuple[dict, list[str]]:
+             confidence: float = 0.95, subdir: str = "ifeval") -> tuple[dict, list[str]]:
     """Score ``answers`` (one per prompt; ``prompts``: ``BenchPrompt`` with ``extra['ifeval']``),
     write the files, and with ``before`` (``{"model", "answers", "counts"}``: the starting model's
     answers to the same prompts) add its scores, the paired differences and McNemar's test.
-    Returns ``(summary, relative paths written)``."""
+    The files go to ``out_dir/<subdir>/`` (the benchmark's name: two IFEval-format prompt sets,
+    e.g. IFEval and a dev split, in one eval). Returns ``(summary, relative paths written)``."""
     items = [p.extra["ifeval"] for p in prompts]
     strict, loose, reason = score(prompts, answers, cache_dir)
     summary = IF.summarize(items, strict, loose, n_resamples=n_resamples, confidence=confidence, seed=seed)
     summary.update(_lengths(answers, counts, max_new_tokens), max_new_tokens=max_new_tokens,
                    unavailable_reason=reason)
-    files = _write(out_dir, "ifeval", items, answers, strict, loose)
+    files = _write(out_dir, subdir, items, answers, strict, loose)
     if before is not None:
         b_strict, b_loose, _ = score(prompts, before["answers"], cache_dir)
         b_sum = IF.summarize(items, b_strict, b_loose, n_resamples=n_resamples, confidence=confidence, seed=seed)
@@ -118,7 +119,7 @@ def evaluate(out_dir: Path, prompts, answers: list[str], counts: list[int], max_
                 keep = after_parts[k][1] > 0
                 paired[k]["mcnemar"] = mcnemar_exact(before_parts[k][0][keep] > 0, after_parts[k][0][keep] > 0)
         summary["paired"] = paired
-        files += _write(out_dir, "ifeval/before", items, before["answers"], b_strict, b_loose)
+        files += _write(out_dir, f"{subdir}/before", items, before["answers"], b_strict, b_loose)
     return summary, files
 
 

@@ -23,6 +23,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -245,8 +246,11 @@ def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
     return []
 
 
-def preflight(stage: str, config_name: str, args: list[str], warn: bool = False) -> Plan:
-    """Compose + validate before Hydra starts the job. Raises ``ConfigError`` (all problems)."""
+def preflight(stage: str, config_name: str, args: list[str], warn: bool = False,
+              check: Callable[[str, object, bool], list[str]] = validate_composed) -> Plan:
+    """Compose + validate before Hydra starts the job. Raises ``ConfigError`` (all problems).
+    ``check(stage, cfg, warn)`` lists a composed config's problems (``validate_composed``; an
+    experiment's is ``stages/chain.stage_problems``, which checks every stage of its chain)."""
     args = group_overrides(config_name, handoff_overrides(config_name, translate_run_dir(args)))
     flags, overrides = split_args(args)
     if _NO_RUN_FLAGS & set(flags):
@@ -258,7 +262,7 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
                 args = flags + overrides + [f"objective.{k}={v}" for k, v in values.items()]
         return Plan(args)
     if {"-m", "--multirun"} & set(flags):
-        return _preflight_sweep(stage, config_name, args, overrides, warn)
+        return _preflight_sweep(stage, config_name, args, overrides, warn, check)
     cfg = compose_config(config_name, overrides, hydra_cfg=True)
     try:
         run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir")).expanduser().absolute()
@@ -270,7 +274,7 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.set_struct(cfg, True)
     explicit = any(o.startswith("hydra.run.dir=") for o in overrides) or not stamped
-    problems = validate_composed(stage, cfg, warn) + run_dir_problems(cfg, run_dir, explicit)
+    problems = check(stage, cfg, warn) + run_dir_problems(cfg, run_dir, explicit)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
     pinned = [a for a in args if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={quote(str(run_dir))}"]
@@ -279,7 +283,7 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False)
 
 
 def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: list[str],
-                     warn: bool = False) -> Plan:
+                     warn: bool = False, check=validate_composed) -> Plan:
     try:
         register_configs()
         GlobalHydra.instance().clear()
@@ -301,7 +305,7 @@ def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: l
         except ConfigError as e:
             problems += e.problems
             continue
-        problems += validate_composed(stage, cfg, warn)
+        problems += check(stage, cfg, warn)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
     return Plan(args)

@@ -393,6 +393,8 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
                 template=uses_template(tokenizer, cfg.data.chat_template), seed=cfg.seed,
                 batch_invariant=ev.batch_invariant)
             rel, text = B.format_answers(bc.format, prompts, answers, counts, model_id)
+            if bc.format == "ifeval":  # each IFEval-format prompt set in a directory of its name
+                rel = f"{bc.name}/{Path(rel).name}"
             write_atomic(out.path / rel, text)
             files.append(rel)
             generated[name] = (prompts, answers)
@@ -411,7 +413,8 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
                 if ref_cfg is not None:  # the starting model on the same prompts, same decoding
                     before = _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bc, device, max_new)
                 res, written = ifeval_run.evaluate(out.path, prompts, [a[0] for a in answers], flat_tokens, max_new,
-                                                   cache_dir=cfg.paths.cache_dir, seed=cfg.seed, before=before)
+                                                   cache_dir=cfg.paths.cache_dir, seed=cfg.seed, before=before,
+                                                   subdir=bc.name)
                 summary["benchmarks"][name]["ifeval"] = res
                 files += [f for f in written if f not in files]
 

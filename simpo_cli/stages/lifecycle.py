@@ -32,6 +32,7 @@ from simpo_cli.models.loading import load_tokenizer
 from simpo_cli.run.launch import is_main_process, launches, num_processes
 from simpo_cli.run.preflight import preflight
 from simpo_cli.stages import summaries
+from simpo_cli.stages.chain import stage_problems
 from simpo_cli.stages.spec import BY_NAME, StageSpec
 from simpo_cli.sweeps.job import failed_jobs, sweep_job
 from simpo_cli.training.common import gradient_accumulation
@@ -121,7 +122,7 @@ def run_stage(name: str, args: list[str]) -> None:
     spec = BY_NAME[name]
     register_configs()
     try:  # compose + validate before Hydra creates the run directory
-        _PLAN = preflight(spec.name, spec.config, args)
+        _PLAN = preflight(spec.name, spec.config, args, check=stage_problems)
     except UserError as e:
         if os.environ.get("SIMPO_DEBUG"):
             raise
@@ -143,7 +144,7 @@ def validate(stage: str, args: list[str], check_data: bool) -> None:
     def check(_):
         logging.basicConfig(level=logging.WARNING, format="simpo: warning: %(message)s")
         register_configs()
-        plan = preflight(stage, BY_NAME[stage].config, args, warn=True)
+        plan = preflight(stage, BY_NAME[stage].config, args, warn=True, check=stage_problems)
         cfg = plan.cfg
         print(f"config: ok ({stage}" + (f", run directory {plan.run_dir}" if plan.run_dir else "") + ")")
         if check_data and cfg is not None and cfg.get("data") is not None and cfg.get("model") is not None:

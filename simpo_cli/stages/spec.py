@@ -38,5 +38,10 @@ STAGES = (
     StageSpec("eval", "eval", ("model", "data", "objective", "hparams"),
               "Evaluate a model: simpo eval model=<train run dir> [OVERRIDES...] (see simpo eval --help).",
               "simpo_cli.stages.eval", "run_eval", "print_eval", "eval_value"),
+    # The stages above chained by an experiment (conf/experiment/<name>.yaml): each step is one of
+    # their commands, run as a subprocess into the experiment directory (stages/run.py).
+    StageSpec("run", "run", ("experiment",),
+              "Run an experiment's chain of stages, resumably: simpo run experiment=<name> [OVERRIDES...].",
+              "simpo_cli.stages.run", "run_experiment", "print_run", "run_value", sweeps=True),
 )
 BY_NAME = {s.name: s for s in STAGES}

@@ -110,3 +110,23 @@ def _ifeval_rows(s: dict | None) -> list[tuple[str, str]]:
 
 def eval_value(result, cfg):
     return (result.summary.get("pairs") or {}).get("reward_accuracy", {}).get("objective")
+
+
+def print_run(result) -> None:
+    """One row per step: its directory, status, whether this command ran it, its headline numbers."""
+    table = Table(title=f"simpo run: {result.name}")
+    for column in ("stage", "directory", "status", "this run", "headline"):
+        table.add_column(column)
+    for step in result.steps:
+        shown = {k: v for k, v in step["metrics"].items()
+                 if "/" not in k or k.count("/") == 1 and k.endswith(("prompt_loose", "prompt_strict"))}
+        table.add_row(str(step["index"]), step["dir"], str(step["status"]),
+                      "ran" if step["index"] in result.ran else "skipped",
+                      ", ".join(f"{k} {v:.4g}" for k, v in list(shown.items())[:6]))
+    Console().print(table)
+    print(f"experiment directory: {result.run_dir}")
+
+
+def run_value(result, cfg):
+    metric = cfg.sweep.get("metric")
+    return result.metrics.get(metric) if metric else None

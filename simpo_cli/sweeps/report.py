@@ -18,6 +18,11 @@ as ``meta.json`` names them (``rewards/accuracies``, ``rewards/margins``, ``loss
 ``train/<name>`` (``train/loss``, ``train/rewards/accuracies``, ...), and from the job's latest
 ``simpo eval`` with IFEval (``<job>/eval/<date>/<time>/eval.json``) ``ifeval/prompt_strict``,
 ``ifeval/prompt_loose``, ``ifeval/instruction_strict``, ``ifeval/instruction_loose``.
+
+A sweep of experiments (``simpo run -m``) has one job per experiment directory (it holds
+``experiment.json``): its metrics are every completed stage's, later stages winning
+(``experiment_metrics``), so the final eval's ``ifeval/prompt_loose``, ``ifeval_dev/prompt_loose``,
+``ifeval/difference/prompt_loose`` ... rank it; the best line is a ``simpo run ...`` command.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ SUMMARY_METRICS = ("rewards/accuracies", "rewards/margins", "loss", "final_loss"
                    "train/rewards/accuracies", "train/rewards/margins", "steps")
 STATUS_RANK = {"completed": 0, "failed": 1}  # which record wins when a job appears twice
 TRAIN_SKIP = {"step", "epoch", "learning_rate", "tokens_per_second"}
+EXPERIMENT_FILE = "experiment.json"  # an experiment directory's record (simpo run: stages/run.py)
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Job:
     hparams: dict[str, float | None] = field(default_factory=dict)  # beta, gamma, lr (resolved)
     error: str | None = None
     ended: str | None = None
+    command: str = "simpo train"  # what the overrides are given to: simpo run for an experiment
 
     @property
     def params(self) -> dict[str, str]:
@@ -112,12 +119,69 @@ def _latest_ifeval(job_dir: Path) -> dict[str, float]:
     """``ifeval/<metric>`` of the job's latest completed ``simpo eval`` with IFEval
     (``<job>/eval/<date>/<time>/eval.json``; directory names sort by time)."""
     for path in sorted(job_dir.glob("eval/*/*/eval.json"), key=lambda p: p.parent.parts[-2:], reverse=True):
-        summary = _read_json(path) or {}
-        for bench in (summary.get("benchmarks") or {}).values():
-            if isinstance(bench, dict) and bench.get("ifeval"):
-                return {f"ifeval/{k}": float(v["value"]) for k, v in bench["ifeval"]["metrics"].items()
-                        if v.get("value") is not None}
+        metrics = eval_metrics(_read_json(path) or {})
+        if any(k.startswith("ifeval/") for k in metrics):
+            return {k: v for k, v in metrics.items() if k.startswith("ifeval/")}
     return {}
+
+
+def eval_metrics(summary: dict) -> dict[str, float]:
+    """The headline numbers of an ``eval.json``: for each IFEval-format benchmark ``<name>``
+    (``ifeval``, or a prompt file in its layout such as a dev split) ``<name>/<metric>`` (the
+    four metrics), ``<name>/before/<metric>`` and ``<name>/difference/<metric>`` (with a starting
+    model), ``<name>/length_words`` (mean); and ``pairs/reward_accuracy`` (the objective's)."""
+    out: dict[str, float] = {}
+    for name, bench in (summary.get("benchmarks") or {}).items():
+        res = bench.get("ifeval") if isinstance(bench, dict) else None
+        if not res:
+            continue
+        for k, v in (res.get("metrics") or {}).items():
+            if v.get("value") is not None:
+                out[f"{name}/{k}"] = float(v["value"])
+        for k, v in ((res.get("before") or {}).get("metrics") or {}).items():
+            if v.get("value") is not None:
+                out[f"{name}/before/{k}"] = float(v["value"])
+        for k, v in (res.get("paired") or {}).items():
+            if isinstance(v, dict) and v.get("difference") is not None:
+                out[f"{name}/difference/{k}"] = float(v["difference"])
+        if (res.get("length_words") or {}).get("mean") is not None:
+            out[f"{name}/length_words"] = float(res["length_words"]["mean"])
+    accuracy = ((summary.get("pairs") or {}).get("reward_accuracy") or {}).get("objective")
+    if isinstance(accuracy, (int, float)):
+        out["pairs/reward_accuracy"] = float(accuracy)
+    return out
+
+
+def experiment_metrics(exp_dir: Path) -> dict[str, float]:
+    """An experiment's numbers (``simpo run``, ``experiment.json``): every completed stage's
+    ``stage_metrics``, in chain order, a later stage's value winning, so the final stage's metrics
+    (an eval's ``ifeval/prompt_loose``) and the training's (``final_loss``) are both there."""
+    record = _read_json(Path(exp_dir) / EXPERIMENT_FILE) or {}
+    metrics: dict[str, float] = {}
+    for stage in record.get("stages") or []:
+        run_dir = Path(exp_dir) / str(stage.get("dir"))
+        meta = _read_json(run_dir / "meta.json") or {}
+        if meta.get("status") == "completed":
+            metrics.update(stage_metrics(run_dir, meta))
+    return metrics
+
+
+def stage_metrics(run_dir: Path, meta: dict | None = None) -> dict[str, float]:
+    """The headline numbers of one stage's run directory, by what it records: a training run's
+    ``final_loss``, ``steps``, pair metrics after training and last training log; generate-pairs'
+    ``prompts``, ``pairs`` and mean chosen/rejected scores; an eval's ``eval.json``
+    (``eval_metrics``)."""
+    run_dir = Path(run_dir)
+    meta = meta if meta is not None else (_read_json(run_dir / "meta.json") or {})
+    metrics: dict[str, float] = {}
+    for key in ("final_loss", "steps", "prompts", "pairs", "score_chosen_mean", "score_rejected_mean"):
+        if isinstance(meta.get(key), (int, float)) and not isinstance(meta.get(key), bool):
+            metrics[key] = float(meta[key])
+    metrics.update({k: float(v) for k, v in (meta.get("pairs_after") or {}).items() if v is not None})
+    metrics.update(_last_train_log(run_dir / METRICS_FILE))
+    if (run_dir / "eval.json").is_file():
+        metrics.update(eval_metrics(_read_json(run_dir / "eval.json") or {}))
+    return metrics
 
 
 def collect_jobs(sweep_dir: Path) -> list[Job]:
@@ -125,23 +189,23 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
     a failed one, then the latest), in directory order."""
     sweep_dir = Path(sweep_dir)
     by_key: dict[tuple, Job] = {}
+    experiments = {p.parent for p in sweep_dir.rglob(EXPERIMENT_FILE) if ".previous" not in p.parts}
     for path in run_records(sweep_dir):
-        meta = _read_json(path)
-        if meta is None or meta.get("stage") == "eval":  # an eval of a job: read with that job below
+        meta, job_dir = _read_json(path), path.parent
+        if meta is None or experiments & set(job_dir.parents):  # a stage of an experiment: read with it
             continue
-        job_dir = path.parent
+        if meta.get("stage") == "eval":  # an eval of a job: read with that job below
+            continue
         overrides = job_overrides(job_dir, meta) or []
-        metrics: dict[str, float] = {}
-        if meta.get("final_loss") is not None:
-            metrics["final_loss"] = float(meta["final_loss"])
-        if meta.get("steps") is not None:
-            metrics["steps"] = float(meta["steps"])
-        metrics.update({k: float(v) for k, v in (meta.get("pairs_after") or {}).items() if v is not None})
-        metrics.update(_last_train_log(job_dir / METRICS_FILE))
-        metrics.update(_latest_ifeval(job_dir))
+        if job_dir in experiments:
+            metrics = experiment_metrics(job_dir)
+        else:
+            metrics = stage_metrics(job_dir, meta)
+            metrics.update(_latest_ifeval(job_dir))
         job = Job(dir=job_dir.relative_to(sweep_dir).as_posix() or ".", status=meta.get("status", "running"),
                   overrides=list(overrides), metrics=metrics, error=meta.get("error"),
-                  ended=meta.get("ended") or meta.get("started"))
+                  ended=meta.get("ended") or meta.get("started"),
+                  command="simpo run" if job_dir in experiments else "simpo train")
         job.hparams = _resolved_hparams(job_dir, job.params)
         key = override_key(overrides)
         old = by_key.get(key)
@@ -188,7 +252,7 @@ def _finite(value) -> bool:
 
 def best_override_line(job: Job) -> str:
     """The best job as a command ready to paste (its complete override list, shell-quoted)."""
-    return "simpo train " + " ".join(shlex.quote(o) for o in job.overrides)
+    return f"{job.command} " + " ".join(shlex.quote(o) for o in job.overrides)
 
 
 def _fmt(value) -> str:

@@ -17,11 +17,13 @@ GROUP_FILES = sorted(p for p in CONF_DIR.rglob("*.yaml") if p.parent != CONF_DIR
 def test_every_group_option_composes(path: Path):
     directory, option = path.parent.relative_to(CONF_DIR).as_posix(), path.stem
     # The stage whose group lives in that directory (GROUP_DIRS: sft_data/ is `simpo sft data=`);
-    # scorer belongs to generate-pairs only; every other group to train.
+    # scorer belongs to generate-pairs only, experiment to simpo run (its chain at the top level);
+    # every other group to train.
     stage_config, group = next(((stage, g) for stage, dirs in GROUP_DIRS.items() for g, d in dirs.items()
-                                if d == directory), ({"scorer": "generate-pairs"}.get(directory, "config"), directory))
+                                if d == directory), ({"scorer": "generate-pairs", "experiment": "run"}.get(directory, "config"),
+                                                     directory))
     cfg = compose([f"{group}={option}"] + (["data.path=x.jsonl"] if option == "local" else []), stage_config)
-    assert cfg[group.split("/")[0]] is not None
+    assert (cfg.stages if group == "experiment" else cfg[group.split("/")[0]]) is not None
 
 
 def test_objective_sets_paper_beta_and_presets_override():
