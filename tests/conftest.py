@@ -6,7 +6,10 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
+# In-process runs never log to wandb; "offline" here would make transformers print a notice on
+# stdout when it first imports its integrations, inside whichever CLI output a test captures.
+# CLI subprocesses that test logger=wandb set WANDB_MODE=offline themselves (helpers.run_simpo).
+os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

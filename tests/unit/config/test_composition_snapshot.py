@@ -30,13 +30,18 @@ RENAMED_SOURCES = {"recipe smollm2-cpu (published simpo values)":
 # Keys documented as unused, removed (eval.generation_batch_size stays: batched eval generation uses it).
 REMOVED = {"eval": [("eval", "batch_size"), ("judge", "batch_size")]}
 # Keys added or changed since the snapshot by other issues (batched generation: issue 25; IFEval
-# and verifiable scorers: issue 26), with their values: (section, key, value after).
+# and verifiable scorers: issue 26; the experiment runner: issue 27), with their values: (section, key, value after).
 ADDED = {
     "eval": [("eval", "batch_invariant", False), ("eval", "generation_batch_size", 32),
              ("benchmarks", "ifeval", {"name": "ifeval", "prompts": "pkg:benchmarks/ifeval/input_data.jsonl",
                                        "format": "ifeval", "temperature": 0.0, "category_temperature": {},
                                        "families": {}, "default_temperature": 0.7, "max_new_tokens": 1280,
-                                       "top_p": 1.0})],
+                                       "top_p": 1.0}),
+             # the dev split of the first experiment's prompts (issue 27)
+             ("benchmarks", "ifeval_dev", {"name": "ifeval-dev", "prompts": "pkg:data/ifeval-alpaca/dev.jsonl",
+                                           "format": "ifeval", "temperature": 0.0, "category_temperature": {},
+                                           "families": {}, "default_temperature": 0.7, "max_new_tokens": 1280,
+                                           "top_p": 1.0})],
     "generate-pairs": [("generation", "batch_invariant", False), ("scorer", "mode", "loose"),
                        ("scorer", "function", None)],
 }
