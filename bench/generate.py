@@ -3,7 +3,7 @@ on SmolLM2-135M-Instruct (the packaged GGUF converted to transformers, fp32) wit
 and the chat template, against plain batched ``model.generate`` at the same batch size (issue 25).
 
     PYTHONPATH=$PWD python -m bench.generate [--prompts 64] [--pairs-prompts 16] [--max-new-tokens 128]
-        [--batch-size 32] [--n 8] [--temperature 0.8] [--ifeval /work/shared/data/benchmarks/ifeval/input_data.jsonl]
+        [--batch-size 32] [--n 8] [--temperature 0.8] [--ifeval simpo_cli/assets/benchmarks/ifeval/input_data.jsonl]
         [--rows eval,eval-plain,...] [--json out.json]
 
 Rows (each in its own subprocess, so each peak RSS is its own; a short warm-up first):
@@ -38,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-IFEVAL = "/work/shared/data/benchmarks/ifeval/input_data.jsonl"
+IFEVAL = str(Path(__file__).resolve().parents[1] / "simpo_cli/assets/benchmarks/ifeval/input_data.jsonl")  # the shipped copy
 ROWS = ("eval", "eval-plain", "eval-cb", "eval-static", "eval-invariant", "pairs", "pairs-plain")
 DEFAULT_ROWS = ("eval", "eval-plain", "eval-invariant", "pairs", "pairs-plain")
 BASELINE = {"eval": "eval-plain", "eval-cb": "eval-plain", "eval-static": "eval-plain",
