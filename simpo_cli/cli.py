@@ -64,8 +64,8 @@ simpo eval:
   simpo eval model=<train run dir> eval.pairs=false eval.benchmarks=[ifeval]   IFEval scored here: four
                                             metrics with 95% intervals, before -> after with paired intervals
 Outputs: eval.json, report.md, pairs.jsonl, margins.png, loglik_vs_length.png and the answer files,
-in <run>/eval/<date>/<time>/ (without a run: <paths.output_root>/eval/<date>/<time>/). run=<dir> is the
-former spelling of model=<train run dir>.
+in <run>/eval/<date>/<time>/ (without a run: <paths.output_root>/eval/<date>/<time>/). The run's saved
+config.yaml is the base of the composition; the command line applies on top.
 """
 
 

@@ -63,7 +63,7 @@ def test_train_save_reload_generate_and_eval(smollm2_dir, tmp_path):
     new = out[0, enc["input_ids"].shape[1]:]
     assert 0 < len(new) <= 16 and tok.decode(new, skip_special_tokens=True).strip()
 
-    run_simpo(["eval", f"run={run}", "eval.limit=2", "eval.max_new_tokens=16", f"data.path={HH}/heldout.jsonl",
+    run_simpo(["eval", f"model={run}", "eval.limit=2", "eval.max_new_tokens=16", f"data.path={HH}/heldout.jsonl",
                "data.max_samples=4"], tmp_path, timeout=LIMIT)
     (ev,) = run_dirs(run / "eval")
     summary = json.loads((ev / "eval.json").read_text())

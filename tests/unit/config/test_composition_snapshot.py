@@ -29,6 +29,19 @@ RENAMED_SOURCES = {"recipe smollm2-cpu (published simpo values)":
                    "recipe smollm2-135m-instruct (published simpo values)"}
 # Keys documented as unused, removed (eval.generation_batch_size stays: batched eval generation uses it).
 REMOVED = {"eval": [("eval", "batch_size"), ("judge", "batch_size")]}
+# Top-level keys renamed with the former spellings' removal: eval's `run` (the user spelling is
+# model=<train run>) is now the key that spelling fills in, `source_run`.
+RENAMED = {"eval": [("run", "source_run")]}
+# Keys added (or whose default changed) after the snapshot by other issues, with their values:
+# batched generation (issue 25: batch_invariant, eval's generation batch 4 -> 32) and IFEval
+# (issue 26: the ifeval benchmark, the scorer's mode and function).
+ADDED = {
+    "eval": {"eval.batch_invariant": False, "eval.generation_batch_size": 32,
+             "benchmarks.ifeval": {"name": "ifeval", "format": "ifeval", "prompts": "pkg:benchmarks/ifeval/input_data.jsonl",
+                                   "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 1280,
+                                   "default_temperature": 0.7, "category_temperature": {}, "families": {}}},
+    "generate-pairs": {"generation.batch_invariant": False, "scorer.mode": "loose", "scorer.function": None},
+}
 # The fast suite composes these; the rest is @slow (every setting x objective: ~40 s on 2 cores).
 FAST = {"train", "sft", "generate-pairs", "eval"} | {
     name for name in COMPOSED if name.endswith(("objective=simpo", "objective=dpo"))}
@@ -66,6 +79,11 @@ def test_every_stage_composes_what_it_composed_before_the_move(name):
         expected["published"] = published_map(overrides)
     for section, key in REMOVED.get(name, []):
         del expected[section][key]
+    for old, new in RENAMED.get(name, []):
+        expected[new] = expected.pop(old)
+    for key, value in ADDED.get(name, {}).items():
+        section, _, leaf = key.rpartition(".")
+        expected[section][leaf] = value
     assert now == expected
 
 
