@@ -20,7 +20,6 @@ import difflib
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,15 +81,13 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
 
 def translate_run_dir(args: list[str]) -> list[str]:
     """``run_dir=DIR`` → ``hydra.run.dir=DIR`` (and ``hydra.sweep.dir`` under ``-m``), for every stage.
-    ``output_dir=DIR`` (generate-pairs' former spelling) still works, with a deprecation line."""
+    ``output_dir=DIR`` (generate-pairs' former spelling) is one line naming ``run_dir=``."""
     multirun = bool({"-m", "--multirun"} & set(args))
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     out = []
     for a in args:
-        if a.startswith("output_dir=") and not multirun and not any(b.startswith("run_dir=") for b in args):
-            print(f"simpo: note: output_dir= is deprecated; use run_dir={a.split('=', 1)[1]}", file=sys.stderr)
-            out.append(a)  # keeps cfg.output_dir in step with the run directory
-            a = "run_dir=" + a.split("=", 1)[1]
+        if a.startswith("output_dir="):
+            raise ConfigError([f"{a}: output_dir= is gone; use run_dir={a.split('=', 1)[1]}"])
         out.append(f"{key}={a.split('=', 1)[1]}" if a.startswith("run_dir=") else a)
     return out
 

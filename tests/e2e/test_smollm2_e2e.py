@@ -101,7 +101,7 @@ def test_generate_pairs_then_train(smollm2_dir, tmp_path):
     """The Instruct pipeline: SmolLM2 samples n=2 ChatML answers per prompt (stopping at
     <|im_end|>), the tiny scorer pairs them, and `simpo train data=generated` trains on them."""
     run_simpo(["generate-pairs", "model=smollm2-135m-instruct", "data.max_samples=2", "generation.n=2",
-               "generation.max_new_tokens=12", "progress_bar=false", "output_dir=gen"], tmp_path, timeout=LIMIT)
+               "generation.max_new_tokens=12", "progress_bar=false", "run_dir=gen"], tmp_path, timeout=LIMIT)
     pairs = [p for shard in sorted((tmp_path / "gen").glob("pairs-*.jsonl")) for p in read_jsonl(shard)]
     assert pairs
     for p in pairs:

@@ -29,9 +29,10 @@ RENAMED_SOURCES = {"recipe smollm2-cpu (published simpo values)":
                    "recipe smollm2-135m-instruct (published simpo values)"}
 # Keys documented as unused, removed (eval.generation_batch_size stays: batched eval generation uses it).
 REMOVED = {"eval": [("eval", "batch_size"), ("judge", "batch_size")]}
-# Top-level keys renamed with the former spellings' removal: eval's `run` (the user spelling is
-# model=<train run>) is now the key that spelling fills in, `source_run`.
-RENAMED = {"eval": [("run", "source_run")]}
+# Top-level keys renamed or removed with the former spellings: eval's `run` (the user spelling is
+# model=<train run>) is now the key that spelling fills in, `source_run`; generate-pairs'
+# `output_dir` is gone (its run directory, hydra.run.dir, is the output).
+RENAMED = {"eval": [("run", "source_run")], "generate-pairs": [("output_dir", None)]}
 # Keys added (or whose default changed) after the snapshot by other issues, with their values:
 # batched generation (issue 25: batch_invariant, eval's generation batch 4 -> 32) and IFEval
 # (issue 26: the ifeval benchmark, the scorer's mode and function).
@@ -80,7 +81,9 @@ def test_every_stage_composes_what_it_composed_before_the_move(name):
     for section, key in REMOVED.get(name, []):
         del expected[section][key]
     for old, new in RENAMED.get(name, []):
-        expected[new] = expected.pop(old)
+        value = expected.pop(old)
+        if new is not None:
+            expected[new] = value
     for key, value in ADDED.get(name, {}).items():
         section, _, leaf = key.rpartition(".")
         expected[section][leaf] = value

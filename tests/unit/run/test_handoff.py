@@ -48,8 +48,8 @@ def test_group_options_and_a_run_without_the_input_are_told_apart(tmp_path):
         handoff_overrides("config", [f"data={train}"])
 
 
-def test_run_dir_for_every_stage_and_output_dir_deprecated(capsys):
+def test_run_dir_for_every_stage_and_output_dir_is_gone():
     assert translate_run_dir(["run_dir=out/x"]) == ["hydra.run.dir=out/x"]
     assert translate_run_dir(["-m", "run_dir=out/x"]) == ["-m", "hydra.sweep.dir=out/x"]
-    assert translate_run_dir(["output_dir=gen"]) == ["output_dir=gen", "hydra.run.dir=gen"]
-    assert "output_dir= is deprecated; use run_dir=gen" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="output_dir= is gone; use run_dir=gen"):
+        translate_run_dir(["output_dir=gen"])
