@@ -235,6 +235,10 @@ def common_problems(cfg) -> list[str]:
     if model is not None:
         if model.get("dtype") not in DTYPES:
             problems.append(f"model.dtype must be one of {', '.join(DTYPES)}, got '{model.get('dtype')}'")
+        where = model.get("name_or_path")
+        if isinstance(where, str) and where.startswith("package:"):
+            problems.append(f"model.name_or_path={where}: the package: scheme is gone; use "
+                            f"pkg:{where.removeprefix('package:')}")
         tok = model.get("tokenizer")
         if tok and tok.startswith(("/", "./", "../")) and not Path(tok).exists():
             problems.append(f"model.tokenizer: local path not found: {tok}")

