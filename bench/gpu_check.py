@@ -199,7 +199,7 @@ def vllm_step(out: Path) -> dict:
     gen = work_dir() / "generate-pairs"
     cmd = [sys.executable, "-m", "simpo_cli", "generate-pairs", "generation.backend=vllm",
            f"model.name_or_path={model}", "data.max_samples=8", "generation.n=2", "generation.max_new_tokens=16",
-           "generation.max_prompt_length=256", f"output_dir={gen}", "overwrite=true"]
+           "generation.max_prompt_length=256", f"run_dir={gen}", "overwrite=true"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(out))
     (out / "vllm.log").write_text(proc.stdout + proc.stderr)
     meta = json.loads((gen / "meta.json").read_text()) if (gen / "meta.json").is_file() else {}

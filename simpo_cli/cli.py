@@ -64,8 +64,8 @@ simpo eval:
   simpo eval model=<train run dir> eval.pairs=false eval.benchmarks=[ifeval]   IFEval scored here: four
                                             metrics with 95% intervals, before -> after with paired intervals
 Outputs: eval.json, report.md, pairs.jsonl, margins.png, loglik_vs_length.png and the answer files,
-in <run>/eval/<date>/<time>/ (without a run: <paths.output_root>/eval/<date>/<time>/). run=<dir> is the
-former spelling of model=<train run dir>.
+in <run>/eval/<date>/<time>/ (without a run: <paths.output_root>/eval/<date>/<time>/). The run's saved
+config.yaml is the base of the composition; the command line applies on top.
 """
 
 
@@ -105,7 +105,7 @@ Config groups (group=option):
 Settings: generation.n=5 generation.temperature=0.8 generation.top_p=1.0 generation.top_k=0
 generation.max_new_tokens=1024 generation.max_prompt_length=1800 generation.batch_size=8
 generation.shard_size=128 generation.backend=transformers|vllm seed=42 scorer.batch_size=8
-run_dir=<dir> (default outputs/generate-pairs/<model>_<data>_<scorer>_n<n>_seed<seed>; output_dir= is deprecated)
+run_dir=<dir> (default outputs/generate-pairs/<model>_<data>_<scorer>_n<n>_seed<seed>; rerun to resume)
 resume=auto (default) | resume=never (refuse a directory with shards) overwrite=true (start again) progress_bar=false
 
 Examples:
@@ -114,7 +114,7 @@ Examples:
       generation.batch_size=64 generation.max_new_tokens=2048
   simpo generate-pairs data=ifeval-demo-prompts scorer=ifeval scorer.mode=strict   (verifiable reward)
   simpo generate-pairs scorer=function scorer.function=my_pkg.rewards:reward_fn    (a TRL reward function)
-Then: simpo train data=<run dir>   (= simpo train data=generated data.path=<output_dir>)
+Then: simpo train data=<run dir>   (= simpo train data=generated data.path=<run dir>)
 """
     text = f"""Usage: simpo {stage} [OVERRIDES...] [-m] [--cfg job] [--help]
 

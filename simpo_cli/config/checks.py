@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from simpo_cli.data.records import is_local, resolve_path
 from simpo_cli.data.templates import TEMPLATE_MODES
-from simpo_cli.config.eval import BENCHMARK_FORMATS
+from simpo_cli.config.eval import BENCHMARK_FORMATS, TRAIN_RUN_OPTION
 from simpo_cli.config.schema import GROUP_DIRS, group_options
 from simpo_cli.errors import ConfigError
 from simpo_cli.models.adapters import adapter_problems
@@ -68,7 +68,7 @@ def group_overrides(config_name: str, overrides: list[str]) -> list[str]:
 
 
 def _foreign_option(config_name: str, group: str, directory: str, option: str) -> list[str]:
-    if not option or option in group_options(directory):
+    if not option or option in group_options(directory) or option == TRAIN_RUN_OPTION:
         return []
     sft_option = option in group_options(GROUP_DIRS["sft"][group])
     if group == "data" and config_name == "sft" and option in group_options("data"):
@@ -235,6 +235,10 @@ def common_problems(cfg) -> list[str]:
     if model is not None:
         if model.get("dtype") not in DTYPES:
             problems.append(f"model.dtype must be one of {', '.join(DTYPES)}, got '{model.get('dtype')}'")
+        where = model.get("name_or_path")
+        if isinstance(where, str) and where.startswith("package:"):
+            problems.append(f"model.name_or_path={where}: the package: scheme is gone; use "
+                            f"pkg:{where.removeprefix('package:')}")
         tok = model.get("tokenizer")
         if tok and tok.startswith(("/", "./", "../")) and not Path(tok).exists():
             problems.append(f"model.tokenizer: local path not found: {tok}")
@@ -285,8 +289,7 @@ def validate_eval(cfg) -> None:
             problems.append(f"eval.{key} must be >= 1, got {ev[key]}")
     if ev.logps_path not in ("auto", "chunked", "plain"):
         problems.append(f"eval.logps_path must be auto, chunked or plain, got '{ev.logps_path}'")
-    # run= brings its data
-    if ev.pairs and not cfg.get("run") and (OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None):
+    if ev.pairs and (OmegaConf.is_missing(cfg.data, "path") or cfg.data.path is None):
         problems.append(f"data '{cfg.data.name}' needs a path: data.path=/path/to/file.jsonl (or eval.pairs=false)")
     j = cfg.judge
     if j.reward_model:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from simpo_cli.config.schema import DataConfig, HParams, ModelConfig, PathsConfig
 
 BENCHMARK_FORMATS = ("alpaca_eval", "arena_hard", "ifeval", "mt_bench")
+# The group option ``simpo eval model=<train run>`` makes of each of the run's saved sections
+# (simpo_cli/run/train_run.py).
+TRAIN_RUN_OPTION = "train-run"
 
 
 @dataclass
@@ -53,7 +56,7 @@ class EvalOptions:
 @dataclass
 class EvalReferenceConfig:
     """The reference for KL (and for objectives whose reward needs one). ``name_or_path: null`` = the
-    run's starting model (``simpo eval run=...``); without a run and without a path: no KL."""
+    run's starting model (``simpo eval model=<train run>``); without a run and without a path: no KL."""
 
     enabled: bool = True
     name_or_path: Optional[str] = None
@@ -76,7 +79,9 @@ class JudgeConfig:
 class EvalConfig:
     stage: str = "eval"
     seed: int = 42
-    run: Optional[str] = None  # a `simpo train` run directory; its config.yaml supplies the defaults
+    # The `simpo train` run whose saved config is the base (set by model=<train run>, with its
+    # sections as the groups' train-run options); its starting model is the reference.
+    source_run: Optional[str] = None
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
     objective: Any = MISSING
@@ -89,6 +94,4 @@ class EvalConfig:
 
 
 def register_eval_configs(cs) -> None:
-    # ${simpo.or:a,b}: a unless it is null/empty, else b (oc.select keeps an explicit null)
-    OmegaConf.register_new_resolver("simpo.or", lambda a, b: a if a else b, replace=True)
     cs.store(name="base_eval", node=EvalConfig)

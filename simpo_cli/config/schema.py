@@ -332,9 +332,7 @@ class GeneratePairsConfig:
     data: DataConfig = MISSING  # where the prompts come from
     scorer: ScorerConfig = MISSING
     generation: GenerationSettings = field(default_factory=GenerationSettings)
-    # Deterministic, so rerunning the same command resumes in the same directory.
-    output_dir: str = MISSING
-    overwrite: bool = False  # discard what output_dir holds and start again
+    overwrite: bool = False  # discard what the run directory holds and start again
     # auto: continue the shards already in the run directory (rerunning the same command resumes);
     # never: refuse a run directory that already holds shards (overwrite=true discards them)
     resume: Optional[str] = "auto"

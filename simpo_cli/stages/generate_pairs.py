@@ -2,12 +2,12 @@
 (PAPER.md): the policy samples ``generation.n`` responses per prompt (temperature 0.8), the scorer
 rates each, the best becomes ``chosen`` and the worst ``rejected``.
 
-Output directory (``output_dir``, deterministic so that rerunning the same command resumes):
+The run directory (named after the settings, so that rerunning the same command resumes):
 
 - ``pairs-NNNNN.jsonl``: the pairs in the UltraFeedback-binarized schema (``prompt`` string,
   ``chosen``/``rejected`` message lists ending with the answer, ``score_chosen``,
-  ``score_rejected``, plus ``prompt_id`` and ``source_index``); ``simpo train data=generated
-  data.path=<output_dir>`` reads the directory as is.
+  ``score_rejected``, plus ``prompt_id`` and ``source_index``); ``simpo train data=<run dir>``
+  reads the directory as is.
 - ``candidates/candidates-NNNNN.jsonl``: every prompt of the shard with all its candidates, their
   scores, the indices chosen/rejected or the reason the prompt was dropped.
 - ``settings.json`` (everything that changes the output; a rerun with other settings is refused),
@@ -107,7 +107,7 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError:  # only written atomically, so only a foreign file gets here
-        raise UserError(f"{path}: not valid JSON; pass output_dir=<new dir> or overwrite=true") from None
+        raise UserError(f"{path}: not valid JSON; pass run_dir=<new dir> or overwrite=true") from None
 
 
 def _prepare_output(out: Path, settings: dict, overwrite: bool) -> dict:
@@ -127,12 +127,12 @@ def _prepare_output(out: Path, settings: dict, overwrite: bool) -> dict:
     if recorded and recorded != settings:
         changes = _diff(recorded, settings)
         raise UserError(f"{out} holds pairs generated with other settings ({'; '.join(changes[:4])}); "
-                        "rerun with the same settings to resume, or pass output_dir=<new dir> "
+                        "rerun with the same settings to resume, or pass run_dir=<new dir> "
                         "or overwrite=true to start again")
     if not recorded:
         if [*out.glob("pairs-*.jsonl")]:
             raise UserError(f"{out} holds pairs-*.jsonl shards but no {SETTINGS_FILE}, so they cannot be "
-                            "resumed safely; pass output_dir=<new dir> or overwrite=true")
+                            "resumed safely; pass run_dir=<new dir> or overwrite=true")
         write_json(settings_file, settings)
     for p in [*out.glob(".pairs-*"), *out.glob("candidates/.candidates-*"), *out.glob(f".{SETTINGS_FILE}.*")]:
         p.unlink()  # write_atomic's temporary files from an interrupted write

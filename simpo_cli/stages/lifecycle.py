@@ -103,8 +103,7 @@ def make_task(spec: StageSpec) -> Callable:
         finish(cfg, spec.config, hc.overrides.task)  # as preflight composed it: the published values
         if _PLAN is None or not _PLAN.validated:  # a search sweep trial, or a job on another host
             validate_stage(spec.name, cfg)
-        kwargs = {"overrides": list(hc.overrides.task)} if spec.name == "eval" else {}
-        result = run(cfg, hc.runtime.output_dir, **kwargs)
+        result = run(cfg, hc.runtime.output_dir)
         if is_main_process():  # one summary per run, not one per process
             printer(result)
         return value(result, cfg)

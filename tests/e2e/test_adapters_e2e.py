@@ -1,6 +1,6 @@
 """LoRA end to end on the tiny model and the bundled data: only adapter weights train, the
 reference of DPO/KTO is the base with the adapter disabled (no second model), the saved adapter
-and merged model load with peft/transformers and agree, adapter runs feed `simpo eval run=` and
+and merged model load with peft/transformers and agree, adapter runs feed `simpo eval model=<run>` and
 `model.name_or_path=`, `simpo sft adapter=lora` works, bad input is one line with exit 2, and
 kill -9 + resume=auto reproduces the loss trace."""
 
@@ -122,7 +122,7 @@ def test_sft_lora_run_loads_as_model_name_or_path(tmp_path, tiny_tokenizer):
 
 @pytest.mark.slow  # four CLI runs, ~75 s on 2 busy cores
 def test_adapter_runs_merge_load_and_chain_through_the_cli(tmp_path, tiny_tokenizer):
-    """sft adapter=lora → train from that run (adapter=lora, merge=true) → eval run=. The merged
+    """sft adapter=lora → train from that run (adapter=lora, merge=true) → eval model=<run>. The merged
     model's logits equal the adapter model's to 1e-5."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -151,7 +151,7 @@ def test_adapter_runs_merge_load_and_chain_through_the_cli(tmp_path, tiny_tokeni
         start = loading.load_model(base_cfg, tiny_tokenizer)
         assert (start(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max() > 1e-4  # it trained
 
-    run_simpo(["eval", f"run={run}", "eval.benchmarks=[]"], tmp_path)
+    run_simpo(["eval", f"model={run}", "eval.benchmarks=[]"], tmp_path)
     summary = json.loads(next(run.rglob("eval.json")).read_text())
     assert summary["model"] == str(run / "model")
     assert summary["pairs"]["n_pairs"] > 0 and summary["pairs"]["kl_chosen"]["per_token"] > 0

@@ -35,7 +35,7 @@ def evaluated(tmp_path_factory):
     prompts = json.loads(Path(resolve_path("pkg:benchmarks/alpaca-eval/eval_instructions.json")).read_text())[:2]
     baseline = [{"instruction": p["instruction"], "output": "I do not know.", "generator": "sft"} for p in prompts]
     (tmp / "baseline.json").write_text(json.dumps(baseline))
-    proc = run_simpo(["eval", f"run={run}", f"data.path={tmp / 'heldout.json'}", "data.max_samples=null",
+    proc = run_simpo(["eval", f"model={run}", f"data.path={tmp / 'heldout.json'}", "data.max_samples=null",
                       "eval.limit=2", "eval.max_new_tokens=4", f"judge.reward_model={rm}",
                       f"judge.baseline={tmp / 'baseline.json'}", "judge.n_resamples=200"], tmp)
     (out,) = [d for d in run_dirs(run / "eval")]
@@ -130,10 +130,16 @@ def test_answer_files_pass_the_judges_schemas(evaluated):
 
 
 def test_bad_run_directory_is_one_line_and_exit_2(tmp_path):
-    proc = run_simpo(["eval", f"run={tmp_path / 'nope'}", "paths.output_root=out"], tmp_path, check=False)
+    (tmp_path / "nope").mkdir()
+    (tmp_path / "nope" / "meta.json").write_text('{"stage": "train"}')
+    proc = run_simpo(["eval", f"model={tmp_path / 'nope'}", "paths.output_root=out"], tmp_path, check=False)
     assert proc.returncode == 2
     err = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert err[-1].startswith("simpo: error: run=") and "config.yaml" in err[-1] and "Traceback" not in proc.stderr
+    assert err[-1].startswith("simpo: error: invalid config: model=") and "config.yaml" in err[-1] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "nope" / "eval").exists()
+    proc = run_simpo(["eval", f"run={tmp_path / 'nope'}"], tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(f"run= is gone; evaluate a train run with "
+                                                                 f"model={tmp_path / 'nope'}")
 
 
 def test_invalid_eval_options_are_listed_together(tmp_path):

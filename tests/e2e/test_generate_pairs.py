@@ -40,7 +40,7 @@ MODES = {"batched": [], "invariant": ["generation.batch_invariant=true"]}
 
 def _uninterrupted(tmp_path_factory, mode: str) -> Path:
     tmp = tmp_path_factory.mktemp(f"reference-{mode}")
-    proc = run_simpo(["generate-pairs", *GEN, *MODES[mode], "output_dir=gen"], tmp, env={"OMP_NUM_THREADS": "1"})
+    proc = run_simpo(["generate-pairs", *GEN, *MODES[mode], "run_dir=gen"], tmp, env={"OMP_NUM_THREADS": "1"})
     assert "pairs" in proc.stdout and "simpo train data=generated" in proc.stdout
     return tmp / "gen"
 
@@ -117,7 +117,7 @@ def test_simpo_train_reads_the_generated_directory(reference, tmp_path):
 @pytest.mark.slow  # two CLI runs per mode: ~40 s on 2 shared cores
 def test_sigkill_mid_run_then_rerun_matches_an_uninterrupted_run(mode_reference, tmp_path):
     mode, reference = mode_reference
-    args = [sys.executable, "-m", "simpo_cli", "generate-pairs", *GEN, *MODES[mode], "output_dir=gen"]
+    args = [sys.executable, "-m", "simpo_cli", "generate-pairs", *GEN, *MODES[mode], "run_dir=gen"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     out = tmp_path / "gen"
@@ -137,7 +137,7 @@ def test_sigkill_mid_run_then_rerun_matches_an_uninterrupted_run(mode_reference,
     assert 0 < sum(name.startswith("pairs-") for name in partial) < SHARDS
     assert json.loads((out / "meta.json").read_text())["status"] == "running"
 
-    run_simpo(["generate-pairs", *GEN, *MODES[mode], "output_dir=gen"], tmp_path, env={"OMP_NUM_THREADS": "1"})
+    run_simpo(["generate-pairs", *GEN, *MODES[mode], "run_dir=gen"], tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert _outputs(out) == _outputs(reference)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["attempts"] == 2 and meta["shards_done_before"] >= 2
@@ -164,7 +164,7 @@ def _resume_after_a_kill_between_writes(mode: str, reference: Path, tmp_path: Pa
     (out / "candidates/candidates-00006.jsonl").unlink()
     (out / ".pairs-00006.jsonl.x1y2").write_text('{"half a line')
     (out / "meta.json").unlink()
-    cfg = compose([*GEN, *MODES[mode], f"output_dir={out}"], "generate-pairs")
+    cfg = compose([*GEN, *MODES[mode]], "generate-pairs")
     result = run_generate_pairs(cfg, out)
     assert result.shards_done_before == SHARDS - 2 and result.prompts == 64
     assert _outputs(out) == _outputs(reference)
@@ -194,11 +194,11 @@ def test_batched_resume_with_another_batch_size_or_thread_count_is_refused(refer
     out = tmp_path / "gen"
     shutil.copytree(reference, out)
     with torch_threads(1):
-        cfg = compose([*GEN, "generation.batch_size=3", f"output_dir={out}"], "generate-pairs")
+        cfg = compose([*GEN, "generation.batch_size=3"], "generate-pairs")
         with pytest.raises(UserError, match=r"generation.batch_size: 8 -> 3"):
             run_generate_pairs(cfg, out)
     with torch_threads(2):
-        cfg = compose([*GEN, f"output_dir={out}"], "generate-pairs")
+        cfg = compose([*GEN], "generate-pairs")
         with pytest.raises(UserError, match=r"generation.cpu_threads: 1 -> 2"):
             run_generate_pairs(cfg, out)
     assert _outputs(out) == _outputs(reference)
@@ -213,8 +213,7 @@ def _rerun_with_other_batch_sizes(reference: Path, tmp_path: Path) -> None:
         for k in (0, 4, 7):
             for name in (f"pairs-{k:05d}.jsonl", f"candidates/candidates-{k:05d}.jsonl"):
                 (out / name).unlink()
-        cfg = compose([*GEN, *MODES["invariant"], "generation.batch_size=3", f"scorer.batch_size={scorer_batch}",
-                       f"output_dir={out}"], "generate-pairs")
+        cfg = compose([*GEN, *MODES["invariant"], "generation.batch_size=3", f"scorer.batch_size={scorer_batch}"], "generate-pairs")
         assert run_generate_pairs(cfg, out).shards_done_before == SHARDS - 3
         assert _outputs(out) == _outputs(reference)
 
@@ -224,7 +223,7 @@ def test_rerun_with_other_settings_is_refused(reference, tmp_path):
 
     out = tmp_path / "gen"
     shutil.copytree(reference, out)
-    cfg = compose([*GEN, "generation.temperature=0.7", f"output_dir={out}"], "generate-pairs")
+    cfg = compose([*GEN, "generation.temperature=0.7"], "generate-pairs")
     with pytest.raises(UserError, match=r"other settings \(generation.temperature: 0.8 -> 0.7\)"):
         run_generate_pairs(cfg, out)
     assert _outputs(out) == _outputs(reference)
@@ -234,7 +233,7 @@ def test_invalid_settings_are_listed_together():
     from simpo_cli.config.checks import validate_generate_pairs
 
     cfg = compose(["generation.n=1", "generation.temperature=0", "generation.backend=tgi",
-                   "scorer=reward-model", "output_dir=x"], "generate-pairs")
+                   "scorer=reward-model"], "generate-pairs")
     with pytest.raises(ConfigError) as err:
         validate_generate_pairs(cfg)
     text = str(err.value)
@@ -247,7 +246,11 @@ def test_real_model_presets_compose():
     cfg = compose(["model=llama3-instruct", "data=ultrafeedback-prompts", "scorer=armorm"], "generate-pairs")
     assert cfg.generation.n == 5 and cfg.generation.temperature == 0.8
     assert cfg.scorer.trust_remote_code and cfg.data.split == "train_prefs"
-    assert cfg.output_dir.endswith("generate-pairs/llama3-instruct_ultrafeedback-prompts_armorm_n5_seed42")
+    from simpo_cli.run.preflight import preflight
+
+    plan = preflight("generate-pairs", "generate-pairs", ["model=llama3-instruct", "data=ultrafeedback-prompts",
+                                                          "scorer=armorm"])
+    assert str(plan.run_dir).endswith("generate-pairs/llama3-instruct_ultrafeedback-prompts_armorm_n5_seed42")
 
 
 def test_help_names_the_scorer_group_and_resume():
@@ -255,7 +258,7 @@ def test_help_names_the_scorer_group_and_resume():
 
     text = stage_help("generate-pairs")
     assert "scorer" in text and "tiny" in text and "armorm" in text and "resumes" in text
-    assert "simpo train data=generated data.path=<output_dir>" in text
+    assert "simpo train data=<run dir>" in text
 
 
 def test_a_malformed_shard_line_names_file_and_line(tmp_path):

@@ -116,7 +116,7 @@ def reward_topic(prompts, completions, topic, **kwargs):
 def _generate(tmp_path, scorer: list[str]) -> tuple[dict, list[dict]]:
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in PROMPTS))
     run_simpo(["generate-pairs", "data=ifeval-demo-prompts", f"data.path={tmp_path / 'prompts.jsonl'}", *scorer,
-               "generation.n=4", "generation.max_new_tokens=12", "progress_bar=false", "output_dir=gen"], tmp_path)
+               "generation.n=4", "generation.max_new_tokens=12", "progress_bar=false", "run_dir=gen"], tmp_path)
     meta = json.loads((tmp_path / "gen/meta.json").read_text())
     return meta, read_jsonl(tmp_path / "gen/candidates/candidates-00000.jsonl")
 
@@ -145,7 +145,7 @@ def test_generate_pairs_with_a_trl_reward_function(tmp_path, monkeypatch):
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in PROMPTS))
     cfg = compose(["data=ifeval-demo-prompts", f"data.path={tmp_path / 'prompts.jsonl'}", "scorer=function",
                    "scorer.function=trl_rewards:reward_topic", "generation.n=4", "generation.max_new_tokens=12",
-                   "progress_bar=false", f"output_dir={tmp_path / 'gen'}", f"paths.cache_dir={tmp_path / 'cache'}"],
+                   "progress_bar=false", f"paths.cache_dir={tmp_path / 'cache'}"],
                   "generate-pairs")
     result = run_generate_pairs(cfg, tmp_path / "gen")
     assert result.pairs >= 1
@@ -159,7 +159,7 @@ def test_a_record_without_ifeval_fields_is_one_error_before_any_model(tmp_path):
     from simpo_cli.stages.generate_pairs import run_generate_pairs
     from tests.helpers import compose
 
-    cfg = compose(["data.max_samples=2", "scorer=ifeval", "progress_bar=false", f"output_dir={tmp_path / 'gen'}",
+    cfg = compose(["data.max_samples=2", "scorer=ifeval", "progress_bar=false",
                    f"paths.cache_dir={tmp_path / 'cache'}"], "generate-pairs")
     with pytest.raises(DataError) as e:
         run_generate_pairs(cfg, tmp_path / "gen")

