@@ -20,6 +20,7 @@ def _meta(path):
     return json.loads((path / "meta.json").read_text())
 
 
+@pytest.mark.slow  # three stages twice, ~45 s; CI runs it (make test-slow); the chain logic is unit-tested fast
 def test_kill_9_inside_a_stage_then_rerun_finishes_without_repeating_a_completed_stage(tmp_path):
     exp = tmp_path / "out" / "run" / "ifeval-smoke"
     victim = start_simpo(EXPERIMENT, tmp_path, step_sleep=0.5)  # the steps run the same (slowed) CLI
