@@ -271,7 +271,8 @@ class BatchedDecoder:
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **{self.cache_arg: cache},
                             use_cache=True, logits_to_keep=1).logits[:, -1, :]
         # One prefill per distinct prompt, then each row takes its prompt's cache and logits.
-        expand = torch.tensor([prompts.index(r.prompt) for r in rows], dtype=torch.long, device=dev)
+        slot = {p: u for u, p in enumerate(prompts)}
+        expand = torch.tensor([slot[r.prompt] for r in rows], dtype=torch.long, device=dev)
         cache.batch_select_indices(expand)
         logits, mask = logits[expand], mask[expand]
 
