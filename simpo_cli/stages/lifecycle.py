@@ -5,6 +5,8 @@
 2. ``hydra.main`` makes the run directory and calls the stage's task: ``run(cfg, run_dir)`` of the
    stage module, then its summary; multirun bookkeeping (``sweeps/job.py``) and the ``accelerate``
    re-launch (``run/launch.py``) wrap the task where the stage supports them;
+   the stage resolves ``model.*`` (and its reference's) once into a ``models.loading.ModelSource``,
+   records it in ``meta.json`` (``model_source``) and hands it to every loader;
 3. a user mistake inside the job removes the run directory this command created (never one that
    existed before) and exits 2; ``SIMPO_DEBUG=1`` re-raises instead.
 """

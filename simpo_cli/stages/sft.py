@@ -18,7 +18,7 @@ from simpo_cli.data.cache import data_fingerprint
 from simpo_cli.data.sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, ensure_chat_template, split_heldout
 from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
-from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, name_trained_model
+from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, named_source
 from simpo_cli.run.rundir import RunDir, open_run
 from simpo_cli.training.common import save_model, setup_wandb, training_arguments, wandb_run
 from simpo_cli.training.reliability import prepare_resume
@@ -81,14 +81,15 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
     where possible). Returns the step count, the final training loss and the held-out
     assistant-token loss before and after training.
     """
-    name_trained_model(cfg.model)
+    source = named_source(cfg.model)  # the one resolution of model.*
     run = RunDir(run_dir)
     checkpoint = prepare_resume(cfg, run)
     with open_run(run, cfg, "sft"), wandb_run(cfg):
+        run.update(model_source={"policy": source.as_dict()})
         if checkpoint:
             run.update(resumed_from=checkpoint)
         set_seed(cfg.seed)
-        tokenizer = load_tokenizer(cfg.model)
+        tokenizer = load_tokenizer(cfg.model, source)
         if ensure_chat_template(tokenizer, cfg.default_chat_template):
             log.info("tokenizer has no chat template: using default_chat_template=%s (saved with the model)",
                      cfg.default_chat_template if len(cfg.default_chat_template) < 40 else "<custom>")
@@ -102,12 +103,12 @@ def run_sft(cfg, run_dir: str | Path) -> SFTResult:
             train_ds, eval_ds = split_heldout(train_ds, data.eval_size, cfg.seed)
             heldout_source = f"{len(eval_ds)} of {data.split} (data.eval_size={data.eval_size})"
         train_ds, eval_ds = train_ds.remove_columns("index"), eval_ds.remove_columns("index")
-        model = adapters.wrap(load_model(cfg.model, tokenizer, cfg.adapter), cfg.adapter,
+        model = adapters.wrap(load_model(cfg.model, tokenizer, cfg.adapter, source), cfg.adapter,
                               cfg.trainer.gradient_checkpointing)
         run.update(data={"fingerprint": data_fingerprint(data, data.split), **stats.as_dict(),
                          "train": len(train_ds), "heldout": len(eval_ds), "heldout_source": heldout_source},
                    model={"name": cfg.model.name, "name_or_path": cfg.model.name_or_path,
-                          "fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
+                          "fingerprint": model_fingerprint(cfg.model, model, source), "adapter": cfg.adapter.name,
                           **adapters.parameter_counts(model)},
                    chat_template=tokenizer.chat_template)
         setup_wandb(cfg, run)

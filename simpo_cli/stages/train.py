@@ -15,13 +15,13 @@ from simpo_cli.data.cache import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
-from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, name_trained_model
+from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, named_source
 from simpo_cli.objectives import get_objective
 from simpo_cli.run.launch import is_main_process, world_size
 from simpo_cli.run.rundir import RunDir, open_run
 from simpo_cli.training.batching import add_length_column, length_grouping
 from simpo_cli.training.common import save_model, setup_wandb, training_arguments, wandb_run
-from simpo_cli.training.reference import make_collator, prepare_reference
+from simpo_cli.training.reference import make_collator, prepare_reference, reference_source
 from simpo_cli.training.precision import check_precision
 from simpo_cli.training.reliability import prepare_resume
 from simpo_cli.training.trainer import MetricsJsonlCallback, PreferenceTrainer
@@ -79,11 +79,15 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     where possible). Returns the step count, final loss and the pair metrics before and after.
     """
     resolve_objective(cfg)
-    name_trained_model(cfg.model)
+    source = named_source(cfg.model)  # the one resolution of model.* (and the reference's below)
     spec = get_objective(cfg.objective.name)
+    sources = {"policy": source}
+    if spec.needs_reference:
+        sources["reference"] = reference_source(cfg, source)
     run = RunDir(run_dir)
     checkpoint = prepare_resume(cfg, run)
     with open_run(run, cfg, "train"), wandb_run(cfg):
+        run.update(model_source={role: s.as_dict() for role, s in sources.items()})
         if checkpoint:
             run.update(resumed_from=checkpoint)
         if is_main_process():  # the recipe table (value, source) once, and its record in meta.json
@@ -94,7 +98,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
         grouped = length_grouping(cfg.trainer.get("group_by_length"), spec)
         args = training_arguments(cfg, run, group_by_length=grouped)
         run.update(batch=batch_plan(cfg.hparams, args), group_by_length=grouped)
-        tokenizer = load_tokenizer(cfg.model)
+        tokenizer = load_tokenizer(cfg.model, source)
         # Rank 0 tokenises and fills the cache; the other ranks then read it (no concurrent writes).
         with args.main_process_first(desc="tokenising the pairs"):
             train_ds, stats = build_dataset(cfg.data, tokenizer, cfg.hparams, cfg.paths.cache_dir, spec)
@@ -106,14 +110,15 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             # transformers' eval sampler groups by length too, so the eval pairs need the column.
             train_ds = add_length_column(train_ds)
             eval_ds = add_length_column(eval_ds) if eval_ds is not None else None
-        model = adapters.wrap(load_model(cfg.model, tokenizer, cfg.adapter), cfg.adapter,
+        model = adapters.wrap(load_model(cfg.model, tokenizer, cfg.adapter, source), cfg.adapter,
                               cfg.trainer.gradient_checkpointing)
         run.update(precision=check_precision(cfg, model))
         ref_model = None
         if spec.needs_reference:
             splits = {cfg.data.split: train_ds, cfg.data.eval_split: eval_ds} if eval_ds is not None \
                 else {cfg.data.split: train_ds}
-            splits, ref_model, ref_info = prepare_reference(cfg, spec, tokenizer, model, splits)
+            splits, ref_model, ref_info = prepare_reference(cfg, spec, tokenizer, model, splits,
+                                                                sources["reference"])
             train_ds, eval_ds = splits[cfg.data.split], splits.get(cfg.data.eval_split)
             run.update(reference=ref_info)
         pairs, pairs_info = None, None
@@ -125,7 +130,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             run.update(pairs=pairs_info.as_dict())
         run.update(data={"fingerprint": data_fingerprint(cfg.data, cfg.data.split), **stats.as_dict()},
                    model={"name": cfg.model.name, "name_or_path": cfg.model.name_or_path,
-                          "fingerprint": model_fingerprint(cfg.model, model), "adapter": cfg.adapter.name,
+                          "fingerprint": model_fingerprint(cfg.model, model, source), "adapter": cfg.adapter.name,
                           **adapters.parameter_counts(model)})
         setup_wandb(cfg, run)
         trainer = PreferenceTrainer(

@@ -40,7 +40,7 @@ from simpo_cli.data.cache import data_fingerprint, tokenizer_fingerprint
 from simpo_cli.data.preference import PreferenceCollator
 from simpo_cli.errors import UserError
 from simpo_cli.models.adapters import adapters_disabled, enabled as adapter_enabled, has_adapter
-from simpo_cli.models.loading import VocabularyMismatch, load_model, model_fingerprint
+from simpo_cli.models.loading import ModelSource, VocabularyMismatch, load_model, model_fingerprint, model_source
 from simpo_cli.training.logps import sequence_logps
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,18 @@ def reference_model_config(cfg):
     return model_cfg
 
 
-def load_reference(cfg, tokenizer, policy):
+def reference_source(cfg, policy: ModelSource) -> ModelSource:
+    """The reference's source: the policy's (its starting weights), or ``reference.name_or_path``
+    resolved once (``models.loading.model_source``)."""
+    return model_source(reference_model_config(cfg)) if cfg.reference.name_or_path else policy
+
+
+def load_reference(cfg, tokenizer, policy, source: ModelSource):
     """The reference model in eval mode with gradients off: the starting policy's weights (a copy)
-    or ``reference.name_or_path``. Raises ``UserError`` when its vocabulary differs from the policy's."""
+    or ``reference.name_or_path``, loaded from ``source`` (``reference_source``). Raises
+    ``UserError`` when its vocabulary differs from the policy's."""
     try:
-        ref = load_model(reference_model_config(cfg), tokenizer)
+        ref = load_model(reference_model_config(cfg), tokenizer, source=source)
     except VocabularyMismatch:  # the policy's tokenizer does not fit it: the same mistake, said for the reference
         ref = None
     if ref is None or ref.get_output_embeddings().weight.shape[0] != policy.get_output_embeddings().weight.shape[0]:
@@ -112,12 +119,13 @@ def load_reference(cfg, tokenizer, policy):
     return ref
 
 
-def reference_fingerprint(ref_cfg, model) -> str:
+def reference_fingerprint(ref_cfg, model, source: ModelSource | None = None) -> str:
     """``model_fingerprint`` plus, for a local directory, its files' modification times: names and
     sizes alone do not change when a checkpoint is retrained into the same directory, and stale
-    reference log-probs would silently bias every later run."""
-    fingerprint = model_fingerprint(ref_cfg, model)
-    path = Path(ref_cfg.name_or_path) if ref_cfg.name_or_path else None
+    reference log-probs would silently bias every later run. ``source``: as for ``load_model``."""
+    source = source if source is not None else model_source(ref_cfg)
+    fingerprint = model_fingerprint(ref_cfg, model, source)
+    path = Path(source.location) if source.kind in ("local", "run", "adapter") else None
     if path is not None and path.is_dir():
         stamps = sorted((p.name, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
         fingerprint += "+" + hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:12]
@@ -218,13 +226,14 @@ def precompute(cfg, spec, tokenizer, policy, ds, split: str, ref_fingerprint: st
     return ds, {"key": key, "cache": str(cache), "cache_hit": hit}
 
 
-def prepare_reference(cfg, spec, tokenizer, policy, datasets: dict):
+def prepare_reference(cfg, spec, tokenizer, policy, datasets: dict, source: ModelSource | None = None):
     """Everything the reference needs before the Trainer exists.
 
     ``datasets`` maps split name → tokenised dataset (``None`` entries are passed through). Returns
     ``(datasets, ref_model, info)``: the datasets with mismatched rows (``needs_mismatched``) and, in
     ``precompute`` mode, the reference columns; ``ref_model`` is the live reference or ``None``;
-    ``info`` goes to meta.json. Raises ``UserError`` for an unknown ``reference.mode``.
+    ``info`` goes to meta.json. ``source``: the reference's (``reference_source``; resolved here
+    when omitted). Raises ``UserError`` for an unknown ``reference.mode``.
     """
     mode = cfg.reference.mode
     if mode not in MODES:
@@ -233,9 +242,10 @@ def prepare_reference(cfg, spec, tokenizer, policy, datasets: dict):
         datasets = {k: ds if ds is None else add_mismatched_responses(ds) for k, ds in datasets.items()}
     # A policy with an adapter is its own reference (adapter disabled): no second model to load.
     second = cfg.reference.name_or_path or (mode == "live" and not has_adapter(policy))
-    ref_model = load_reference(cfg, tokenizer, policy) if second else None
     ref_cfg = reference_model_config(cfg)
-    fingerprint = reference_fingerprint(ref_cfg, ref_model if ref_model is not None else policy)
+    source = source if source is not None else model_source(ref_cfg)
+    ref_model = load_reference(cfg, tokenizer, policy, source) if second else None
+    fingerprint = reference_fingerprint(ref_cfg, ref_model if ref_model is not None else policy, source)
     info = {"mode": mode, "name_or_path": ref_cfg.name_or_path, "fingerprint": fingerprint,
             "adapter_disabled": ref_model is None and has_adapter(policy)}
     if mode == "live":

@@ -32,6 +32,9 @@ def test_model_path_plus_data_with_the_policy_as_its_own_reference(tmp_path, tin
     rows = json.loads((tmp_path / "out" / "alpaca_eval/model_outputs.json").read_text())
     assert rows[0]["generator"] == "local-test"
     assert "held-out status unknown" in (tmp_path / "out" / "report.md").read_text()
+    sources = json.loads((tmp_path / "out" / "meta.json").read_text())["model_source"]
+    assert {role: (s["kind"], s["location"]) for role, s in sources.items()} == {
+        "policy": ("local", str(local)), "reference": ("local", str(local))}
 
 
 def test_a_failed_eval_is_recorded_and_raises_a_user_error(tmp_path):

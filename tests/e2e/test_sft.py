@@ -116,7 +116,7 @@ def test_run_directory_resolves_to_its_model(tmp_path):
     from omegaconf import OmegaConf
 
     from simpo_cli.config.schema import ModelConfig
-    from simpo_cli.models.loading import tokenizer_location, model_location, run_model_dir
+    from simpo_cli.models.loading import model_source, run_model_dir
 
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
@@ -130,6 +130,8 @@ def test_run_directory_resolves_to_its_model(tmp_path):
     assert run_model_dir(str(plain)) is None and run_model_dir("meta-llama/Meta-Llama-3-8B") is None
     cfg = OmegaConf.structured(ModelConfig(name="tiny-llama", name_or_path=str(run), tokenizer="pkg:tiny-tokenizer"))
     # The run's own tokenizer (and template) wins over the preset's.
-    assert model_location(cfg) == str(run / "model") and tokenizer_location(cfg) == str(run / "model")
+    source = model_source(cfg)
+    assert source.location == str(run / "model") and source.tokenizer == str(run / "model")
     cfg.name_or_path = str(plain)
-    assert model_location(cfg) == str(plain) and tokenizer_location(cfg).endswith("tiny-tokenizer")
+    source = model_source(cfg)
+    assert source.location == str(plain) and source.tokenizer.endswith("tiny-tokenizer")

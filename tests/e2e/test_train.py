@@ -22,6 +22,9 @@ def test_train_writes_a_complete_run_directory(tmp_path, tiny_model):
     assert meta["status"] == "completed" and meta["steps"] == 2 and meta["seed"] == 42
     assert meta["data"]["fingerprint"].startswith("sha256:") and meta["model"]["fingerprint"].startswith("tiny:")
     assert meta["data"]["kept"] == 16 and meta["ended"] and meta["versions"]["torch"]
+    policy = meta["model_source"]["policy"]  # resolved once, recorded; SimPO has no reference
+    assert policy["kind"] == "tiny" and policy["location"] is None and policy["tokenizer"].endswith("tiny-tokenizer")
+    assert list(meta["model_source"]) == ["policy"]
     assert "beta: 2.0" in (run / "config.yaml").read_text()
     records = [r for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
     assert len(records) == 2 and all(k in records[0] for k in TRL_METRICS)
@@ -62,6 +65,8 @@ def test_hub_loading_code_on_a_local_directory(tmp_path, tiny_model, tiny_tokeni
     (run,) = run_dirs(tmp_path / "out")
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["model"]["fingerprint"].startswith("local:")
+    policy = meta["model_source"]["policy"]
+    assert (policy["kind"], policy["location"], policy["tokenizer"]) == ("local", str(local), str(local))
     assert list((run / "wandb").glob("offline-run-*")), "wandb should have logged an offline run"
 
 
