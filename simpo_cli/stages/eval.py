@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,13 +204,17 @@ def _start_model_answers(cfg, ref_cfg, ref_source, tokenizer, prompts, bench_cfg
     else:
         ref_model = load_model(ref_cfg, tokenizer, source=ref_source).eval().to(device)
         set_seed(cfg.seed)
+        started = time.perf_counter()
         nested, nested_counts, _ = B.answer_benchmark(
             ref_model, tokenizer, prompts, bench_cfg, cfg.model.name, max_new_tokens=max_new,
             batch_size=cfg.eval.generation_batch_size, stop_token_ids=list(cfg.eval.stop_token_ids),
             template=template, seed=cfg.seed, batch_invariant=cfg.eval.batch_invariant)
+        seconds = time.perf_counter() - started
         del ref_model
         answers, counts = [a[0] for a in nested], [c[0] for c in nested_counts]
         ifeval_run.write_cached(cfg.paths.cache_dir, key, answers, counts, label)
+        log.info("ifeval: starting model answered %d prompts in %.0f s (%.1f tokens/s)", len(prompts), seconds,
+                 sum(counts) / max(seconds, 1e-9))
     return {"model": label, "answers": answers, "counts": counts, "cache_key": key}
 
 
@@ -288,11 +293,13 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
             prompts = B.load_prompts(bc, ev.limit)
             max_new = B.max_new_tokens_for(bc, cfg.model.name, ev.max_new_tokens)
             set_seed(cfg.seed)  # each benchmark's samples reproducible on its own
+            started = time.perf_counter()
             answers, counts, temps = B.answer_benchmark(
                 model, tokenizer, prompts, bc, cfg.model.name, max_new_tokens=max_new,
                 batch_size=ev.generation_batch_size, stop_token_ids=list(ev.stop_token_ids),
                 template=uses_template(tokenizer, cfg.data.chat_template), seed=cfg.seed,
                 batch_invariant=ev.batch_invariant)
+            seconds = time.perf_counter() - started
             rel, text = B.format_answers(bc.format, prompts, answers, counts, model_id)
             if bc.format == "ifeval":  # each IFEval-format prompt set in a directory of its name
                 rel = f"{bc.name}/{Path(rel).name}"
@@ -307,7 +314,9 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
                 # what the answers depend on unless batch_invariant (models/generate.py)
                 "generation_batch_size": ev.generation_batch_size, "threads": torch.get_num_threads(),
                 "temperatures": {str(t): temps.count(t) for t in sorted(set(temps))},
-                "length_tokens": M.length_stats(flat_tokens, max_new), "length_chars": M.length_stats(flat_chars)}
+                "length_tokens": M.length_stats(flat_tokens, max_new), "length_chars": M.length_stats(flat_chars),
+                # wall time of the answers' generation and its rate (new tokens, all turns)
+                "generation_seconds": round(seconds, 1), "tokens_per_second": round(sum(flat_tokens) / max(seconds, 1e-9), 1)}
             log.info("%s: %d prompts answered -> %s", name, len(prompts), rel)
             if bc.format == "ifeval":
                 before = None

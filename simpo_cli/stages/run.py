@@ -11,7 +11,12 @@ runner (``PR_SET_PDEATHSIG`` on Linux), so kill -9 of ``simpo run`` never leaves
 A step is done when its own ``meta.json`` says ``completed`` (written atomically by the stage), so
 a rerun of the same command skips it, whatever the runner had recorded; any other step that was
 started is resumed in its directory (``train``/``sft`` ``resume=auto`` from their newest checkpoint,
-``generate-pairs`` from its done shards, ``eval`` from scratch). ``experiment.json`` (rewritten
+``generate-pairs`` from its done shards, ``eval`` from scratch). A step never started is reused
+instead of run when another experiment (a sibling directory, e.g. the other jobs of a ``-m`` sweep,
+or one named in ``reuse_from``) completed the same step with the same chain up to it (same stages,
+resolved overrides and hand-offs): its directory becomes a symlink to that one, so a sweep over
+``objective`` or ``learning_rate`` generates its pairs once (``reuse=false`` turns this off).
+``experiment.json`` (rewritten
 atomically after every change) records the chain: each step's stage, directory, inputs, status,
 times and headline metrics (``sweeps/report.stage_metrics``).
 """
@@ -108,6 +113,33 @@ def run_step(argv: list[str]) -> int:
         signal.signal(signal.SIGINT, old_int)
 
 
+def _experiment_dirs(where: Path) -> list[Path]:
+    """``where`` itself if it holds an experiment, else its subdirectories that do (a sweep)."""
+    if (where / EXPERIMENT_FILE).is_file():
+        return [where]
+    return sorted(p.parent for p in where.glob(f"*/{EXPERIMENT_FILE}")) if where.is_dir() else []
+
+
+def reusable_step(index: int, chain: list[dict], exp: Path, sources: list[Path]) -> Path | None:
+    """The directory of a completed step ``index`` (0-based) of another experiment under ``sources``
+    whose chain up to and including that step equals ``chain``'s, or ``None``."""
+    prefix = chain[: index + 1]
+    for src in sources:
+        for other in _experiment_dirs(src):
+            if other.resolve() == exp.resolve():
+                continue
+            try:
+                record = json.loads((other / EXPERIMENT_FILE).read_text())
+            except ValueError:
+                continue
+            if record.get("chain", [])[: index + 1] != prefix:
+                continue
+            target = (other / chain[index]["dir"]).resolve()
+            if RunRecord.read(target).status == "completed":
+                return target
+    return None
+
+
 def run_experiment(cfg, run_dir: str | Path) -> ExperimentResult:
     """Run (or continue) the experiment ``cfg`` in ``run_dir``. Raises ``UserError`` when
     ``run_dir`` holds another experiment, ``StageFailed``/``Interrupted`` when a step does not
@@ -125,7 +157,7 @@ def run_experiment(cfg, run_dir: str | Path) -> ExperimentResult:
               "status": "running", "ended": None,
               "stages": [{**c, "status": None, "started": None, "ended": None, "metrics": {}} for c in chain]}
     for old, new in zip(previous.get("stages", []), record["stages"]):
-        new.update({k: old.get(k) for k in ("started", "ended")})
+        new.update({k: old.get(k) for k in ("started", "ended", "reused_from") if k in old})
 
     def refresh(i: int) -> None:
         entry, run = record["stages"][i], RunRecord.read(exp / steps[i].dir_name)
@@ -135,6 +167,8 @@ def run_experiment(cfg, run_dir: str | Path) -> ExperimentResult:
     def save() -> None:
         write_json(path, record)
 
+    sources = ([exp.parent] + [Path(p).expanduser().absolute() for p in cfg.get("reuse_from") or []]
+               if cfg.get("reuse", True) else [])
     run = RunDir(exp)
     ran: list[int] = []
     with open_run(run, cfg, "run"):
@@ -142,7 +176,7 @@ def run_experiment(cfg, run_dir: str | Path) -> ExperimentResult:
             refresh(i)
         save()
         try:
-            _run_steps(steps, record, exp, refresh, save, ran)
+            _run_steps(steps, record, exp, refresh, save, ran, sources)
         except BaseException as e:
             record.update(status="interrupted" if isinstance(e, Interrupted) else "failed", ended=now())
             save()
@@ -154,11 +188,23 @@ def run_experiment(cfg, run_dir: str | Path) -> ExperimentResult:
         return result
 
 
-def _run_steps(steps: list[Step], record: dict, exp: Path, refresh, save, ran: list[int]) -> None:
-    """Each step in order: skip the completed, run or resume the others (``run_experiment``)."""
+def _run_steps(steps: list[Step], record: dict, exp: Path, refresh, save, ran: list[int],
+               sources: list[Path]) -> None:
+    """Each step in order: skip the completed, reuse or run the never started, resume the others
+    (``run_experiment``)."""
     for i, step in enumerate(steps):
         entry = record["stages"][i]
         action = decide(entry["status"])
+        target = None
+        if action == "start" and not os.path.lexists(exp / step.dir_name):
+            target = reusable_step(i, record["chain"], exp, sources)
+        if target is not None:
+            os.symlink(target, exp / step.dir_name, target_is_directory=True)
+            refresh(i)
+            entry["reused_from"] = str(target)
+            save()
+            print(f"simpo run: {step.label}: reused, completed in {target}", file=sys.stderr)
+            continue
         if action == "skip":
             print(f"simpo run: {step.label}: completed in {entry['dir']}, skipped", file=sys.stderr)
             continue

@@ -77,6 +77,12 @@ def test_a_sweep_of_experiments_gives_one_table(tmp_path):
         record = json.loads((sweep / str(num) / "experiment.json").read_text())
         assert record["status"] == "completed" and f"objective={objective}" in record["stages"][1]["args"]
         assert yaml_objective(sweep / str(num) / "02-train") == objective
+    # the same pairs stage (same chain up to it): the second job reuses the first job's pairs
+    reused = sweep / "1" / "01-generate-pairs"
+    assert reused.is_symlink() and reused.resolve() == (sweep / "0" / "01-generate-pairs").resolve()
+    record = json.loads((sweep / "1" / "experiment.json").read_text())
+    assert record["stages"][0]["reused_from"] == str((sweep / "0" / "01-generate-pairs").resolve())
+    assert not (sweep / "1" / "02-train").is_symlink()  # another objective: trained, not reused
     proc = run_simpo(["report", str(sweep), "--metric", "ifeval/prompt_loose"], tmp_path)
     assert "2 jobs: 2 completed, 0 failed" in proc.stdout and "simpo run experiment=ifeval-smoke objective=" in proc.stdout
     table = (sweep / "report" / "report.md").read_text()
