@@ -53,7 +53,8 @@ from simpo_cli.training.logps import (
 FUSED_ACCUMULATOR_BYTES = 2**31
 # PreferenceLogps fields holding one value per pair (sliced per pair); every other tensor field
 # must be a batch-level input of the objective (KTO's mismatched rows), passed whole.
-PER_PAIR_FIELDS = ("chosen", "rejected", "chosen_lengths", "rejected_lengths", "ref_chosen", "ref_rejected")
+PER_PAIR_FIELDS = ("chosen", "rejected", "chosen_lengths", "rejected_lengths", "ref_chosen", "ref_rejected",
+                   "chosen_log_sum_sq", "rejected_log_sum_sq")
 BATCH_FIELDS = ("kl", "ref_kl")
 
 

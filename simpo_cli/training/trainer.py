@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +21,8 @@ from simpo_cli.training.logps import sequence_logps
 from simpo_cli.training.reliability import ReliableTrainerMixin
 
 BATCH_KEYS = ("input_ids", "attention_mask", "response_mask")
+
+log = logging.getLogger(__name__)
 
 
 class PreferenceTrainer(ReliableTrainerMixin, Trainer):
@@ -42,13 +45,16 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
     def preference_logps(self, model, inputs) -> tuple[PreferenceLogps, torch.Tensor]:
         """One forward over the ``[2B, L]`` batch → ``PreferenceLogps`` (summed, ``[B]`` each) and
         the per-row mean logits ``[2B]``."""
+        sum_sq = self.objective.needs_sum_sq_probs
         out = sequence_logps(model, *(inputs[k] for k in BATCH_KEYS), path=self.logps_path,
-                             padding_free=self.padding_free)
+                             padding_free=self.padding_free, sum_sq_probs=sum_sq)
         b = inputs["input_ids"].shape[0] // 2
         logps = PreferenceLogps(
             chosen=out.logps[:b], rejected=out.logps[b:],
             chosen_lengths=out.lengths[:b], rejected_lengths=out.lengths[b:],
             ref_chosen=inputs.get("ref_chosen_logps"), ref_rejected=inputs.get("ref_rejected_logps"),
+            chosen_log_sum_sq=out.log_sum_sq[:b] if sum_sq else None,
+            rejected_log_sum_sq=out.log_sum_sq[b:] if sum_sq else None,
         )
         self._fill_reference(model, inputs, logps)
         return logps, out.logits_mean
@@ -83,8 +89,15 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
     def _fused_head(self, model) -> bool:
         """Log-probs, loss and head gradients in one pass (``fused_head``) when training a model
         whose head allows it (path ``auto`` only: ``chunked``/``plain`` force those paths)."""
-        return (self.logps_path == "auto" and torch.is_grad_enabled() and self.objective.pairwise
-                and supports_fused(model))
+        fused = (self.logps_path == "auto" and torch.is_grad_enabled() and self.objective.pairwise
+                 and supports_fused(model))
+        if fused and self.objective.needs_sum_sq_probs:
+            if not getattr(self, "_fused_off_logged", False):
+                log.info("fused LM head off: WPO's sampled alignment (objective.wpo_alignment=sampled) needs "
+                         "log Σ_v p_v² per token, which the fused head does not compute; using the chunked path")
+                self._fused_off_logged = True
+            return False
+        return fused
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self._fused_head(model):
@@ -117,11 +130,15 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
             (logps.rejected_avg if mean else logps.rejected).detach(),
             logits_mean[:b], logits_mean[b:],
         ]).float()
+        names = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                 "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected")
+        if result.weights is not None:  # a modifier's weights (WPO)
+            per_example = torch.cat([per_example, result.weights.detach().float()[None]])
+            names += ("wpo/weight",)
         extra = torch.stack([torch.tensor(float(b), device=per_example.device),
                              attention_mask.sum().float()])
         totals = self.accelerator.reduce(torch.cat([per_example.sum(1), extra]), reduction="sum")
-        names = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-                 "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected", "_n", "_tokens")
+        names += ("_n", "_tokens")
         for name, value in zip(names, totals.tolist()):
             self._sums[mode][name] += value
 
