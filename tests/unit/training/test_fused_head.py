@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from simpo_cli.config.schema import CONF_DIR
 from simpo_cli.objectives import OBJECTIVES, PreferenceLogps, get_objective
+from simpo_cli.objectives.wpo import with_wpo
 from simpo_cli.training.fused_head import (
     fused_head_loss,
     fused_preference_loss,
@@ -320,13 +321,13 @@ def test_unsupported_heads_are_not_fused():
 
 # ---- the trainer ------------------------------------------------------------------------------
 
-def _trainer(tmp_path, model, logps_path="auto"):
+def _trainer(tmp_path, model, logps_path="auto", objective=None):
     from transformers import TrainingArguments
 
     from simpo_cli.training.trainer import PreferenceTrainer
 
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, per_device_train_batch_size=3)
-    return PreferenceTrainer(model=model, args=args, objective=get_objective("simpo"),
+    return PreferenceTrainer(model=model, args=args, objective=objective or get_objective("simpo"),
                              objective_kwargs=KWARGS["simpo"], logps_path=logps_path, padding_free=False)
 
 
@@ -355,3 +356,50 @@ def test_trainer_fuses_only_when_training(tmp_path, monkeypatch):
     assert_same(fused, grads(model))
     metrics = trainer._averages("train")
     assert metrics["rewards/accuracies"] in (0.0, 1 / 3, 2 / 3, 1.0)
+
+
+# ---- WPO weighting (simpo_cli.objectives.wpo) -------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["simpo", "dpo"])
+def test_fused_matches_full_logits_with_unaligned_wpo(name):
+    """WPO without alignment needs only the policy log-probs and lengths, which the fused head has:
+    the weighted loss and its gradients equal the full-logits computation (the weight is a
+    constant there too), and the weights come back for the ``wpo/weight`` metric."""
+    model = tiny("llama")
+    spec = with_wpo(get_objective(name), "none")
+    inputs = pair_batch()
+    fill = reference_filler(spec, inputs["input_ids"].shape[0] // 2)
+    loss, _, result, _ = fused_preference_loss(model, inputs, spec, KWARGS[name], fill)
+    loss.backward()
+    fused = grads(model)
+    expected, _ = plain_loss(model, inputs, spec, KWARGS[name], fill)
+    expected.backward()
+    torch.testing.assert_close(loss, expected.detach(), atol=1e-5, rtol=0)
+    assert_same(fused, grads(model))
+    assert result.weights is not None and (result.weights < 1).all()
+
+
+def test_trainer_wpo_sampled_falls_back_from_the_fused_head_and_logs_the_weight(tmp_path, monkeypatch, caplog):
+    """Sampled alignment needs log Σ_v p_v² per token, which the fused head does not compute: the
+    trainer says so once and uses the chunked path (same loss as ``logps_path=chunked``); the
+    batch's mean weight is logged as ``wpo/weight``."""
+    import logging
+
+    import simpo_cli.training.trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "fused_preference_loss",
+                        lambda *a, **k: calls.append(1) or fused_preference_loss(*a, **k))
+    model, inputs = tiny("llama"), pair_batch()
+    spec = with_wpo(get_objective("simpo"), "sampled")
+    trainer = _trainer(tmp_path / "a", model, objective=spec)
+    with caplog.at_level(logging.INFO, logger="simpo_cli.training.trainer"):
+        loss = trainer.compute_loss(model, inputs)
+        trainer.compute_loss(model, inputs)
+    assert calls == [] and caplog.text.count("fused LM head off: WPO's sampled alignment") == 1
+    expected = _trainer(tmp_path / "b", model, logps_path="chunked", objective=spec).compute_loss(model, inputs)
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
+    unweighted = _trainer(tmp_path / "c", model, logps_path="chunked").compute_loss(model, inputs)
+    assert loss < unweighted  # weights below 1 on an untrained tiny model
+    metrics = trainer._averages("train")
+    assert 0 < metrics["wpo/weight"] < 1
