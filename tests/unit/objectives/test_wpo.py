@@ -71,3 +71,23 @@ def test_errors():
         with_wpo(get_objective("dpo"), "greedy")
     with pytest.raises(ValueError, match="needs logps.chosen_log_sum_sq"):
         wpo_weights(make_logps([-2.0], [-6.0], [2], [3]), "sampled")
+
+
+@pytest.mark.parametrize("name", ["simpo", "dpo", "simper"])
+def test_the_switch_composes_for_any_objective_and_is_listed_when_on(name):
+    """``objective=<name> objective.wpo=true`` composes (every objective's schema has the
+    modifier), the run's provenance table lists it only when it is on, and a misspelled alignment
+    is one readable problem naming the key."""
+    from simpo_cli.config.checks import validate_train
+    from simpo_cli.config.recipes import provenance
+    from simpo_cli.errors import ConfigError
+    from tests.helpers import compose
+
+    overrides = [f"objective={name}", "objective.wpo=true"]
+    cfg = compose(overrides)
+    assert cfg.objective.wpo is True and cfg.objective.wpo_alignment == "sampled"
+    assert provenance(cfg, overrides)["objective.wpo"] == {"value": True, "source": "command line"}
+    off = compose([f"objective={name}"])
+    assert off.objective.wpo is False and "objective.wpo" not in provenance(off, [f"objective={name}"])
+    with pytest.raises(ConfigError, match="objective.wpo_alignment must be one of sampled, none, got greedy"):
+        validate_train(compose([*overrides, "objective.wpo_alignment=greedy"]))
