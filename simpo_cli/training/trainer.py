@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,8 +20,6 @@ from simpo_cli.training.logps import sequence_logps
 from simpo_cli.training.reliability import ReliableTrainerMixin
 
 BATCH_KEYS = ("input_ids", "attention_mask", "response_mask")
-
-log = logging.getLogger(__name__)
 
 
 class PreferenceTrainer(ReliableTrainerMixin, Trainer):
@@ -89,15 +86,8 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
     def _fused_head(self, model) -> bool:
         """Log-probs, loss and head gradients in one pass (``fused_head``) when training a model
         whose head allows it (path ``auto`` only: ``chunked``/``plain`` force those paths)."""
-        fused = (self.logps_path == "auto" and torch.is_grad_enabled() and self.objective.pairwise
-                 and supports_fused(model))
-        if fused and self.objective.needs_sum_sq_probs:
-            if not getattr(self, "_fused_off_logged", False):
-                log.info("fused LM head off: WPO's sampled alignment (objective.wpo_alignment=sampled) needs "
-                         "log Σ_v p_v² per token, which the fused head does not compute; using the chunked path")
-                self._fused_off_logged = True
-            return False
-        return fused
+        return (self.logps_path == "auto" and torch.is_grad_enabled() and self.objective.pairwise
+                and supports_fused(model))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self._fused_head(model):

@@ -379,12 +379,35 @@ def test_fused_matches_full_logits_with_unaligned_wpo(name):
     assert result.weights is not None and (result.weights < 1).all()
 
 
-def test_trainer_wpo_sampled_falls_back_from_the_fused_head_and_logs_the_weight(tmp_path, monkeypatch, caplog):
-    """Sampled alignment needs log Σ_v p_v² per token, which the fused head does not compute: the
-    trainer says so once and uses the chunked path (same loss as ``logps_path=chunked``); the
-    batch's mean weight is logged as ``wpo/weight``."""
-    import logging
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_fused_matches_full_logits_with_sampled_wpo(arch):
+    """WPO's sampled alignment: the fused head also sums log Σ_v p_v² per row (Gemma-2: of the
+    soft-capped softmax) and hands it to each pair's loss; loss, gradients and the sums equal the
+    full-logits path's (``sequence_logps(path="plain", sum_sq_probs=True)``)."""
+    model = tiny(arch)
+    spec = with_wpo(get_objective("simpo"), "sampled")
+    inputs = pair_batch()
+    b = inputs["input_ids"].shape[0] // 2
+    loss, logps, result, _ = fused_preference_loss(model, inputs, spec, KWARGS["simpo"], lambda logps: None)
+    loss.backward()
+    fused = grads(model)
+    out = sequence_logps(model, *(inputs[k] for k in ("input_ids", "attention_mask", "response_mask")),
+                         path="plain", sum_sq_probs=True)
+    plain = PreferenceLogps(out.logps[:b], out.logps[b:], out.lengths[:b], out.lengths[b:],
+                            chosen_log_sum_sq=out.log_sum_sq[:b], rejected_log_sum_sq=out.log_sum_sq[b:])
+    expected = spec.fn(plain, **KWARGS["simpo"]).losses.mean()
+    expected.backward()
+    torch.testing.assert_close(loss, expected.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([logps.chosen_log_sum_sq, logps.rejected_log_sum_sq]), out.log_sum_sq,
+                               atol=1e-5, rtol=0)
+    assert_same(fused, grads(model))
+    assert result.weights is not None
 
+
+def test_trainer_wpo_fused_equals_chunked_and_logs_the_weight(tmp_path, monkeypatch):
+    """The trainer keeps the fused head under WPO (sampled): same loss and gradients as
+    ``logps_path=chunked``, lower than the unweighted loss here (weights < 1 on an untrained tiny
+    model), and the batch's mean weight is logged as ``wpo/weight``."""
     import simpo_cli.training.trainer as trainer_module
 
     calls = []
@@ -393,13 +416,16 @@ def test_trainer_wpo_sampled_falls_back_from_the_fused_head_and_logs_the_weight(
     model, inputs = tiny("llama"), pair_batch()
     spec = with_wpo(get_objective("simpo"), "sampled")
     trainer = _trainer(tmp_path / "a", model, objective=spec)
-    with caplog.at_level(logging.INFO, logger="simpo_cli.training.trainer"):
-        loss = trainer.compute_loss(model, inputs)
-        trainer.compute_loss(model, inputs)
-    assert calls == [] and caplog.text.count("fused LM head off: WPO's sampled alignment") == 1
+    loss = trainer.compute_loss(model, inputs)
+    loss.backward()
+    fused = grads(model)
+    assert calls == [1]
     expected = _trainer(tmp_path / "b", model, logps_path="chunked", objective=spec).compute_loss(model, inputs)
-    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
-    unweighted = _trainer(tmp_path / "c", model, logps_path="chunked").compute_loss(model, inputs)
-    assert loss < unweighted  # weights below 1 on an untrained tiny model
+    expected.backward()
+    torch.testing.assert_close(loss.detach(), expected.detach(), atol=1e-5, rtol=0)
+    assert_same(fused, grads(model))
+    with torch.no_grad():
+        unweighted = _trainer(tmp_path / "c", model, logps_path="chunked").compute_loss(model, inputs)
+    assert loss < unweighted
     metrics = trainer._averages("train")
     assert 0 < metrics["wpo/weight"] < 1
