@@ -17,6 +17,7 @@ from simpo_cli.errors import ConfigError
 from simpo_cli.models.adapters import adapter_problems
 from simpo_cli.models.loading import DTYPES as TORCH_DTYPES
 from simpo_cli.objectives import OBJECTIVES
+from simpo_cli.objectives.wpo import ALIGNMENTS as WPO_ALIGNMENTS
 from simpo_cli.training.precision import device_problem
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ def _train_problems(cfg) -> list[str]:
     if spec is not None and spec.has("gamma") and ob.get("gamma_beta_ratio") is None and not (
             ob.get("gamma") is not None and ob.gamma >= 0):
         problems.append(f"objective.gamma must be >= 0, got {ob.get('gamma')}")
+    if ob.get("wpo") and ob.get("wpo_alignment") not in WPO_ALIGNMENTS:
+        problems.append(f"objective.wpo_alignment must be one of {', '.join(WPO_ALIGNMENTS)}, "
+                        f"got {ob.get('wpo_alignment')}")
     if hp.learning_rate <= 0:
         problems.append(f"hparams.learning_rate must be > 0, got {hp.learning_rate}")
     elif hp.learning_rate > 1e-4 and cfg.model.name_or_path is not None:

@@ -242,6 +242,8 @@ def provenance(cfg, overrides: list[str] | None, config_name: str = "config") ->
     sources = value_sources(cfg, list(overrides or []), config_name)
     result = {}
     for key, value in _selected(cfg, TRAINING_KEYS).items():
+        if key.startswith("objective.wpo") and not cfg.objective.get("wpo"):
+            continue  # the WPO modifier (objective.wpo*) is listed only when it is on
         source = sources.get(key)
         if source is None:  # a key the schema fills in (e.g. hparams.weight_decay) or a folded value
             parent = key.rsplit(".", 1)[0]

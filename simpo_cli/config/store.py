@@ -17,4 +17,4 @@ def register_configs() -> None:
     register_eval_configs(cs)
     for name, spec in OBJECTIVES.items():
         # Not in the "objective" group itself, so `objective=glob(*)` sweeps only the YAML options.
-        cs.store(group="objective_schema", name=name, node=spec.params)
+        cs.store(group="objective_schema", name=name, node=spec.schema)

@@ -8,7 +8,7 @@ import pkgutil
 from simpo_cli.objectives.base import ObjectiveOutput, ObjectiveSpec, PreferenceLogps
 from simpo_cli.objectives.registry import OBJECTIVES, get_objective
 
-_INTERNAL = {"base", "registry"}
+_INTERNAL = {"base", "registry", "wpo"}  # wpo: a modifier, not an objective
 for _module in ["simpo", *sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "simpo")]:
     if _module not in _INTERNAL and not _module.startswith("_"):
         importlib.import_module(f"{__name__}.{_module}")  # registers (registry.register)

@@ -8,7 +8,7 @@ an objective's name (see STYLE.md, "what to absorb" 1-3).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, make_dataclass
 from typing import Callable, Literal
 
 import torch
@@ -35,6 +35,11 @@ class PreferenceLogps:
     # sets ``needs_mismatched``.
     kl: torch.Tensor | None = None
     ref_kl: torch.Tensor | None = None
+    # Σ over response tokens of ``log Σ_v π_θ(v | x, y_<t)²`` (the log of each position's expected
+    # probability under sampling), ``[B]``, nats, detached: WPO's sampled weight alignment
+    # (``simpo_cli.objectives.wpo``). ``None`` unless the spec sets ``needs_sum_sq_probs``.
+    chosen_log_sum_sq: torch.Tensor | None = None
+    rejected_log_sum_sq: torch.Tensor | None = None
 
     @property
     def chosen_avg(self) -> torch.Tensor:
@@ -50,11 +55,27 @@ class PreferenceLogps:
 @dataclass
 class ObjectiveOutput:
     """What an objective returns: per-example ``losses`` (``[B]``, differentiable) and the implicit
-    rewards of chosen and rejected (``[B]``, detached), used for ``rewards/*`` metrics."""
+    rewards of chosen and rejected (``[B]``, detached), used for ``rewards/*`` metrics.
+    ``weights``: the per-example weights a modifier multiplied the losses by (``[B]``, detached;
+    WPO's, logged as ``wpo/weight``), ``None`` without one."""
 
     losses: torch.Tensor
     chosen_rewards: torch.Tensor
     rejected_rewards: torch.Tensor
+    weights: torch.Tensor | None = None
+
+
+@dataclass
+class Modifiers:
+    """Settings every objective's config accepts on top of its own (``objective.wpo=true``): they
+    change how the loss is weighted, not the loss (``simpo_cli.objectives.wpo.configured``).
+
+    ``wpo``: multiply each pair's loss by WPO's weight (arXiv 2406.11827).
+    ``wpo_alignment``: ``sampled`` (the paper's weight alignment, TRL's ``use_weighting``) or
+    ``none`` (the unaligned weight ``exp`` of the mean token log-prob)."""
+
+    wpo: bool = False
+    wpo_alignment: str = "sampled"
 
 
 @dataclass(frozen=True)
@@ -71,9 +92,12 @@ class ObjectiveSpec:
     ``pairwise``: example ``i``'s loss depends only on example ``i``'s log-probs (and on batch-level
     inputs computed without gradient, such as KTO's mismatched rows), so it can be evaluated one
     pair at a time; the fused LM head (``simpo_cli.training.fused_head``) relies on it.
+    ``needs_sum_sq_probs``: the loop must also provide ``chosen_log_sum_sq``/``rejected_log_sum_sq``
+    (set by a modifier: WPO's sampled alignment).
     ``params``: the dataclass of the objective's own settings (its ``conf/objective/<name>.yaml``
     is validated against it), β and γ included where the objective has them; every field but
     ``name`` (and ``gamma_beta_ratio``, folded into ``gamma``) is a keyword argument of ``fn``.
+    The config schema (``schema``) adds the ``Modifiers`` fields, which are not arguments of ``fn``.
     """
 
     name: str
@@ -85,6 +109,13 @@ class ObjectiveSpec:
     needs_mismatched: bool = False
     accepts_unpaired: bool = False
     pairwise: bool = True
+    needs_sum_sq_probs: bool = False
+
+    @property
+    def schema(self) -> type:
+        """The structured-config schema of ``conf/objective/<name>.yaml``: ``params`` plus the
+        ``Modifiers`` settings."""
+        return make_dataclass(self.params.__name__, [], bases=(self.params, Modifiers))
 
     def has(self, param: str) -> bool:
         """Whether ``param`` (e.g. ``beta``) is one of this objective's settings."""

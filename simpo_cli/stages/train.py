@@ -17,6 +17,7 @@ from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, named_source
 from simpo_cli.objectives import get_objective
+from simpo_cli.objectives.wpo import configured
 from simpo_cli.run.launch import is_main_process, world_size
 from simpo_cli.run.rundir import RunDir, open_run
 from simpo_cli.training.batching import add_length_column, length_grouping
@@ -80,7 +81,7 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
     """
     resolve_objective(cfg)
     source = named_source(cfg.model)  # the one resolution of model.* (and the reference's below)
-    spec = get_objective(cfg.objective.name)
+    spec = configured(get_objective(cfg.objective.name), cfg.objective)  # with its modifiers (WPO)
     sources = {"policy": source}
     if spec.needs_reference:
         sources["reference"] = reference_source(cfg, source)

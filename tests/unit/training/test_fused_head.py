@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from simpo_cli.config.schema import CONF_DIR
 from simpo_cli.objectives import OBJECTIVES, PreferenceLogps, get_objective
+from simpo_cli.objectives.wpo import with_wpo
 from simpo_cli.training.fused_head import (
     fused_head_loss,
     fused_preference_loss,
@@ -320,13 +321,13 @@ def test_unsupported_heads_are_not_fused():
 
 # ---- the trainer ------------------------------------------------------------------------------
 
-def _trainer(tmp_path, model, logps_path="auto"):
+def _trainer(tmp_path, model, logps_path="auto", objective=None):
     from transformers import TrainingArguments
 
     from simpo_cli.training.trainer import PreferenceTrainer
 
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, per_device_train_batch_size=3)
-    return PreferenceTrainer(model=model, args=args, objective=get_objective("simpo"),
+    return PreferenceTrainer(model=model, args=args, objective=objective or get_objective("simpo"),
                              objective_kwargs=KWARGS["simpo"], logps_path=logps_path, padding_free=False)
 
 
@@ -355,3 +356,76 @@ def test_trainer_fuses_only_when_training(tmp_path, monkeypatch):
     assert_same(fused, grads(model))
     metrics = trainer._averages("train")
     assert metrics["rewards/accuracies"] in (0.0, 1 / 3, 2 / 3, 1.0)
+
+
+# ---- WPO weighting (simpo_cli.objectives.wpo) -------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["simpo", "dpo"])
+def test_fused_matches_full_logits_with_unaligned_wpo(name):
+    """WPO without alignment needs only the policy log-probs and lengths, which the fused head has:
+    the weighted loss and its gradients equal the full-logits computation (the weight is a
+    constant there too), and the weights come back for the ``wpo/weight`` metric."""
+    model = tiny("llama")
+    spec = with_wpo(get_objective(name), "none")
+    inputs = pair_batch()
+    fill = reference_filler(spec, inputs["input_ids"].shape[0] // 2)
+    loss, _, result, _ = fused_preference_loss(model, inputs, spec, KWARGS[name], fill)
+    loss.backward()
+    fused = grads(model)
+    expected, _ = plain_loss(model, inputs, spec, KWARGS[name], fill)
+    expected.backward()
+    torch.testing.assert_close(loss, expected.detach(), atol=1e-5, rtol=0)
+    assert_same(fused, grads(model))
+    assert result.weights is not None and (result.weights < 1).all()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_fused_matches_full_logits_with_sampled_wpo(arch):
+    """WPO's sampled alignment: the fused head also sums log Σ_v p_v² per row (Gemma-2: of the
+    soft-capped softmax) and hands it to each pair's loss; loss, gradients and the sums equal the
+    full-logits path's (``sequence_logps(path="plain", sum_sq_probs=True)``)."""
+    model = tiny(arch)
+    spec = with_wpo(get_objective("simpo"), "sampled")
+    inputs = pair_batch()
+    b = inputs["input_ids"].shape[0] // 2
+    loss, logps, result, _ = fused_preference_loss(model, inputs, spec, KWARGS["simpo"], lambda logps: None)
+    loss.backward()
+    fused = grads(model)
+    out = sequence_logps(model, *(inputs[k] for k in ("input_ids", "attention_mask", "response_mask")),
+                         path="plain", sum_sq_probs=True)
+    plain = PreferenceLogps(out.logps[:b], out.logps[b:], out.lengths[:b], out.lengths[b:],
+                            chosen_log_sum_sq=out.log_sum_sq[:b], rejected_log_sum_sq=out.log_sum_sq[b:])
+    expected = spec.fn(plain, **KWARGS["simpo"]).losses.mean()
+    expected.backward()
+    torch.testing.assert_close(loss, expected.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([logps.chosen_log_sum_sq, logps.rejected_log_sum_sq]), out.log_sum_sq,
+                               atol=1e-5, rtol=0)
+    assert_same(fused, grads(model))
+    assert result.weights is not None
+
+
+def test_trainer_wpo_fused_equals_chunked_and_logs_the_weight(tmp_path, monkeypatch):
+    """The trainer keeps the fused head under WPO (sampled): same loss and gradients as
+    ``logps_path=chunked``, lower than the unweighted loss here (weights < 1 on an untrained tiny
+    model), and the batch's mean weight is logged as ``wpo/weight``."""
+    import simpo_cli.training.trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "fused_preference_loss",
+                        lambda *a, **k: calls.append(1) or fused_preference_loss(*a, **k))
+    model, inputs = tiny("llama"), pair_batch()
+    spec = with_wpo(get_objective("simpo"), "sampled")
+    trainer = _trainer(tmp_path / "a", model, objective=spec)
+    loss = trainer.compute_loss(model, inputs)
+    loss.backward()
+    fused = grads(model)
+    assert calls == [1]
+    expected = _trainer(tmp_path / "b", model, logps_path="chunked", objective=spec).compute_loss(model, inputs)
+    expected.backward()
+    torch.testing.assert_close(loss.detach(), expected.detach(), atol=1e-5, rtol=0)
+    assert_same(fused, grads(model))
+    with torch.no_grad():
+        unweighted = _trainer(tmp_path / "c", model, logps_path="chunked").compute_loss(model, inputs)
+    assert loss < unweighted
+    metrics = trainer._averages("train")
+    assert 0 < metrics["wpo/weight"] < 1

@@ -145,12 +145,31 @@ def test_head_function_gradcheck_with_bias_and_softcap():
 
 def test_head_function_hand_values():
     """V=2, logits (0, log 3) for one token → log-softmax = (log 1/4, log 3/4); target 1 gives
-    log 0.75 = -0.28768 and a mean logit of log(3)/2 = 0.54931."""
+    log 0.75 = -0.28768 and a mean logit of log(3)/2 = 0.54931; WPO's log Σ p² =
+    log(1/16 + 9/16) = log 0.625 = -0.4700036 (only when asked for)."""
     hidden = torch.tensor([[1.0]], dtype=torch.float64)
     weight = torch.tensor([[0.0], [float(torch.log(torch.tensor(3.0)))]], dtype=torch.float64)
-    logps, means = _ChunkedHeadLogps.apply(hidden, weight, None, torch.tensor([1]), 1, None)
+    logps, means, sum_sq = _ChunkedHeadLogps.apply(hidden, weight, None, torch.tensor([1]), 1, None)
     assert logps.item() == pytest.approx(-0.2876821, abs=1e-7)
     assert means.item() == pytest.approx(0.5493061, abs=1e-7)
+    assert sum_sq.numel() == 0
+    _, _, sum_sq = _ChunkedHeadLogps.apply(hidden, weight, None, torch.tensor([1]), 1, None, True)
+    assert sum_sq.item() == pytest.approx(-0.4700036, abs=1e-7)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_sum_sq_probs_same_on_both_paths(arch):
+    """``sum_sq_probs=True``: Σ_t log Σ_v p_v² per row, equal on the chunked and plain paths
+    (Gemma-2: of the soft-capped softmax), and the log-probs unchanged by asking for it."""
+    model = tiny(arch)
+    plain = sequence_logps(model, *batch(), path="plain", sum_sq_probs=True)
+    chunked = sequence_logps(model, *batch(), path="chunked", chunk_size=3, sum_sq_probs=True)
+    without = sequence_logps(model, *batch(), path="chunked", chunk_size=3)
+    assert without.log_sum_sq is None
+    torch.testing.assert_close(chunked.log_sum_sq, plain.log_sum_sq, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked.logps, without.logps)
+    # log Σ p² ≤ 0 per token, so the sums are negative for rows with response tokens
+    assert (plain.log_sum_sq[plain.lengths > 0] < 0).all() and not plain.log_sum_sq.requires_grad
 
 
 def test_only_response_positions_reach_the_head(monkeypatch):
