@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from simpo_cli.evaluation.diagnostics import lines as finding_lines
 from simpo_cli.sweeps.job import metric_value
 
 
@@ -18,8 +19,28 @@ def print_train(result) -> None:
         if key in result.after:
             table.add_row(f"{key} ({result.pairs_split})",
                           f"{result.before[key]:.4f} -> {result.after[key]:.4f}")
+    _diagnostic_rows(table, result.diagnostics.get("pairs"))
     Console().print(table)
+    _print_findings(result.diagnostics.get("findings"))
     print(f"run directory: {result.run_dir}")
+
+
+def _diagnostic_rows(table, pairs: dict | None) -> None:
+    """Chosen and rejected log-likelihood before -> after and how they moved (diagnostics)."""
+    if not pairs:
+        return
+    for side in ("chosen", "rejected"):
+        table.add_row(f"log-likelihood {side} ({pairs['unit']})",
+                      f"{pairs[side + '_before']:.4f} -> {pairs[side + '_after']:.4f} ({pairs[side + '_change']:+.4f})")
+    table.add_row("chosen and rejected", pairs["movement"])
+
+
+def _print_findings(findings: list | None) -> None:
+    """Each finding and its remedies (plain lines: a message must not be cut by the table)."""
+    if findings:
+        print(f"findings ({len(findings)}):")
+        for line in finding_lines(findings):
+            print(f"  {line}")
 
 
 def train_value(result, cfg):
