@@ -151,12 +151,14 @@ def _movement(chosen: float, rejected: float) -> str:
     return f"apart (chosen {word(chosen)}, rejected {word(rejected)})"
 
 
-def pair_diagnostics(before: dict, after: dict, cfg=None, *, unit: str = "nats/token") -> dict:
+def pair_diagnostics(before: dict, after: dict, cfg=None, *, unit: str = "nats/token",
+                     pairs: str = "held-out") -> dict:
     """Compare the pair metrics before and after training (``trainer.pair_metrics``: keys
     ``logps/chosen``, ``logps/rejected``, ``rewards/margins``).
 
     ``unit``: what ``logps/*`` are in (``nats/token`` for length-averaged objectives,
-    ``nats/response`` for summed ones). Returns ``{"unit", "chosen_before", "chosen_after",
+    ``nats/response`` for summed ones); ``pairs``: what they are, for the message (``held-out``,
+    ``training-pair``). Returns ``{"unit", "chosen_before", "chosen_after",
     "chosen_change", "rejected_before", "rejected_after", "rejected_change", "margin_change",
     "movement", "findings"}`` (``movement``: ``both fell``, ``both rose``, or ``apart (chosen
     rose, rejected fell)`` and the like), or ``{}`` when either side lacks the numbers (e.g. ``trainer.evaluate=false``).
@@ -177,7 +179,7 @@ def pair_diagnostics(before: dict, after: dict, cfg=None, *, unit: str = "nats/t
     if drop > c.chosen_drop and ma > mb:
         out["findings"].append(Finding(
             "likelihood_displacement",
-            f"held-out chosen log-likelihood fell {cb:.4f} -> {ca:.4f} {unit} ({ca - cb:+.4f}, {100 * drop:.1f}% "
+            f"{pairs} chosen log-likelihood fell {cb:.4f} -> {ca:.4f} {unit} ({ca - cb:+.4f}, {100 * drop:.1f}% "
             f"> {100 * c.chosen_drop:g}%) while the margin grew {mb:.4f} -> {ma:.4f}; rejected {rb:.4f} -> {ra:.4f} "
             f"({ra - rb:+.4f}): {out['movement']}. The margin grew because the rejected answers lost likelihood "
             "faster, not because the chosen ones gained it (likelihood displacement)",

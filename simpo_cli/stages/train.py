@@ -75,11 +75,12 @@ def _pair_metrics_at_start(trainer, pairs):
     return PairMetricsAtStart()
 
 
-def run_diagnostics(cfg, spec, before: dict, after: dict, metrics_path: Path) -> dict:
+def run_diagnostics(cfg, spec, before: dict, after: dict, metrics_path: Path, held_out: bool = True) -> dict:
     """``{"pairs": ..., "findings": [...]}``: the held-out pair metrics before -> after (in the unit
     the objective logs ``logps/*``) and the findings on them and on ``metrics.jsonl``."""
     unit = "nats/token" if spec.logp_reduction == "mean" else "nats/response"
-    pairs = diagnostics.pair_diagnostics(before, after, cfg.diagnostics, unit=unit)
+    pairs = diagnostics.pair_diagnostics(before, after, cfg.diagnostics, unit=unit,
+                                         pairs="held-out" if held_out else "training-pair")
     findings = pairs.pop("findings", []) + diagnostics.step_findings(
         diagnostics.read_records(metrics_path), cfg.diagnostics)
     return {"pairs": pairs, "findings": findings}
@@ -177,7 +178,8 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             training_curves(run.metrics, run.path / "curves.png", f"{cfg.model.name}, {cfg.objective.name}: {run.path.name}")
         result = TrainResult(run.path, output.global_step, final_loss, before, after,
                              pairs_info.label() if pairs_info else cfg.data.split)
-        result.diagnostics = run_diagnostics(cfg, spec, before, after, run.metrics)
+        result.diagnostics = run_diagnostics(cfg, spec, before, after, run.metrics,
+                                             held_out=pairs_info.held_out if pairs_info else False)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
                    pairs_before=before, pairs_after=after, nan_skipped=trainer.nan_skipped,
                    diagnostics=result.diagnostics)
