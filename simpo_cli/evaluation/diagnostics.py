@@ -313,7 +313,7 @@ def answer_stats(answers: list[dict], cfg=None) -> dict:
             "repetition_rate": len(flagged) / len(answers) if answers else None,
             "repetition": {"n": c.repetition_n, "threshold": c.repetition_threshold},
             "distinct": {f"distinct-{k}": distinct_n([a["answer"] for a in answers], k) for k in c.distinct_n},
-            "flagged": flagged}
+            "flagged": flagged, "max_listed": c.max_listed}
 
 
 def answer_findings(name: str, after: dict, before: dict | None = None, cfg=None) -> list[dict]:

@@ -26,7 +26,7 @@ from simpo_cli.config.checks import resolve_objective
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
 from simpo_cli.data.templates import uses_template
 from simpo_cli.errors import UserError
-from simpo_cli.evaluation import benchmarks as B, ifeval_run, metrics as M, plots
+from simpo_cli.evaluation import benchmarks as B, diagnostics as D, ifeval_run, metrics as M, plots
 from simpo_cli.evaluation.report import render_report
 from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 from simpo_cli.models.invariance import one_cpu_thread
@@ -213,6 +213,20 @@ def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, ma
     return {"model": label, "answers": answers, "counts": counts, "cache_key": key}
 
 
+def answer_records(prompts, answers: list[list[str]], counts: list[list[int]]) -> list[dict]:
+    """Every turn's answer as a diagnostics record ``{"id", "prompt", "answer", "tokens"}``; a
+    multi-turn prompt's turns are ``<id>/turn<k>``."""
+    return [{"id": p.id if len(a) == 1 else f"{p.id}/turn{k + 1}", "prompt": p.turns[k], "answer": a[k],
+             "tokens": c[k]} for p, a, c in zip(prompts, answers, counts) for k in range(len(a))]
+
+
+def pairs_as_train_metrics(avg_logps: dict, margins: dict) -> dict:
+    """An eval's pair summary in the trainer's names (``logps/*`` in nats/token, ``rewards/margins``:
+    the length-normalised margin), so ``diagnostics.pair_diagnostics`` reads both stages alike."""
+    return {"logps/chosen": avg_logps["chosen"], "logps/rejected": avg_logps["rejected"],
+            "rewards/margins": margins["length_normalized"]["mean"]}
+
+
 def run_eval(cfg, out_dir: str | Path) -> EvalResult:
     """Evaluate a model; everything lands in ``out_dir`` (see the module docstring).
 
@@ -235,6 +249,7 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
                    "reference": None, "run": run_info["path"] if run_info else None,
                    "objective": cfg.objective.name, "beta": cfg.objective.get("beta"),
                    "gamma": cfg.objective.get("gamma"), "seed": cfg.seed, "device": str(device)}
+        findings: list[dict] = []  # diagnostics over pairs and answers (simpo_cli/evaluation/diagnostics.py)
 
         if ev.pairs:
             split = ev.split or cfg.data.eval_split or cfg.data.split
@@ -263,6 +278,12 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
                          margin_reward=margin_reward)
             if ref is not None:  # the starting model (or reference.name_or_path), for before -> after
                 pairs["reference_model"] = reference_pair_metrics(cfg, ref, ev.histogram_bins)
+                start = pairs["reference_model"]
+                pair_diag = D.pair_diagnostics(pairs_as_train_metrics(start["avg_logps"], start["margins"]),
+                                               pairs_as_train_metrics(pairs["avg_logps"], pairs["margins"]),
+                                               cfg.diagnostics, pairs="held-out" if held_out else "eval-pair")
+                findings += pair_diag.pop("findings", [])
+                pairs["diagnostics"] = pair_diag
             if train_split:
                 log.warning("eval pairs are the run's training pairs (%s, split '%s'): the metrics are not "
                             "held out; pass data.path=<held-out file> or data.eval_split", cfg.data.path, split)
@@ -315,6 +336,15 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
                                                    subdir=bc.name)
                 summary["benchmarks"][name]["ifeval"] = res
                 files += [f for f in written if f not in files]
+            # Length, loops and diversity of the answers, before (where the starting model
+            # answered the same prompts: IFEval-format sets) and after.
+            start = None
+            if bc.format == "ifeval" and before is not None:
+                start = D.answer_stats(answer_records(prompts, [[a] for a in before["answers"]],
+                                                      [[c] for c in before["counts"]]), cfg.diagnostics)
+            stats = D.answer_stats(answer_records(prompts, answers, counts), cfg.diagnostics)
+            summary["benchmarks"][name]["answers"] = {"after": stats, "before": start}
+            findings += D.answer_findings(name, stats, start, cfg.diagnostics)
 
         if cfg.judge.reward_model:
             j = cfg.judge
@@ -325,6 +355,7 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
                                 n_resamples=j.n_resamples, confidence=j.confidence, seed=cfg.seed)
             summary["judge"] = {"benchmark": j.benchmark, "reward_model": j.reward_model, "baseline": j.baseline, **res}
 
+        summary["diagnostics"] = {"findings": findings}
         summary["files"] = files + ["eval.json", "report.md"]
         write_json(out.path / "eval.json", summary)
         write_atomic(out.path / "report.md", render_report(summary))

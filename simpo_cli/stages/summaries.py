@@ -105,11 +105,27 @@ def print_eval(result) -> None:
         table.add_row(f"{name} answers", f"{b['file']} ({b['n_prompts']} prompts)")
         for label, value in _ifeval_rows(b.get("ifeval")):
             table.add_row(label, value)
+        for label, value in _answer_rows(b.get("answers")):
+            table.add_row(label, value)
     if s.get("judge"):
         j = s["judge"]
         table.add_row("judge win rate", f"{j['win_rate']:.3f} [{j['ci'][0]:.3f}, {j['ci'][1]:.3f}]")
     Console().print(table)
+    _print_findings((s.get("diagnostics") or {}).get("findings"))
     print(f"eval directory: {result.out_dir}")
+
+
+def _answer_rows(a: dict | None) -> list[tuple[str, str]]:
+    """Mean answer length and loop rate, before -> after where the starting model answered too."""
+    if not a:
+        return []
+    after, before = a["after"], a.get("before")
+    fmt = lambda st, key, f: "n/a" if not st or st.get(key) is None else format(st[key], f)  # noqa: E731
+    arrow = lambda key, f: (f"{fmt(before, key, f)} -> " if before else "") + fmt(after, key, f)  # noqa: E731
+    return [("  mean answer tokens" + (" (start -> trained)" if before else ""), arrow("mean_tokens", ".1f")),
+            ("  looping answers" + (" (start -> trained)" if before else ""),
+             arrow("repetition_rate", ".1%") + f" ({len(after['flagged'])} of {after['n']} listed in report.md)"
+             if after["flagged"] else arrow("repetition_rate", ".1%"))]
 
 
 def _ifeval_rows(s: dict | None) -> list[tuple[str, str]]:
