@@ -87,6 +87,11 @@ class DiagnosticsConfig:
 
     ``max_listed`` (10): at most this many flagged answers are listed in ``report.md`` (all are in
     ``eval.json``).
+
+    ``answers_before`` (false; ``simpo eval`` only): the starting model also answers the
+    single-turn benchmarks (AlpacaEval, Arena-Hard), decoded as the trained model's and cached as
+    IFEval's are, so their loop rate and length have a "before" too. Off by default: it doubles
+    their generation time. IFEval-format sets always have it.
     """
 
     chosen_drop: float = 0.02
@@ -101,6 +106,7 @@ class DiagnosticsConfig:
     length_growth: float = 0.2
     distinct_n: List[int] = field(default_factory=lambda: [1, 2])
     max_listed: int = 10
+    answers_before: bool = False
 
 
 @dataclass

@@ -81,7 +81,7 @@ def diagnostics_lines(summary: dict) -> list[str]:
     out += ["", "## Answer diagnostics", "",
             f"Loop: more than {some['repetition']['threshold']:.0%} of an answer's words repeat an earlier "
             f"{some['repetition']['n']}-word span. Before: the starting model on the same prompts (IFEval-format "
-            "sets), else n/a.", "",
+            "sets; single-turn benchmarks with `diagnostics.answers_before=true`), else n/a.", "",
             "| benchmark | answers | mean tokens before → after | loop rate before → after | "
             + " | ".join(f"{k} before → after" for k in some["distinct"]) + " |",
             "|---|---|---|---|" + "---|" * len(some["distinct"])]

@@ -184,9 +184,12 @@ def _reference_cfg(cfg, run_info: dict | None):
     return run_info["start_model"] if run_info else None
 
 
-def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, max_new: int) -> dict:
+def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, max_new: int,
+                         temperatures: list | None = None) -> dict:
     """The reference (by default the run's starting) model's answers to ``prompts``, decoded
-    exactly as the policy's, from the cache (``evaluation.ifeval_run``) or generated and cached."""
+    exactly as the policy's, from the cache (``evaluation.ifeval_run``) or generated and cached.
+    ``temperatures``: the per-prompt temperatures of a sampled benchmark (part of the cache key;
+    IFEval's single temperature is ``bench_cfg.temperature``)."""
     template = uses_template(tokenizer, cfg.data.chat_template)
     decoding = {"max_new_tokens": max_new, "temperature": bench_cfg.temperature, "top_p": bench_cfg.top_p,
                 "stop_token_ids": list(cfg.eval.stop_token_ids), "template": template, "seed": cfg.seed,
@@ -194,11 +197,13 @@ def _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bench_cfg, device, ma
                 # batched answers may differ at a near-tie token with the batch size or thread count
                 # (models/generate.py), so both are part of the key
                 "batch_size": cfg.eval.generation_batch_size, "threads": torch.get_num_threads()}
+    if temperatures is not None:
+        decoding["temperatures"] = temperatures
     key = ifeval_run.answers_key(ref_cfg, tokenizer, prompts, decoding)
     label = ref_cfg.name_or_path or f"tiny:{ref_cfg.name} (seed {ref_cfg.tiny.seed})"
     cached = ifeval_run.read_cached(cfg.paths.cache_dir, key, len(prompts))
     if cached is not None:
-        log.info("ifeval: starting model's answers from the cache (%s)", key)
+        log.info("%s: starting model's answers from the cache (%s)", bench_cfg.name, key)
         answers, counts = cached
     else:
         ref_model = load_model(ref_cfg, tokenizer).eval().to(device)
@@ -337,9 +342,18 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
                 summary["benchmarks"][name]["ifeval"] = res
                 files += [f for f in written if f not in files]
             # Length, loops and diversity of the answers, before (where the starting model
-            # answered the same prompts: IFEval-format sets) and after.
+            # answered the same prompts: IFEval-format sets, and single-turn benchmarks with
+            # diagnostics.answers_before) and after.
             start = None
-            if bc.format == "ifeval" and before is not None:
+            if bc.format != "ifeval":
+                before = None
+                if ref_cfg is not None and cfg.diagnostics.answers_before:
+                    if any(len(p.turns) > 1 for p in prompts):
+                        log.info("%s: multi-turn prompts; diagnostics.answers_before covers single-turn "
+                                 "benchmarks only", name)
+                    else:
+                        before = _start_model_answers(cfg, ref_cfg, tokenizer, prompts, bc, device, max_new, temps)
+            if before is not None:
                 start = D.answer_stats(answer_records(prompts, [[a] for a in before["answers"]],
                                                       [[c] for c in before["counts"]]), cfg.diagnostics)
             stats = D.answer_stats(answer_records(prompts, answers, counts), cfg.diagnostics)
