@@ -109,6 +109,24 @@ class DiagnosticsConfig:
     answers_before: bool = False
 
 
+def config_problems(cfg) -> list[str]:
+    """Every out-of-range ``diagnostics.*`` threshold, one line each (for the stage validators)."""
+    c = _cfg(cfg)
+    checks = [("chosen_drop", c.chosen_drop >= 0, ">= 0"),
+              ("falling_fraction", 0 <= c.falling_fraction < 1, "in [0, 1)"),
+              ("min_logged_steps", c.min_logged_steps >= 1, ">= 1"),
+              ("spike_factor", c.spike_factor > 1, "> 1"),
+              ("spike_window", c.spike_window >= 1, ">= 1"),
+              ("spike_min_history", 1 <= c.spike_min_history <= c.spike_window, "in [1, spike_window]"),
+              ("repetition_n", c.repetition_n >= 1, ">= 1"),
+              ("repetition_threshold", 0 <= c.repetition_threshold < 1, "in [0, 1)"),
+              ("repetition_rate", 0 <= c.repetition_rate <= 1, "in [0, 1]"),
+              ("length_growth", c.length_growth >= 0, ">= 0"),
+              ("distinct_n", all(n >= 1 for n in c.distinct_n), "a list of n >= 1"),
+              ("max_listed", c.max_listed >= 0, ">= 0")]
+    return [f"diagnostics.{key} must be {rule}, got {getattr(c, key)}" for key, ok, rule in checks if not ok]
+
+
 @dataclass
 class Finding:
     code: str  # likelihood_displacement | rewards_fall_together | loss_spike | grad_norm_spike | answers_repeat | answers_longer

@@ -231,3 +231,19 @@ def test_lines_for_the_terminal():
     text = D.lines(out["findings"])
     assert text[0].startswith("likelihood_displacement: held-out chosen log-likelihood fell -2.0000 -> -2.5000")
     assert all(line.startswith("  - try ") for line in text[1:]) and len(text) == 4
+
+
+def test_out_of_range_thresholds_are_one_line_each_before_any_model(tmp_path):
+    """``simpo validate``/preflight list every bad ``diagnostics.*`` value (exit 2, no run directory)."""
+    from tests.helpers import run_simpo
+
+    assert D.config_problems(None) == []
+    assert D.config_problems({"spike_factor": 1.0, "repetition_n": 0, "distinct_n": [0, 2]}) == [
+        "diagnostics.spike_factor must be > 1, got 1.0", "diagnostics.repetition_n must be >= 1, got 0",
+        "diagnostics.distinct_n must be a list of n >= 1, got [0, 2]"]
+    for stage in ("train", "eval"):
+        proc = run_simpo([stage, "diagnostics.chosen_drop=-0.1", "diagnostics.falling_fraction=1.0"], tmp_path,
+                         check=False)
+        assert proc.returncode == 2 and "diagnostics.chosen_drop must be >= 0, got -0.1" in proc.stderr
+        assert "diagnostics.falling_fraction must be in [0, 1), got 1.0" in proc.stderr
+        assert not (tmp_path / "outputs").exists()
