@@ -129,7 +129,9 @@ def config_problems(cfg) -> list[str]:
 
 @dataclass
 class Finding:
-    code: str  # likelihood_displacement | rewards_fall_together | loss_spike | grad_norm_spike | answers_repeat | answers_longer
+    # likelihood_displacement | rewards_fall_together | loss_spike | grad_norm_spike | answers_repeat
+    # | answers_longer
+    code: str
     message: str  # plain language, with the numbers
     remedies: list[Remedy] = field(default_factory=list)
     numbers: dict = field(default_factory=dict)
@@ -185,7 +187,8 @@ def pair_diagnostics(before: dict, after: dict, cfg=None, *, unit: str = "nats/t
     ``training-pair``). Returns ``{"unit", "chosen_before", "chosen_after",
     "chosen_change", "rejected_before", "rejected_after", "rejected_change", "margin_change",
     "movement", "findings"}`` (``movement``: ``both fell``, ``both rose``, or ``apart (chosen
-    rose, rejected fell)`` and the like), or ``{}`` when either side lacks the numbers (e.g. ``trainer.evaluate=false``).
+    rose, rejected fell)`` and the like), or ``{}`` when either side lacks the numbers (e.g.
+    ``trainer.evaluate=false``).
     The finding ``likelihood_displacement``: the chosen log-likelihood fell by more than
     ``chosen_drop`` of its magnitude while the margin grew."""
     c = _cfg(cfg)

@@ -124,8 +124,8 @@ def _answer_rows(a: dict | None) -> list[tuple[str, str]]:
     arrow = lambda key, f: (f"{fmt(before, key, f)} -> " if before else "") + fmt(after, key, f)  # noqa: E731
     return [("  mean answer tokens" + (" (start -> trained)" if before else ""), arrow("mean_tokens", ".1f")),
             ("  looping answers" + (" (start -> trained)" if before else ""),
-             arrow("repetition_rate", ".1%") + f" ({len(after['flagged'])} of {after['n']} listed in report.md)"
-             if after["flagged"] else arrow("repetition_rate", ".1%"))]
+             arrow("repetition_rate", ".1%") + (f" ({len(after['flagged'])} of {after['n']} answers, listed in "
+                                                "report.md)" if after["flagged"] else ""))]
 
 
 def _ifeval_rows(s: dict | None) -> list[tuple[str, str]]:
