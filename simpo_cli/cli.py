@@ -214,6 +214,9 @@ def report(
         typer.echo(f"  {path}")
     for j in failed:
         typer.echo(f"{j.status}: {j.dir} ({' '.join(j.overrides)}): {j.error or ''}")
+    for j in result.jobs:  # which runs drifted (simpo_cli/evaluation/diagnostics.py)
+        if j.findings:
+            typer.echo(f"findings: {j.dir}: {', '.join(j.findings)}")
     if result.best_line:
         typer.echo(f"best {metric}: {result.ranked[0].metrics[metric]:.4g} ({result.ranked[0].dir})")
         typer.echo(result.best_line)

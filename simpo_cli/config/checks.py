@@ -14,6 +14,7 @@ from simpo_cli.data.templates import TEMPLATE_MODES
 from simpo_cli.config.eval import BENCHMARK_FORMATS, TRAIN_RUN_OPTION
 from simpo_cli.config.schema import GROUP_DIRS, group_options
 from simpo_cli.errors import ConfigError
+from simpo_cli.evaluation import diagnostics
 from simpo_cli.models.adapters import adapter_problems
 from simpo_cli.models.loading import DTYPES as TORCH_DTYPES
 from simpo_cli.objectives import OBJECTIVES
@@ -86,7 +87,7 @@ def _foreign_option(config_name: str, group: str, directory: str, option: str) -
 
 def validate_train(cfg) -> None:
     """Raise ``ConfigError`` listing every problem in a composed ``simpo train`` config."""
-    problems = _train_problems(cfg) + common_problems(cfg)
+    problems = _train_problems(cfg) + common_problems(cfg) + diagnostics.config_problems(cfg.get("diagnostics"))
     if problems:
         raise ConfigError(problems)
 
@@ -303,6 +304,7 @@ def validate_eval(cfg) -> None:
             problems.append(f"judge.benchmark '{j.benchmark}' is not in eval.benchmarks {list(ev.benchmarks)}")
         if not 0 < j.confidence < 1:
             problems.append(f"judge.confidence must be in (0, 1), got {j.confidence}")
+    problems += diagnostics.config_problems(cfg.get("diagnostics"))
     if problems:
         raise ConfigError(problems)
 

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from simpo_cli.config.schema import DataConfig, HParams, ModelConfig, PathsConfig
+from simpo_cli.evaluation.diagnostics import DiagnosticsConfig
 
 BENCHMARK_FORMATS = ("alpaca_eval", "arena_hard", "ifeval", "mt_bench")
 # The group option ``simpo eval model=<train run>`` makes of each of the run's saved sections
@@ -91,6 +92,8 @@ class EvalConfig:
     benchmarks: Dict[str, BenchmarkConfig] = field(default_factory=dict)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # Thresholds of the answer findings (loops, length): simpo_cli/evaluation/diagnostics.py.
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
 
 def register_eval_configs(cs) -> None:

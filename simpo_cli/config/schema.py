@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from simpo_cli.evaluation.diagnostics import DiagnosticsConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # A stage whose options of a group live in their own directory: `simpo sft data=ultrachat` picks
@@ -260,6 +261,9 @@ class TrainConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     recipe: RecipeInfo = field(default_factory=RecipeInfo)
+    # Thresholds of the run's findings (likelihood displacement, falling rewards, spikes):
+    # simpo_cli/evaluation/diagnostics.py.
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     # The recipe's published objective values, by objective (conf/recipe/<setting>.yaml), e.g.
     # {simpo: {beta: 2.5, gamma: 1.375}, dpo: {beta: 0.01}}; simpo_cli/config/recipes.py applies the
     # chosen objective's after composition, except the keys set on the command line.

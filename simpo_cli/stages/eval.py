@@ -27,7 +27,7 @@ from simpo_cli.config.checks import resolve_objective
 from simpo_cli.data.preference import PreferenceCollator, build_preference_dataset
 from simpo_cli.data.templates import uses_template
 from simpo_cli.errors import UserError
-from simpo_cli.evaluation import benchmarks as B, ifeval_run, metrics as M, plots
+from simpo_cli.evaluation import benchmarks as B, diagnostics as D, ifeval_run, metrics as M, plots
 from simpo_cli.evaluation.report import render_report
 from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 from simpo_cli.models.invariance import one_cpu_thread
@@ -185,9 +185,12 @@ def _reference_cfg(cfg, run_info: dict | None):
     return run_info["start_model"] if run_info else None
 
 
-def _start_model_answers(cfg, ref_cfg, ref_source, tokenizer, prompts, bench_cfg, device, max_new: int) -> dict:
+def _start_model_answers(cfg, ref_cfg, ref_source, tokenizer, prompts, bench_cfg, device, max_new: int,
+                         temperatures: list | None = None) -> dict:
     """The reference (by default the run's starting) model's answers to ``prompts``, decoded
-    exactly as the policy's, from the cache (``evaluation.ifeval_run``) or generated and cached."""
+    exactly as the policy's, from the cache (``evaluation.ifeval_run``) or generated and cached.
+    ``temperatures``: the per-prompt temperatures of a sampled benchmark (part of the cache key;
+    IFEval's single temperature is ``bench_cfg.temperature``)."""
     template = uses_template(tokenizer, cfg.data.chat_template)
     decoding = {"max_new_tokens": max_new, "temperature": bench_cfg.temperature, "top_p": bench_cfg.top_p,
                 "stop_token_ids": list(cfg.eval.stop_token_ids), "template": template, "seed": cfg.seed,
@@ -195,11 +198,13 @@ def _start_model_answers(cfg, ref_cfg, ref_source, tokenizer, prompts, bench_cfg
                 # batched answers may differ at a near-tie token with the batch size or thread count
                 # (models/generate.py), so both are part of the key
                 "batch_size": cfg.eval.generation_batch_size, "threads": torch.get_num_threads()}
+    if temperatures is not None:
+        decoding["temperatures"] = temperatures
     key = ifeval_run.answers_key(ref_cfg, ref_source, tokenizer, prompts, decoding)
     label = ref_cfg.name_or_path or f"tiny:{ref_cfg.name} (seed {ref_cfg.tiny.seed})"
     cached = ifeval_run.read_cached(cfg.paths.cache_dir, key, len(prompts))
     if cached is not None:
-        log.info("ifeval: starting model's answers from the cache (%s)", key)
+        log.info("%s: starting model's answers from the cache (%s)", bench_cfg.name, key)
         answers, counts = cached
     else:
         ref_model = load_model(ref_cfg, tokenizer, source=ref_source).eval().to(device)
@@ -216,6 +221,20 @@ def _start_model_answers(cfg, ref_cfg, ref_source, tokenizer, prompts, bench_cfg
         log.info("ifeval: starting model answered %d prompts in %.0f s (%.1f tokens/s)", len(prompts), seconds,
                  sum(counts) / max(seconds, 1e-9))
     return {"model": label, "answers": answers, "counts": counts, "cache_key": key}
+
+
+def answer_records(prompts, answers: list[list[str]], counts: list[list[int]]) -> list[dict]:
+    """Every turn's answer as a diagnostics record ``{"id", "prompt", "answer", "tokens"}``; a
+    multi-turn prompt's turns are ``<id>/turn<k>``."""
+    return [{"id": p.id if len(a) == 1 else f"{p.id}/turn{k + 1}", "prompt": p.turns[k], "answer": a[k],
+             "tokens": c[k]} for p, a, c in zip(prompts, answers, counts) for k in range(len(a))]
+
+
+def pairs_as_train_metrics(avg_logps: dict, margins: dict) -> dict:
+    """An eval's pair summary in the trainer's names (``logps/*`` in nats/token, ``rewards/margins``:
+    the length-normalised margin), so ``diagnostics.pair_diagnostics`` reads both stages alike."""
+    return {"logps/chosen": avg_logps["chosen"], "logps/rejected": avg_logps["rejected"],
+            "rewards/margins": margins["length_normalized"]["mean"]}
 
 
 def run_eval(cfg, out_dir: str | Path) -> EvalResult:
@@ -243,6 +262,7 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
                    "reference": None, "run": run_info["path"] if run_info else None,
                    "objective": cfg.objective.name, "beta": cfg.objective.get("beta"),
                    "gamma": cfg.objective.get("gamma"), "seed": cfg.seed, "device": str(device)}
+        findings: list[dict] = []  # diagnostics over pairs and answers (simpo_cli/evaluation/diagnostics.py)
 
         if ev.pairs:
             split = ev.split or cfg.data.eval_split or cfg.data.split
@@ -271,6 +291,12 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
                          margin_reward=margin_reward)
             if ref is not None:  # the starting model (or reference.name_or_path), for before -> after
                 pairs["reference_model"] = reference_pair_metrics(cfg, ref, ev.histogram_bins)
+                start = pairs["reference_model"]
+                pair_diag = D.pair_diagnostics(pairs_as_train_metrics(start["avg_logps"], start["margins"]),
+                                               pairs_as_train_metrics(pairs["avg_logps"], pairs["margins"]),
+                                               cfg.diagnostics, pairs="held-out" if held_out else "eval-pair")
+                findings += pair_diag.pop("findings", [])
+                pairs["diagnostics"] = pair_diag
             if train_split:
                 log.warning("eval pairs are the run's training pairs (%s, split '%s'): the metrics are not "
                             "held out; pass data.path=<held-out file> or data.eval_split", cfg.data.path, split)
@@ -327,6 +353,25 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
                                                    subdir=bc.name)
                 summary["benchmarks"][name]["ifeval"] = res
                 files += [f for f in written if f not in files]
+            # Length, loops and diversity of the answers, before (where the starting model
+            # answered the same prompts: IFEval-format sets, and single-turn benchmarks with
+            # diagnostics.answers_before) and after.
+            start = None
+            if bc.format != "ifeval":
+                before = None
+                if ref_cfg is not None and cfg.diagnostics.answers_before:
+                    if any(len(p.turns) > 1 for p in prompts):
+                        log.info("%s: multi-turn prompts; diagnostics.answers_before covers single-turn "
+                                 "benchmarks only", name)
+                    else:
+                        before = _start_model_answers(cfg, ref_cfg, ref_source, tokenizer, prompts, bc, device,
+                                                      max_new, temps)
+            if before is not None:
+                start = D.answer_stats(answer_records(prompts, [[a] for a in before["answers"]],
+                                                      [[c] for c in before["counts"]]), cfg.diagnostics)
+            stats = D.answer_stats(answer_records(prompts, answers, counts), cfg.diagnostics)
+            summary["benchmarks"][name]["answers"] = {"after": stats, "before": start}
+            findings += D.answer_findings(name, stats, start, cfg.diagnostics)
 
         if cfg.judge.reward_model:
             j = cfg.judge
@@ -337,6 +382,7 @@ def run_eval(cfg, out_dir: str | Path) -> EvalResult:
                                 n_resamples=j.n_resamples, confidence=j.confidence, seed=cfg.seed)
             summary["judge"] = {"benchmark": j.benchmark, "reward_model": j.reward_model, "baseline": j.baseline, **res}
 
+        summary["diagnostics"] = {"findings": findings}
         summary["files"] = files + ["eval.json", "report.md"]
         write_json(out.path / "eval.json", summary)
         write_atomic(out.path / "report.md", render_report(summary))

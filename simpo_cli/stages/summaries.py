@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from simpo_cli.evaluation.diagnostics import lines as finding_lines
 from simpo_cli.sweeps.job import metric_value
 
 
@@ -18,8 +19,28 @@ def print_train(result) -> None:
         if key in result.after:
             table.add_row(f"{key} ({result.pairs_split})",
                           f"{result.before[key]:.4f} -> {result.after[key]:.4f}")
+    _diagnostic_rows(table, result.diagnostics.get("pairs"))
     Console().print(table)
+    _print_findings(result.diagnostics.get("findings"))
     print(f"run directory: {result.run_dir}")
+
+
+def _diagnostic_rows(table, pairs: dict | None) -> None:
+    """Chosen and rejected log-likelihood before -> after and how they moved (diagnostics)."""
+    if not pairs:
+        return
+    for side in ("chosen", "rejected"):
+        table.add_row(f"log-likelihood {side} ({pairs['unit']})",
+                      f"{pairs[side + '_before']:.4f} -> {pairs[side + '_after']:.4f} ({pairs[side + '_change']:+.4f})")
+    table.add_row("chosen and rejected", pairs["movement"])
+
+
+def _print_findings(findings: list | None) -> None:
+    """Each finding and its remedies (plain lines: a message must not be cut by the table)."""
+    if findings:
+        print(f"findings ({len(findings)}):")
+        for line in finding_lines(findings):
+            print(f"  {line}")
 
 
 def train_value(result, cfg):
@@ -84,11 +105,27 @@ def print_eval(result) -> None:
         table.add_row(f"{name} answers", f"{b['file']} ({b['n_prompts']} prompts)")
         for label, value in _ifeval_rows(b.get("ifeval")):
             table.add_row(label, value)
+        for label, value in _answer_rows(b.get("answers")):
+            table.add_row(label, value)
     if s.get("judge"):
         j = s["judge"]
         table.add_row("judge win rate", f"{j['win_rate']:.3f} [{j['ci'][0]:.3f}, {j['ci'][1]:.3f}]")
     Console().print(table)
+    _print_findings((s.get("diagnostics") or {}).get("findings"))
     print(f"eval directory: {result.out_dir}")
+
+
+def _answer_rows(a: dict | None) -> list[tuple[str, str]]:
+    """Mean answer length and loop rate, before -> after where the starting model answered too."""
+    if not a:
+        return []
+    after, before = a["after"], a.get("before")
+    fmt = lambda st, key, f: "n/a" if not st or st.get(key) is None else format(st[key], f)  # noqa: E731
+    arrow = lambda key, f: (f"{fmt(before, key, f)} -> " if before else "") + fmt(after, key, f)  # noqa: E731
+    return [("  mean answer tokens" + (" (start -> trained)" if before else ""), arrow("mean_tokens", ".1f")),
+            ("  looping answers" + (" (start -> trained)" if before else ""),
+             arrow("repetition_rate", ".1%") + (f" ({len(after['flagged'])} of {after['n']} answers, listed in "
+                                                "report.md)" if after["flagged"] else ""))]
 
 
 def _ifeval_rows(s: dict | None) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from simpo_cli.config.recipes import announce
 from simpo_cli.data.heldout import metric_pairs
 from simpo_cli.data.cache import data_fingerprint
 from simpo_cli.data.unpaired import build_dataset
+from simpo_cli.evaluation import diagnostics
 from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
 from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, named_source
@@ -39,6 +40,8 @@ class TrainResult:
     after: dict = field(default_factory=dict)  # ... and after
     # What before/after are on: PairsInfo.label(), e.g. "1 held-out pairs carved from train (of 16)".
     pairs_split: str = "train"
+    # Findings on the pairs before/after and the training log (simpo_cli/evaluation/diagnostics.py).
+    diagnostics: dict = field(default_factory=dict)
 
 
 def batch_plan(hp, args) -> dict:
@@ -71,6 +74,17 @@ def _pair_metrics_at_start(trainer, pairs):
             self.metrics = trainer.pair_metrics(pairs)
 
     return PairMetricsAtStart()
+
+
+def run_diagnostics(cfg, spec, before: dict, after: dict, metrics_path: Path, held_out: bool = True) -> dict:
+    """``{"pairs": ..., "findings": [...]}``: the held-out pair metrics before -> after (in the unit
+    the objective logs ``logps/*``) and the findings on them and on ``metrics.jsonl``."""
+    unit = "nats/token" if spec.logp_reduction == "mean" else "nats/response"
+    pairs = diagnostics.pair_diagnostics(before, after, cfg.diagnostics, unit=unit,
+                                         pairs="held-out" if held_out else "training-pair")
+    findings = pairs.pop("findings", []) + diagnostics.step_findings(
+        diagnostics.read_records(metrics_path), cfg.diagnostics)
+    return {"pairs": pairs, "findings": findings}
 
 
 def run_train(cfg, run_dir: str | Path) -> TrainResult:
@@ -170,6 +184,9 @@ def run_train(cfg, run_dir: str | Path) -> TrainResult:
             training_curves(run.metrics, run.path / "curves.png", f"{cfg.model.name}, {cfg.objective.name}: {run.path.name}")
         result = TrainResult(run.path, output.global_step, final_loss, before, after,
                              pairs_info.label() if pairs_info else cfg.data.split)
+        result.diagnostics = run_diagnostics(cfg, spec, before, after, run.metrics,
+                                             held_out=pairs_info.held_out if pairs_info else False)
         run.finish("completed", steps=result.steps, final_loss=result.final_loss,
-                   pairs_before=before, pairs_after=after, nan_skipped=trainer.nan_skipped)
+                   pairs_before=before, pairs_after=after, nan_skipped=trainer.nan_skipped,
+                   diagnostics=result.diagnostics)
         return result

@@ -19,6 +19,13 @@ as ``meta.json`` names them (``rewards/accuracies``, ``rewards/margins``, ``loss
 ``simpo eval`` with IFEval (``<job>/eval/<date>/<time>/eval.json``) ``ifeval/prompt_strict``,
 ``ifeval/prompt_loose``, ``ifeval/instruction_strict``, ``ifeval/instruction_loose``.
 
+Diagnostics (``simpo_cli/evaluation/diagnostics.py``): ``diagnostics/chosen_change`` and
+``diagnostics/rejected_change`` (held-out log-likelihood after - before training, in the unit the
+objective logs), from an eval ``<benchmark>/loop_rate`` and ``<benchmark>/mean_tokens`` (and
+``<benchmark>/before/...`` with the starting model's answers), and a ``findings`` column: the codes
+of the job's findings (training, and its latest eval), ``none`` when it recorded diagnostics and
+nothing crossed a threshold, empty for a run from before diagnostics existed.
+
 A sweep of experiments (``simpo run -m``) has one job per experiment directory (it holds
 ``experiment.json``): its metrics are every completed stage's, later stages winning
 (``experiment_metrics``), so the final eval's ``ifeval/prompt_loose``, ``ifeval_dev/prompt_loose``,
@@ -47,7 +54,8 @@ from simpo_cli.sweeps.job import job_overrides, override_key, run_records
 AXES = {"beta": "objective.beta", "gamma": "objective.gamma", "lr": "hparams.learning_rate"}
 # Columns of the markdown table after the axes (the CSV has every metric).
 SUMMARY_METRICS = ("rewards/accuracies", "rewards/margins", "loss", "final_loss",
-                   "train/rewards/accuracies", "train/rewards/margins", "steps")
+                   "train/rewards/accuracies", "train/rewards/margins", "steps",
+                   "diagnostics/chosen_change", "diagnostics/rejected_change")
 STATUS_RANK = {"completed": 0, "failed": 1}  # which record wins when a job appears twice
 TRAIN_SKIP = {"step", "epoch", "learning_rate", "tokens_per_second"}
 EXPERIMENT_FILE = "experiment.json"  # an experiment directory's record (simpo run: stages/run.py)
@@ -65,6 +73,8 @@ class Job:
     error: str | None = None
     ended: str | None = None
     command: str = "simpo train"  # what the overrides are given to: simpo run for an experiment
+    # Codes of the job's diagnostic findings; None: the job recorded no diagnostics (an older run).
+    findings: list[str] | None = None
 
     @property
     def params(self) -> dict[str, str]:
@@ -125,6 +135,63 @@ def _latest_ifeval(job_dir: Path) -> dict[str, float]:
     return {}
 
 
+def _diagnostic_numbers(pairs: dict | None, prefix: str) -> dict[str, float]:
+    """``<prefix>chosen_change`` and ``<prefix>rejected_change`` of a diagnostics pair record."""
+    return {f"{prefix}{k}": float(pairs[k]) for k in ("chosen_change", "rejected_change")
+            if isinstance((pairs or {}).get(k), (int, float))}
+
+
+def _answer_numbers(name: str, answers: dict | None) -> dict[str, float]:
+    """``<name>/loop_rate``, ``<name>/mean_tokens`` and their ``<name>/before/...`` of an eval's
+    answer diagnostics."""
+    out: dict[str, float] = {}
+    for when, prefix in (("after", f"{name}/"), ("before", f"{name}/before/")):
+        stats = (answers or {}).get(when) or {}
+        for key, metric in (("repetition_rate", "loop_rate"), ("mean_tokens", "mean_tokens")):
+            if isinstance(stats.get(key), (int, float)):
+                out[prefix + metric] = float(stats[key])
+    return out
+
+
+def eval_diagnostic_numbers(summary: dict) -> dict[str, float]:
+    """An ``eval.json``'s diagnostics: each benchmark's answers (``_answer_numbers``) and the
+    pairs' ``pairs/chosen_change``, ``pairs/rejected_change`` (trained - starting model)."""
+    out: dict[str, float] = {}
+    for name, bench in (summary.get("benchmarks") or {}).items():
+        if isinstance(bench, dict):
+            out.update(_answer_numbers(name, bench.get("answers")))
+    out.update(_diagnostic_numbers((summary.get("pairs") or {}).get("diagnostics"), "pairs/"))
+    return out
+
+
+def finding_codes(record: dict | None) -> list[str] | None:
+    """The codes of a ``meta.json``'s or ``eval.json``'s ``diagnostics.findings`` (``None``: the
+    record has no diagnostics)."""
+    diag = (record or {}).get("diagnostics")
+    if not isinstance(diag, dict) or not isinstance(diag.get("findings"), list):
+        return None
+    return [str(f.get("code")) for f in diag["findings"] if isinstance(f, dict)]
+
+
+def _merge_codes(*lists: list[str] | None) -> list[str] | None:
+    known = [codes for codes in lists if codes is not None]
+    if not known:
+        return None
+    merged: list[str] = []
+    for codes in known:
+        merged += [c for c in codes if c not in merged]
+    return merged
+
+
+def _latest_eval(job_dir: Path) -> dict:
+    """The job's latest ``simpo eval`` summary (``<job>/eval/<date>/<time>/eval.json``), or ``{}``."""
+    for path in sorted(job_dir.glob("eval/*/*/eval.json"), key=lambda p: p.parent.parts[-2:], reverse=True):
+        summary = _read_json(path)
+        if summary:
+            return summary
+    return {}
+
+
 def eval_metrics(summary: dict) -> dict[str, float]:
     """The headline numbers of an ``eval.json``: for each IFEval-format benchmark ``<name>``
     (``ifeval``, or a prompt file in its layout such as a dev split) ``<name>/<metric>`` (the
@@ -146,10 +213,24 @@ def eval_metrics(summary: dict) -> dict[str, float]:
                 out[f"{name}/difference/{k}"] = float(v["difference"])
         if (res.get("length_words") or {}).get("mean") is not None:
             out[f"{name}/length_words"] = float(res["length_words"]["mean"])
+    out.update(eval_diagnostic_numbers(summary))
     accuracy = ((summary.get("pairs") or {}).get("reward_accuracy") or {}).get("objective")
     if isinstance(accuracy, (int, float)):
         out["pairs/reward_accuracy"] = float(accuracy)
     return out
+
+
+def experiment_findings(exp_dir: Path) -> list[str] | None:
+    """The finding codes of every completed stage of an experiment (train's ``meta.json``, eval's
+    ``eval.json``)."""
+    record = _read_json(Path(exp_dir) / EXPERIMENT_FILE) or {}
+    lists = []
+    for stage in record.get("stages") or []:
+        run_dir = Path(exp_dir) / str(stage.get("dir"))
+        meta = _read_json(run_dir / "meta.json") or {}
+        if meta.get("status") == "completed":
+            lists += [finding_codes(meta), finding_codes(_read_json(run_dir / "eval.json"))]
+    return _merge_codes(*lists)
 
 
 def experiment_metrics(exp_dir: Path) -> dict[str, float]:
@@ -179,6 +260,7 @@ def stage_metrics(run_dir: Path, meta: dict | None = None) -> dict[str, float]:
             metrics[key] = float(meta[key])
     metrics.update({k: float(v) for k, v in (meta.get("pairs_after") or {}).items() if v is not None})
     metrics.update(_last_train_log(run_dir / METRICS_FILE))
+    metrics.update(_diagnostic_numbers((meta.get("diagnostics") or {}).get("pairs"), "diagnostics/"))
     if (run_dir / "eval.json").is_file():
         metrics.update(eval_metrics(_read_json(run_dir / "eval.json") or {}))
     return metrics
@@ -199,13 +281,17 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
         overrides = job_overrides(job_dir, meta) or []
         if job_dir in experiments:
             metrics = experiment_metrics(job_dir)
+            findings = experiment_findings(job_dir)
         else:
             metrics = stage_metrics(job_dir, meta)
             metrics.update(_latest_ifeval(job_dir))
+            latest = _latest_eval(job_dir)
+            metrics.update({k: v for k, v in eval_diagnostic_numbers(latest).items() if k not in metrics})
+            findings = _merge_codes(finding_codes(meta), finding_codes(latest))
         job = Job(dir=job_dir.relative_to(sweep_dir).as_posix() or ".", status=meta.get("status", "running"),
                   overrides=list(overrides), metrics=metrics, error=meta.get("error"),
                   ended=meta.get("ended") or meta.get("started"),
-                  command="simpo run" if job_dir in experiments else "simpo train")
+                  command="simpo run" if job_dir in experiments else "simpo train", findings=findings)
         job.hparams = _resolved_hparams(job_dir, job.params)
         key = override_key(overrides)
         old = by_key.get(key)
@@ -273,6 +359,10 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _findings_cell(codes: list[str] | None) -> str:
+    return "" if codes is None else ", ".join(codes) or "none"
+
+
 def build_markdown(sweep_dir: Path, jobs: list[Job], metric: str, mode: str, plots: dict[str, str]) -> str:
     ranked = rank_jobs(jobs, metric, mode)
     others = [j for j in jobs if j not in ranked]
@@ -285,9 +375,9 @@ def build_markdown(sweep_dir: Path, jobs: list[Job], metric: str, mode: str, plo
     if unfinished:
         summary += f", {unfinished} unfinished (running, or killed)"
     lines = [f"# Sweep report: {sweep_dir}", "", f"{summary}. Sorted by `{metric}` ({direction}).", ""]
-    rows = [[str(i), j.dir, *[j.params.get(a, "") for a in axes], *[_fmt(j.metrics.get(c)) for c in columns]]
-            for i, j in enumerate(ranked, 1)]
-    lines += _markdown_table(["rank", "job", *axes, *columns], rows)
+    rows = [[str(i), j.dir, *[j.params.get(a, "") for a in axes], *[_fmt(j.metrics.get(c)) for c in columns],
+             _findings_cell(j.findings)] for i, j in enumerate(ranked, 1)]
+    lines += _markdown_table(["rank", "job", *axes, *columns, "findings"], rows)
     if ranked:
         lines += ["", "## Best", "", "```", best_override_line(ranked[0]), "```"]
     else:
@@ -311,11 +401,12 @@ def build_csv(jobs: list[Job], metric: str, mode: str) -> str:
     metrics = sorted({m for j in jobs for m in j.metrics}, key=lambda m: (m != metric, m.startswith("train/"), m))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["rank", "job", "status", *keys, *metrics, "overrides", "error"])
+    writer.writerow(["rank", "job", "status", *keys, *metrics, "findings", "overrides", "error"])
     for j in ordered:
         rank = ranked.index(j) + 1 if j in ranked else ""
         writer.writerow([rank, j.dir, j.status, *[j.params.get(k, "") for k in keys],
-                         *[_fmt_csv(j.metrics.get(m)) for m in metrics], " ".join(j.overrides), j.error or ""])
+                         *[_fmt_csv(j.metrics.get(m)) for m in metrics], _findings_cell(j.findings),
+                         " ".join(j.overrides), j.error or ""])
     return buf.getvalue()
 
 

@@ -69,10 +69,20 @@ def test_eval_writes_every_file(evaluated):
         b = s["benchmarks"][name]
         assert b["n_prompts"] == 2 and b["max_new_tokens"] == 4 and b["length_tokens"]["max"] <= 4
     assert s["benchmarks"]["mt_bench"]["n_turns"] == 4
+    # Diagnostics: the held-out pairs' log-likelihoods start -> trained, each benchmark's answers
+    # (after only: the starting model answers IFEval-format sets alone), MT-Bench by turn.
+    d = p["diagnostics"]
+    assert d["unit"] == "nats/token" and d["chosen_before"] == s["pairs"]["reference_model"]["avg_logps"]["chosen"]
+    assert d["chosen_after"] == p["avg_logps"]["chosen"] and d["movement"]
+    for name in ("alpaca_eval", "arena_hard", "mt_bench"):
+        answers = s["benchmarks"][name]["answers"]
+        assert answers["before"] is None and answers["after"]["n"] == s["benchmarks"][name]["n_turns"]
+    assert isinstance(s["diagnostics"]["findings"], list)
     j = s["judge"]
     assert j["n"] == 2 and j["ci"][0] <= j["win_rate"] <= j["ci"][1] and j["wins"] + j["ties"] + j["losses"] == 2
     report = (out / "report.md").read_text()
     assert "held out" in report and "Win rate" in report and "KL" in report and "mt_bench" in report
+    assert "## Findings" in report and "## Answer diagnostics" in report
 
 
 def test_per_example_logps_match_a_direct_transformers_computation(evaluated):

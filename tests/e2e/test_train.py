@@ -74,11 +74,16 @@ def test_simpo_learns_the_pairs(tmp_path):
     """A short run raises reward accuracy on the training pairs (the demo's claim, scaled down).
     ``data.eval_size=0``: the metrics are on the training pairs themselves (memorisation), not on
     the default carved held-out pairs (2 of 32 here, too few to show a trend)."""
-    run_simpo(["train", "data.max_samples=32", "data.eval_size=0", "trainer.max_steps=16", "hparams.max_length=192",
-               "hparams.max_prompt_length=96", "hparams.per_device_train_batch_size=8",
-               "trainer.progress_bar=false", "trainer.save_model=false", "paths.output_root=out"], tmp_path)
+    proc = run_simpo(["train", "data.max_samples=32", "data.eval_size=0", "trainer.max_steps=16",
+                      "hparams.max_length=192", "hparams.max_prompt_length=96", "hparams.per_device_train_batch_size=8",
+                      "trainer.progress_bar=false", "trainer.save_model=false", "paths.output_root=out"], tmp_path)
     (run,) = run_dirs(tmp_path / "out")
     meta = json.loads((run / "meta.json").read_text())
     before, after = meta["pairs_before"], meta["pairs_after"]
     assert after["rewards/accuracies"] > before["rewards/accuracies"]
     assert after["rewards/margins"] > before["rewards/margins"] and after["loss"] < before["loss"]
+    # A clean run: the chosen log-likelihood rose, so no finding is printed or recorded (diagnostics).
+    diag = meta["diagnostics"]
+    assert diag["findings"] == [] and "findings" not in proc.stdout
+    assert diag["pairs"]["chosen_change"] > 0 and diag["pairs"]["unit"] == "nats/token"
+    assert "log-likelihood chosen (nats/token)" in proc.stdout

