@@ -48,12 +48,14 @@ def pair_logps(policy, ref, batch):
                            ref_chosen=rf.logps[:b], ref_rejected=rf.logps[b:])
 
 
-def trl_dpo_loss(policy, ref, tokenizer, tmp_path, loss_type, beta):
+def trl_dpo_loss(policy, ref, tokenizer, tmp_path, loss_type, beta, **extra):
+    """TRL's DPO loss on ``PAIRS`` (eval mode, no update) and its collated batch; ``extra``: more
+    ``DPOConfig`` fields (e.g. ``use_weighting=True``)."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     args = DPOConfig(output_dir=str(tmp_path / "dpo"), loss_type=[loss_type], beta=beta, report_to="none", bf16=False,
-                     use_cpu=True, max_length=512, pad_to_multiple_of=None)
+                     use_cpu=True, max_length=512, pad_to_multiple_of=None, **extra)
     # TRL patches the model's head in place: give it copies.
     trainer = DPOTrainer(model=copy.deepcopy(policy), ref_model=copy.deepcopy(ref), args=args,
                          train_dataset=Dataset.from_list(PAIRS), processing_class=tokenizer)

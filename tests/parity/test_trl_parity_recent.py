@@ -11,24 +11,9 @@ import torch
 
 from tests.parity.conftest import PAIRS, check_same_tokens, our_plain_pairs
 from tests.parity.test_trl_parity_baselines import ATOL, pair_logps, policy_and_ref  # noqa: F401 (fixture)
+from tests.parity.test_trl_parity_baselines import trl_dpo_loss as trl_dpo
 
 trl = pytest.importorskip("trl")
-
-
-def trl_dpo(policy, ref, tokenizer, tmp_path, loss_type, beta, **extra):
-    """TRL's DPO loss on ``PAIRS`` (eval mode, no update) and its collated batch."""
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
-    args = DPOConfig(output_dir=str(tmp_path / "dpo"), loss_type=[loss_type], beta=beta, report_to="none", bf16=False,
-                     use_cpu=True, max_length=512, pad_to_multiple_of=None, **extra)
-    trainer = DPOTrainer(model=copy.deepcopy(policy), ref_model=copy.deepcopy(ref), args=args,
-                         train_dataset=Dataset.from_list(PAIRS), processing_class=tokenizer)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(PAIRS))])
-    trainer.model.eval()
-    with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, batch)
-    return loss.item(), batch
 
 
 def test_ln_dpo_matches_trl_sigmoid_norm(policy_and_ref, plain_tokenizer, tmp_path):
