@@ -157,7 +157,7 @@ def run_experiment(cfg, run_dir: str | Path) -> ExperimentResult:
               "status": "running", "ended": None,
               "stages": [{**c, "status": None, "started": None, "ended": None, "metrics": {}} for c in chain]}
     for old, new in zip(previous.get("stages", []), record["stages"]):
-        new.update({k: old.get(k) for k in ("started", "ended", "reused_from") if k in old})
+        new.update({k: old.get(k) for k in ("started", "ended", "args", "reused_from") if k in old})
 
     def refresh(i: int) -> None:
         entry, run = record["stages"][i], RunRecord.read(exp / steps[i].dir_name)
@@ -198,17 +198,17 @@ def _run_steps(steps: list[Step], record: dict, exp: Path, refresh, save, ran: l
         target = None
         if action == "start" and not os.path.lexists(exp / step.dir_name):
             target = reusable_step(i, record["chain"], exp, sources)
+        argv = [step.stage, *step_args(step, steps, lambda s: exp / s.dir_name), f"run_dir={exp / step.dir_name}"]
         if target is not None:
             os.symlink(target, exp / step.dir_name, target_is_directory=True)
             refresh(i)
-            entry["reused_from"] = str(target)
+            entry.update(reused_from=str(target), args=argv[1:])  # the command it stands for
             save()
             print(f"simpo run: {step.label}: reused, completed in {target}", file=sys.stderr)
             continue
         if action == "skip":
             print(f"simpo run: {step.label}: completed in {entry['dir']}, skipped", file=sys.stderr)
             continue
-        argv = [step.stage, *step_args(step, steps, lambda s: exp / s.dir_name), f"run_dir={exp / step.dir_name}"]
         print(f"simpo run: {step.label}: {'resuming' if action == 'resume' else 'starting'}: "
               f"simpo {' '.join(argv)}", file=sys.stderr)
         entry.update(started=entry["started"] or now(), ended=None, args=argv[1:])

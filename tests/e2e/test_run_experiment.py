@@ -82,6 +82,7 @@ def test_a_sweep_of_experiments_gives_one_table(tmp_path):
     assert reused.is_symlink() and reused.resolve() == (sweep / "0" / "01-generate-pairs").resolve()
     record = json.loads((sweep / "1" / "experiment.json").read_text())
     assert record["stages"][0]["reused_from"] == str((sweep / "0" / "01-generate-pairs").resolve())
+    assert "generation.n=8" in record["stages"][0]["args"]  # the command the reused stage stands for
     assert not (sweep / "1" / "02-train").is_symlink()  # another objective: trained, not reused
     proc = run_simpo(["report", str(sweep), "--metric", "ifeval/prompt_loose"], tmp_path)
     assert "2 jobs: 2 completed, 0 failed" in proc.stdout and "simpo run experiment=ifeval-smoke objective=" in proc.stdout
