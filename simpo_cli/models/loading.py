@@ -15,11 +15,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from simpo_cli import optional
 from simpo_cli.errors import UserError
-from simpo_cli.files import META_FILE, MODEL_DIR
+from simpo_cli.files import CONFIG_FILE, META_FILE, MODEL_DIR
 from simpo_cli.models import smollm2
 from simpo_cli.models.adapters import (base_model_config, check_before_loading, is_adapter_dir, load_merged,
                                       quantization_config)
-from simpo_cli.run.rundir import RunRecord
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -93,7 +92,8 @@ def model_source(model_cfg) -> ModelSource:
         location = str(run_model) if run_model else where
         kind = ("adapter" if is_adapter_dir(location) else "run" if run_model is not None
                 else "local" if Path(where).expanduser().is_dir() else "hub")
-    saved = RunRecord.read(run_model.parent).config() if run_model is not None else None
+    saved_path = run_model.parent / CONFIG_FILE if run_model is not None else None
+    saved = OmegaConf.load(saved_path) if saved_path is not None and saved_path.is_file() else None  # read once
     base_model = base = None
     if kind == "adapter":
         base_cfg = base_model_config(location, model_cfg, saved)

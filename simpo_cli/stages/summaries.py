@@ -15,10 +15,11 @@ def print_train(result) -> None:
     table.add_row("steps", str(result.steps))
     if result.final_loss is not None:
         table.add_row("final loss", f"{result.final_loss:.4f}")
+    if result.after:  # one row names the pairs, so no label is long enough to wrap at 80 columns
+        table.add_row("pairs before -> after", result.pairs_split)
     for key in ("rewards/accuracies", "rewards/margins", "loss"):
         if key in result.after:
-            table.add_row(f"{key} ({result.pairs_split})",
-                          f"{result.before[key]:.4f} -> {result.after[key]:.4f}")
+            table.add_row(key, f"{result.before[key]:.4f} -> {result.after[key]:.4f}")
     _diagnostic_rows(table, result.diagnostics.get("pairs"))
     Console().print(table)
     _print_findings(result.diagnostics.get("findings"))
@@ -30,8 +31,8 @@ def _diagnostic_rows(table, pairs: dict | None) -> None:
     if not pairs:
         return
     for side in ("chosen", "rejected"):
-        table.add_row(f"log-likelihood {side} ({pairs['unit']})",
-                      f"{pairs[side + '_before']:.4f} -> {pairs[side + '_after']:.4f} ({pairs[side + '_change']:+.4f})")
+        table.add_row(f"log-likelihood {side}", f"{pairs[side + '_before']:.4f} -> {pairs[side + '_after']:.4f} "
+                                                f"({pairs[side + '_change']:+.4f}) {pairs['unit']}")
     table.add_row("chosen and rejected", pairs["movement"])
 
 

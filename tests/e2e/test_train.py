@@ -86,4 +86,5 @@ def test_simpo_learns_the_pairs(tmp_path):
     diag = meta["diagnostics"]
     assert diag["findings"] == [] and "findings" not in proc.stdout
     assert diag["pairs"]["chosen_change"] > 0 and diag["pairs"]["unit"] == "nats/token"
-    assert "log-likelihood chosen (nats/token)" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if "log-likelihood chosen" in line)
+    assert row.rstrip(" │").endswith("nats/token") and " -> " in row
