@@ -18,9 +18,10 @@ from omegaconf import OmegaConf
 
 def cases() -> dict[str, tuple[str, list[str]]]:
     """``{case name: (config name, overrides)}``."""
+    from simpo_cli.config import recipe_files
     from simpo_cli.config.schema import CONF_DIR
 
-    settings = sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
+    settings = recipe_files.names()
     objectives = sorted(p.stem for p in (CONF_DIR / "objective").glob("*.yaml"))
     out: dict[str, tuple[str, list[str]]] = {"train": ("config", [])}
     for model in [None, *settings]:

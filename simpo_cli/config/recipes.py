@@ -1,22 +1,23 @@
 """Recipes: ``simpo train objective=X model=M`` is the published run of X on M, and every run says
 where each training-relevant value came from.
 
-The composition is Hydra's (``conf/config.yaml``)::
+A setting is one file, ``simpo_cli/recipes/M.yaml`` (``config/recipe_files.py`` makes Hydra's
+options from it). The composition is Hydra's (``conf/config.yaml``)::
 
+    model: M                             the recipe's ``model:`` (every stage)
     objective: X                         the objective's defaults (beta, gamma, its own knobs)
     /data/demo-prefs, /hparams/default   what a model without a recipe trains with (the demo)
-    optional recipe: ${model}            conf/recipe/M.yaml: data, hparams preset (lr, lengths,
-                                         batch), precision, attention, starting checkpoint, and
-                                         ``published: {X: {beta: .., gamma: ..}, ...}``
+    optional recipe: ${model}            the recipe's data and hparams, its ``train:`` (precision,
+                                         the training checkpoint) and ``published: {X: {beta: ..}}``
     data: null, hparams: null            data=<option> / hparams=<preset> on the command line
 
 then, once, :func:`apply_published` writes the recipe's ``published.X`` values into ``objective.*``
 except the keys the command line sets (``objective.beta=...``). With ``hparams=<preset>`` the
-values are those of the setting whose preset it is (the recipe that includes it).
+values are those of the setting whose preset it is (the recipe that holds or names it).
 
 :func:`provenance` says, for every training-relevant key, which of these set it last. It reads the
-files the choices name (the model preset, the objective, the recipe and the options it includes,
-the command line's options) in composition order; Hydra's defaults list is not replayed.
+options the choices name (the model, the objective, the recipe and the options it includes, the
+command line's options) in composition order; Hydra's defaults list is not replayed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from simpo_cli.config import recipe_files
 from simpo_cli.config.schema import CONF_DIR
 from simpo_cli.config.store import register_configs
 from simpo_cli.errors import ConfigError
@@ -54,16 +56,10 @@ COMMAND_LINE = "command line"
 
 # -- the files a composition reads ------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _read(path: str) -> dict:
-    """A config file as written (plain, unresolved); ``{}`` if it does not exist."""
-    file = Path(path)
-    return OmegaConf.to_container(OmegaConf.load(file), resolve=False) if file.is_file() else {}
-
-
 def config_file(group: str, option: str) -> dict:
-    """``conf/<group>/<option>.yaml`` as written (``{}`` if there is none)."""
-    return _read(str(CONF_DIR / group / f"{option}.yaml"))
+    """A group option as written: ``conf/<group>/<option>.yaml`` or a recipe file's node (``{}``
+    if there is none)."""
+    return recipe_files.option_doc(group, option)
 
 
 def _includes(doc: dict) -> dict[str, str]:
@@ -79,10 +75,6 @@ def _includes(doc: dict) -> dict[str, str]:
                 if isinstance(option, str) and not group.startswith("override "):
                     out[group.removeprefix("optional ")] = option
     return out
-
-
-def recipe_names() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
 
 
 def command_line(overrides: Iterable[str]) -> tuple[dict[str, str], set[str]]:
@@ -107,7 +99,7 @@ def published_setting(cfg, overrides: Iterable[str]) -> str | None:
     (an explicit ``hparams=<preset>``: the recipe that includes that preset), else the model's."""
     choices, _ = command_line(overrides)
     if "hparams" in choices:
-        return next((n for n in recipe_names() if _includes(config_file("recipe", n)).get("hparams")
+        return next((n for n in recipe_files.names() if _includes(config_file("recipe", n)).get("hparams")
                      == choices["hparams"]), None)
     return (cfg.get("recipe") or {}).get("name")
 
@@ -132,7 +124,7 @@ def apply_published(cfg, overrides: Iterable[str] | None) -> dict:
     _, values = published_values(cfg, overrides or [])
     unknown = [k for k in values if k not in cfg.objective]
     if unknown:
-        raise ConfigError([f"conf/recipe/{published_setting(cfg, overrides or [])}.yaml: published."
+        raise ConfigError([f"{recipe_files.display_path(published_setting(cfg, overrides or []))}: published."
                            f"{cfg.objective.name}.{k} is not a setting of objective {cfg.objective.name}"
                            for k in unknown])
     for key, value in values.items():
@@ -173,7 +165,7 @@ def value_sources(cfg, overrides: list[str], config_name: str = "config") -> dic
     """For every key a file of ``cfg``'s composition sets: which set it last (a label: ``recipe
     <setting>``, ``objective default (<name>)``, ``command line``, ...), in composition order."""
     choices, keys = command_line(overrides)
-    primary = _read(str(CONF_DIR / f"{config_name}.yaml"))
+    primary = recipe_files.read_yaml(CONF_DIR / f"{config_name}.yaml")
     defaults = _includes(primary)
     sources: dict[str, str] = {}
 
@@ -186,7 +178,9 @@ def value_sources(cfg, overrides: list[str], config_name: str = "config") -> dic
 
     model = choices.get("model", defaults.get("model"))
     if model:
-        layer(config_file("model", model), "model", f"model preset ({model})", "model")
+        # a setting's model is a section of its recipe file; tiny-llama is a conf/model/ preset
+        label = f"recipe {model}" if model in recipe_files.names() else f"model preset ({model})"
+        layer(config_file("model", model), "model", label, "model")
     objective = cfg.objective.name if cfg.get("objective") is not None else None
     if objective:
         layer(config_file("objective", objective), "objective", f"objective default ({objective})")
@@ -335,16 +329,17 @@ def compose_train(overrides: list[str]):
 
 def recipe_models() -> list[str]:
     """Every model option with a recipe: the six paper settings first, then the others."""
-    names = recipe_names()
+    names = recipe_files.names()
     return [s for s in SETTINGS if s in names] + [n for n in names if n not in SETTINGS]
 
 
-def settings_table() -> str:
+def settings_table(names: Iterable[str] | None = None) -> str:
     """The README's markdown table of what ``simpo train objective=simpo model=<setting>`` composes,
-    generated from the configs (``python scripts/recipe_table.py`` writes it into README.md)."""
+    generated from the recipe files (``python scripts/recipe_table.py`` writes it into README.md),
+    one row per setting of ``names`` (default: every recipe)."""
     rows = ["| `model=` | starting model | data | β | γ | lr | max length / prompt | source |",
             "|---|---|---|---|---|---|---|---|"]
-    for name in recipe_models():
+    for name in recipe_models() if names is None else names:
         cfg = compose_train([f"model={name}", "objective=simpo"])
         hp, ob = cfg.hparams, cfg.objective
         source = cfg.recipe.source if cfg.recipe.published else "none published: objective defaults"

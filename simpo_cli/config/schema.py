@@ -8,15 +8,14 @@ time naming the key, before any model or data is loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from simpo_cli.config.recipe_files import CONF_DIR
+from simpo_cli.config.recipe_files import options as recipe_options
 from simpo_cli.evaluation.diagnostics import DiagnosticsConfig
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # A stage whose options of a group live in their own directory: `simpo sft data=ultrachat` picks
 # conf/sft_data/ultrachat.yaml (placed at `data`), so each stage lists and accepts only its own.
 GROUP_DIRS = {"sft": {"data": "sft_data", "hparams": "sft_hparams"}}
@@ -235,7 +234,7 @@ class DistributedConfig:
 
 @dataclass
 class RecipeInfo:
-    """Which recipe composed the run (conf/recipe/<model>.yaml; simpo_cli/config/recipes.py)."""
+    """Which recipe composed the run (simpo_cli/recipes/<setting>.yaml; simpo_cli/config/recipes.py)."""
 
     name: Optional[str] = None  # null: no recipe (the tiny demo, or a model without one)
     published: bool = False  # true: the paper's official training config; false: a generic recipe
@@ -264,7 +263,7 @@ class TrainConfig:
     # Thresholds of the run's findings (likelihood displacement, falling rewards, spikes):
     # simpo_cli/evaluation/diagnostics.py.
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
-    # The recipe's published objective values, by objective (conf/recipe/<setting>.yaml), e.g.
+    # The recipe's published objective values, by objective (simpo_cli/recipes/<setting>.yaml), e.g.
     # {simpo: {beta: 2.5, gamma: 1.375}, dpo: {beta: 0.01}}; simpo_cli/config/recipes.py applies the
     # chosen objective's after composition, except the keys set on the command line.
     published: Dict[str, Dict[str, Any]] = field(default_factory=dict)
@@ -362,5 +361,6 @@ def register_schemas(cs: ConfigStore) -> None:
 
 
 def group_options(group: str) -> list[str]:
-    """The user-facing options of a config group (its YAML files, not the schemas)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The user-facing options of a config group: its YAML files and the options the recipe files
+    make (``config/recipe_files.py``), not the schemas."""
+    return sorted({p.stem for p in (CONF_DIR / group).glob("*.yaml")} | set(recipe_options(group)))

@@ -121,8 +121,8 @@ def run_stage(name: str, args: list[str]) -> None:
     """``simpo <name> ARGS``: preflight, then Hydra runs the stage's task; exits 1 if a sweep job failed."""
     global _PLAN
     spec = BY_NAME[name]
-    register_configs()
-    try:  # compose + validate before Hydra creates the run directory
+    try:  # compose + validate before Hydra creates the run directory (a bad recipe file is one line too)
+        register_configs()
         _PLAN = preflight(spec.name, spec.config, args, check=stage_problems)
     except UserError as e:
         if os.environ.get("SIMPO_DEBUG"):

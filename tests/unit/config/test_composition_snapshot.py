@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from scripts.config_snapshot import PROVENANCE_CASES, cases, composed, provenance_cases
-from simpo_cli.config.schema import CONF_DIR
+from simpo_cli.config import recipe_files
 from simpo_cli.evaluation.diagnostics import DiagnosticsConfig
 from simpo_cli.objectives import get_objective
 
@@ -27,8 +27,11 @@ PROVENANCE = json.loads((HERE / "provenance_snapshot.json").read_text())
 MOVED = ("beta", "gamma", "gamma_beta_ratio")
 # `hparams=smollm2-cpu` applies the published values of the recipe that includes that preset; the
 # file that named them after the preset (conf/published/smollm2-cpu_simpo.yaml) is gone.
+# A setting's model preset (conf/model/<setting>.yaml) is now the `model:` section of its one
+# recipe file (simpo_cli/recipes/<setting>.yaml), so what it set is labelled with the recipe.
 RENAMED_SOURCES = {"recipe smollm2-cpu (published simpo values)":
-                   "recipe smollm2-135m-instruct (published simpo values)"}
+                   "recipe smollm2-135m-instruct (published simpo values)",
+                   **{f"model preset ({name})": f"recipe {name}" for name in recipe_files.names()}}
 # Keys documented as unused, removed (eval.generation_batch_size stays: batched eval generation uses it).
 REMOVED = {"eval": [("eval", "batch_size"), ("judge", "batch_size")]}
 # Top-level keys renamed or removed with the former spellings: eval's `run` (the user spelling is
@@ -88,8 +91,8 @@ def moved(before: dict) -> dict:
 def published_map(overrides: list[str]) -> dict:
     """The recipe's ``published:`` map, read from the YAML itself (the old key named the file)."""
     model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), None)
-    path = CONF_DIR / "recipe" / f"{model}.yaml"
-    return (yaml.safe_load(path.read_text()).get("published") or {}) if model and path.is_file() else {}
+    path = recipe_files.recipe_path(model) if model else None
+    return (yaml.safe_load(path.read_text()).get("published") or {}) if path and path.is_file() else {}
 
 
 def _params(names, fast=FAST):

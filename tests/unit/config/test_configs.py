@@ -6,6 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from simpo_cli.config import recipe_files
 from simpo_cli.config.schema import CONF_DIR, GROUP_DIRS
 from tests.helpers import compose
 
@@ -62,3 +63,10 @@ def test_validation_reports_all_problems_at_once():
     with pytest.raises(ConfigError) as info:
         validate_train(cfg)
     assert len(info.value.problems) == 4
+
+
+@pytest.mark.parametrize("group,option", [key for key in recipe_files.nodes() if key[0] != "recipe"],
+                         ids=lambda v: str(v))
+def test_every_option_a_recipe_file_makes_composes(group, option):
+    cfg = compose([f"{group}={option}"])
+    assert cfg[group].name == option if group != "hparams" else cfg.hparams.learning_rate > 0

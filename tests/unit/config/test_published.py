@@ -40,5 +40,5 @@ def test_a_published_key_the_objective_lacks_is_one_line(monkeypatch):
     monkeypatch.setattr(recipes, "config_file", with_typo)
     with pytest.raises(ConfigError) as info:
         compose(["model=llama3-instruct"])
-    assert info.value.problems == ["conf/recipe/llama3-instruct.yaml: published.simpo.betta is not a "
+    assert info.value.problems == ["simpo_cli/recipes/llama3-instruct.yaml: published.simpo.betta is not a "
                                    "setting of objective simpo"]
