@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from simpo_cli.models.loading import run_model_dir
+
 log = logging.getLogger(__name__)
 
 HALF = (torch.bfloat16, torch.float16)
@@ -38,12 +40,14 @@ def use_cpu(trainer_cfg) -> bool:
 
 def model_size_b(model_cfg) -> float | None:
     """Billions of parameters of ``model_cfg`` without loading weights: counted on the meta device
-    from a local directory's ``config.json``, else the preset's declared ``params_b`` (a Hub id is
-    never contacted). ``None`` when unknown (the tiny model, a local path without a config)."""
+    from a local directory's ``config.json`` (a simpo run's: its ``model/``), else the preset's
+    declared ``params_b`` (a Hub id is never contacted). ``None`` when unknown (the tiny model, a
+    local path without a config)."""
     path = model_cfg.get("name_or_path")
-    if path and (Path(path).expanduser() / "config.json").is_file():
+    local = run_model_dir(path) or (Path(path).expanduser() if path else None)
+    if local is not None and (local / "config.json").is_file():
         try:
-            config = AutoConfig.from_pretrained(str(Path(path).expanduser()),
+            config = AutoConfig.from_pretrained(str(local),
                                                 trust_remote_code=model_cfg.get("trust_remote_code", False))
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(config)
