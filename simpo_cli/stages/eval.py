@@ -31,7 +31,7 @@ from simpo_cli.evaluation import benchmarks as B, diagnostics as D, ifeval_run, 
 from simpo_cli.evaluation.report import render_report
 from simpo_cli.evaluation.judge import RewardModelJudge, judge_answers, read_answers
 from simpo_cli.models.invariance import one_cpu_thread
-from simpo_cli.models.loading import load_model, load_tokenizer, model_source, named_source
+from simpo_cli.models.loading import ModelSource, ensure_files, load_model, load_tokenizer, model_source, use_source
 from simpo_cli.objectives import PreferenceLogps, get_objective
 from simpo_cli.files import write_atomic, write_json
 from simpo_cli.run.rundir import RunDir, RunRecord, open_run
@@ -200,7 +200,8 @@ def _start_model_answers(cfg, ref_cfg, ref_source, tokenizer, prompts, bench_cfg
                 "batch_size": cfg.eval.generation_batch_size, "threads": torch.get_num_threads()}
     if temperatures is not None:
         decoding["temperatures"] = temperatures
-    key = ifeval_run.answers_key(ref_cfg, ref_source, tokenizer, prompts, decoding)
+    # the key lists the weights' files: a packaged model's must exist before (ensure_files)
+    key = ifeval_run.answers_key(ref_cfg, ensure_files(ref_source), tokenizer, prompts, decoding)
     label = ref_cfg.name_or_path or f"tiny:{ref_cfg.name} (seed {ref_cfg.tiny.seed})"
     cached = ifeval_run.read_cached(cfg.paths.cache_dir, key, len(prompts))
     if cached is not None:
@@ -237,17 +238,28 @@ def pairs_as_train_metrics(avg_logps: dict, margins: dict) -> dict:
             "rewards/margins": margins["length_normalized"]["mean"]}
 
 
-def run_eval(cfg, out_dir: str | Path) -> EvalResult:
+def model_sources(cfg) -> dict[str, ModelSource]:
+    """The models ``run_eval`` loads, each resolved once: ``policy`` (``model.*``) and, where
+    there is one, ``reference`` (``_reference_cfg``). Pure: preflight calls it."""
+    ref_cfg = _reference_cfg(cfg, train_run_info(cfg))
+    sources = {"policy": model_source(cfg.model)}
+    if ref_cfg is not None:
+        sources["reference"] = model_source(ref_cfg)
+    return sources
+
+
+def run_eval(cfg, out_dir: str | Path, sources: dict[str, ModelSource] | None = None) -> EvalResult:
     """Evaluate a model; everything lands in ``out_dir`` (see the module docstring).
 
+    ``sources``: as preflight resolved them (``model_sources``); ``None`` resolves them here.
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes, before loading a model
     where possible."""
     run_info = train_run_info(cfg)
     resolve_objective(cfg)
-    source = named_source(cfg.model)  # model.* and the reference's, each resolved once
+    sources = sources if sources is not None else model_sources(cfg)
+    source, ref_source = use_source(cfg.model, sources["policy"]), sources.get("reference")
     ev = cfg.eval
     ref_cfg = _reference_cfg(cfg, run_info)
-    ref_source = model_source(ref_cfg) if ref_cfg is not None else None
     device = _device(ev.device)
     out = RunDir(out_dir)
     files: list[str] = []

@@ -47,7 +47,7 @@ from simpo_cli.data.templates import uses_template
 from simpo_cli.errors import UserError
 from simpo_cli.files import META_FILE
 from simpo_cli.models.generate import TransformersBackend, VLLMBackend, encode_prompt, row_key
-from simpo_cli.models.loading import load_model, load_tokenizer, named_source
+from simpo_cli.models.loading import ModelSource, ensure_files, load_model, load_tokenizer, model_source, use_source
 from simpo_cli.models.reward import load_scorer, select_pair
 from simpo_cli.files import write_atomic, write_json
 from simpo_cli.models.verifiable import check_scorer_inputs
@@ -193,18 +193,25 @@ def _device():
 
 def _backend(cfg, source, tokenizer, device):
     if cfg.generation.backend == "vllm":
-        return VLLMBackend(cfg.model, source, cfg.generation, cfg.seed)
+        return VLLMBackend(cfg.model, ensure_files(source), cfg.generation, cfg.seed)
     return TransformersBackend(load_model(cfg.model, tokenizer, source=source).to(device), tokenizer, cfg.generation)
 
 
-def run_generate_pairs(cfg, run_dir: str | Path) -> GenerateResult:
+def model_sources(cfg) -> dict[str, ModelSource]:
+    """The model ``run_generate_pairs`` samples from, resolved once: ``policy`` (``model.*``). Pure:
+    preflight calls it."""
+    return {"policy": model_source(cfg.model)}
+
+
+def run_generate_pairs(cfg, run_dir: str | Path, sources: dict[str, ModelSource] | None = None) -> GenerateResult:
     """Sample, score and select pairs for every prompt of ``cfg.data`` into ``run_dir``, resuming
-    whatever an earlier run with the same settings left there.
+    whatever an earlier run with the same settings left there. ``sources``: as preflight resolved
+    them (``model_sources``); ``None`` resolves them here.
 
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model loads),
     including an existing ``run_dir`` made with other settings.
     """
-    source = named_source(cfg.model)  # the one resolution of model.*
+    source = use_source(cfg.model, (sources if sources is not None else model_sources(cfg))["policy"])
     g, out = cfg.generation, Path(run_dir)
     settings = output_settings(cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,22 @@
 """How a stage command runs, the same for every stage (``StageSpec`` rows of ``stages/spec.py``):
 
 1. ``preflight`` composes and validates the config (``config/checks.validate_stage``, once) before
-   any run directory exists; a mistake is one line and exit code 2;
-2. ``hydra.main`` makes the run directory and calls the stage's task: ``run(cfg, run_dir)`` of the
-   stage module, then its summary; multirun bookkeeping (``sweeps/job.py``) and the ``accelerate``
-   re-launch (``run/launch.py``) wrap the task where the stage supports them;
-   the stage resolves ``model.*`` (and its reference's) once into a ``models.loading.ModelSource``,
-   records it in ``meta.json`` (``model_source``) and hands it to every loader;
+   any run directory exists, then resolves the stage's models (``model.*`` and its reference's)
+   into frozen ``models.loading.ModelSource`` values (``stage_sources``: the stage module's
+   ``model_sources``); a mistake in either is one line and exit code 2;
+2. ``hydra.main`` makes the run directory and calls the stage's task: ``run(cfg, run_dir,
+   sources=...)`` of the stage module with the sources preflight resolved for this job, then its
+   summary; the stage names its model after the source (``use_source``, before ``config.yaml`` is
+   written), records the sources in ``meta.json`` (``model_source``) and hands them to every
+   loader. Multirun bookkeeping (``sweeps/job.py``) and the ``accelerate`` re-launch
+   (``run/launch.py``, whose every process runs this whole sequence, preflight included) wrap the
+   task where the stage supports them. The stage resolves its models itself at its start, with
+   the same ``model_sources``, only where preflight resolved none for the job: a search-sweep
+   trial (Optuna), a job of a sweep file's ``hydra.sweeper.params`` or past
+   ``preflight.MAX_SWEEP_CHECKS``, a job Hydra runs in another process than the one that ran
+   preflight, and direct calls of the stage function. ``simpo run``'s steps each run as their
+   own ``simpo <stage>`` command, so a step that takes an earlier step's model resolves it in its
+   own preflight, once that model exists;
 3. a user mistake inside the job removes the run directory this command created (never one that
    existed before) and exits 2; ``SIMPO_DEBUG=1`` re-raises instead.
 """
@@ -95,6 +105,16 @@ def precheck_train(cfg) -> None:
     gradient_accumulation(cfg.hparams, world=num_processes(cfg))
 
 
+def stage_sources(stage: str, cfg) -> dict:
+    """The models ``stage`` loads, resolved (role -> ``models.loading.ModelSource``) by its module's
+    ``model_sources`` (``StageSpec.sources``); ``{}`` for a stage that loads none. Preflight's
+    ``resolve``. Raises ``UserError`` for a model that cannot be resolved."""
+    spec = BY_NAME[stage]
+    if spec.sources is None:
+        return {}
+    return getattr(importlib.import_module(spec.module), spec.sources)(cfg)
+
+
 def make_task(spec: StageSpec) -> Callable:
     """The Hydra task of a stage: run it in the job's directory, print its summary (rank 0)."""
     run = getattr(importlib.import_module(spec.module), spec.run)
@@ -105,7 +125,10 @@ def make_task(spec: StageSpec) -> Callable:
         finish(cfg, spec.config, hc.overrides.task)  # as preflight composed it: the published values
         if _PLAN is None or not _PLAN.validated:  # a search sweep trial, or a job on another host
             validate_stage(spec.name, cfg)
-        result = run(cfg, hc.runtime.output_dir)
+        kwargs = {}
+        if spec.sources:  # the models preflight resolved for this job (None: the stage resolves them)
+            kwargs["sources"] = _PLAN.sources_for(hc.overrides.task) if _PLAN is not None else None
+        result = run(cfg, hc.runtime.output_dir, **kwargs)
         if is_main_process():  # one summary per run, not one per process
             printer(result)
         return value(result, cfg)
@@ -123,7 +146,7 @@ def run_stage(name: str, args: list[str]) -> None:
     spec = BY_NAME[name]
     try:  # compose + validate before Hydra creates the run directory (a bad recipe file is one line too)
         register_configs()
-        _PLAN = preflight(spec.name, spec.config, args, check=stage_problems)
+        _PLAN = preflight(spec.name, spec.config, args, check=stage_problems, resolve=stage_sources)
     except UserError as e:
         if os.environ.get("SIMPO_DEBUG"):
             raise
@@ -145,12 +168,13 @@ def validate(stage: str, args: list[str], check_data: bool) -> None:
     def check(_):
         logging.basicConfig(level=logging.WARNING, format="simpo: warning: %(message)s")
         register_configs()
-        plan = preflight(stage, BY_NAME[stage].config, args, warn=True, check=stage_problems)
+        plan = preflight(stage, BY_NAME[stage].config, args, warn=True, check=stage_problems,
+                         resolve=stage_sources)
         cfg = plan.cfg
         print(f"config: ok ({stage}" + (f", run directory {plan.run_dir}" if plan.run_dir else "") + ")")
         if check_data and cfg is not None and cfg.get("data") is not None and cfg.get("model") is not None:
             splits = [cfg.data.split] + ([cfg.data.eval_split] if cfg.data.get("eval_split") else [])
-            tokenizer = load_tokenizer(cfg.model)
+            tokenizer = load_tokenizer(cfg.model, (plan.sources or {}).get("policy"))
             for split in splits:
                 source, stats = check_preference_data(cfg.data, tokenizer, cfg.hparams, split)
                 print(f"data: ok ({source}: {stats.records} records, {stats.kept} pairs kept, "

@@ -18,7 +18,8 @@ from simpo_cli.data.cache import data_fingerprint
 from simpo_cli.data.sft import IGNORE_INDEX, SFTCollator, build_sft_dataset, ensure_chat_template, split_heldout
 from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
-from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, named_source
+from simpo_cli.models.loading import (ModelSource, load_model, load_tokenizer, model_fingerprint, model_source,
+                                      use_source)
 from simpo_cli.run.rundir import RunDir, open_run
 from simpo_cli.training.common import save_model, setup_wandb, training_arguments, wandb_run
 from simpo_cli.training.reliability import prepare_resume
@@ -74,14 +75,20 @@ def _collator(cfg, tokenizer):
     return SFTCollator(tokenizer.pad_token_id)
 
 
-def run_sft(cfg, run_dir: str | Path) -> SFTResult:
+def model_sources(cfg) -> dict[str, ModelSource]:
+    """The model ``run_sft`` loads, resolved once: ``policy`` (``model.*``). Pure: preflight calls it."""
+    return {"policy": model_source(cfg.model)}
+
+
+def run_sft(cfg, run_dir: str | Path, sources: dict[str, ModelSource] | None = None) -> SFTResult:
     """Fine-tune ``cfg.model`` on ``cfg.data`` (assistant tokens only); everything lands in ``run_dir``.
 
+    ``sources``: as preflight resolved them (``model_sources``); ``None`` resolves them here.
     Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model loads
     where possible). Returns the step count, the final training loss and the held-out
     assistant-token loss before and after training.
     """
-    source = named_source(cfg.model)  # the one resolution of model.*
+    source = use_source(cfg.model, (sources if sources is not None else model_sources(cfg))["policy"])
     run = RunDir(run_dir)
     checkpoint = prepare_resume(cfg, run)
     with open_run(run, cfg, "sft"), wandb_run(cfg):

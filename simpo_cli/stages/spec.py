@@ -22,6 +22,9 @@ class StageSpec:
     value: str  # function of simpo_cli.stages.summaries: the number a sweeper optimises
     sweeps: bool = False  # multirun bookkeeping (skip completed jobs, record failures): sweeps/job.py
     distributed: bool = False  # distributed=ddp|fsdp|zero2|zero3 re-launches via accelerate: run/launch.py
+    # function of the stage module: cfg -> {role: ModelSource}, the models it loads, resolved in
+    # preflight and handed to ``run`` as ``sources=`` (None: the stage loads no model)
+    sources: str | None = "model_sources"
 
 
 STAGES = (
@@ -42,6 +45,6 @@ STAGES = (
     # their commands, run as a subprocess into the experiment directory (stages/run.py).
     StageSpec("run", "run", ("experiment",),
               "Run an experiment's chain of stages, resumably: simpo run experiment=<name> [OVERRIDES...].",
-              "simpo_cli.stages.run", "run_experiment", "print_run", "run_value", sweeps=True),
+              "simpo_cli.stages.run", "run_experiment", "print_run", "run_value", sweeps=True, sources=None),
 )
 BY_NAME = {s.name: s for s in STAGES}

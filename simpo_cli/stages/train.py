@@ -16,7 +16,8 @@ from simpo_cli.data.unpaired import build_dataset
 from simpo_cli.evaluation import diagnostics
 from simpo_cli.evaluation.plots import training_curves
 from simpo_cli.models import adapters
-from simpo_cli.models.loading import load_model, load_tokenizer, model_fingerprint, named_source
+from simpo_cli.models.loading import (ModelSource, load_model, load_tokenizer, model_fingerprint, model_source,
+                                      use_source)
 from simpo_cli.objectives import get_objective
 from simpo_cli.objectives.wpo import configured
 from simpo_cli.run.launch import is_main_process, world_size
@@ -87,18 +88,26 @@ def run_diagnostics(cfg, spec, before: dict, after: dict, metrics_path: Path, he
     return {"pairs": pairs, "findings": findings}
 
 
-def run_train(cfg, run_dir: str | Path) -> TrainResult:
+def model_sources(cfg) -> dict[str, ModelSource]:
+    """The models ``run_train`` loads, each resolved once: ``policy`` (``model.*``) and, for an
+    objective with a reference, ``reference`` (``training.reference.reference_source``). Pure:
+    preflight calls it before the run directory exists."""
+    policy = model_source(cfg.model)
+    spec = configured(get_objective(cfg.objective.name), cfg.objective)
+    return {"policy": policy, **({"reference": reference_source(cfg, policy)} if spec.needs_reference else {})}
+
+
+def run_train(cfg, run_dir: str | Path, sources: dict[str, ModelSource] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` with ``cfg.objective``; everything lands in ``run_dir``.
 
-    Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model loads
-    where possible). Returns the step count, final loss and the pair metrics before and after.
+    ``sources``: the models as preflight resolved them (``model_sources``); ``None`` resolves them
+    here. Raises ``ConfigError``/``UserError``/``DataError`` for user mistakes (before any model
+    loads where possible). Returns the step count, final loss and the pair metrics before and after.
     """
     resolve_objective(cfg)
-    source = named_source(cfg.model)  # the one resolution of model.* (and the reference's below)
+    sources = sources if sources is not None else model_sources(cfg)
+    source = use_source(cfg.model, sources["policy"])
     spec = configured(get_objective(cfg.objective.name), cfg.objective)  # with its modifiers (WPO)
-    sources = {"policy": source}
-    if spec.needs_reference:
-        sources["reference"] = reference_source(cfg, source)
     run = RunDir(run_dir)
     checkpoint = prepare_resume(cfg, run)
     with open_run(run, cfg, "train"), wandb_run(cfg):

@@ -100,7 +100,8 @@ def reference_model_config(cfg):
 
 def reference_source(cfg, policy: ModelSource) -> ModelSource:
     """The reference's source: the policy's (its starting weights), or ``reference.name_or_path``
-    resolved once (``models.loading.model_source``)."""
+    resolved once (``models.loading.model_source``), in preflight through
+    ``stages/train.model_sources``."""
     return model_source(reference_model_config(cfg)) if cfg.reference.name_or_path else policy
 
 
