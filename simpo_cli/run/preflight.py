@@ -11,7 +11,8 @@ its own multi-line error with exit code 1).
   directory checks (``resume``, existing checkpoints, writability);
 - for a single run the run directory is resolved once and pinned (``hydra.run.dir=<resolved>``),
   so the CLI knows whether it created it and can remove it if the job fails on a user mistake;
-- for ``-m`` every combination of the sweep is validated before the first job starts;
+- for ``-m`` every combination of the sweep (the command line's and a sweep file's ``hydra.sweeper.params``)
+  is validated before the first job starts;
 - once the config is valid, the stage's models are resolved (``resolve``: each stage module's
   ``model_sources``) into frozen ``models.loading.ModelSource`` values carried on the ``Plan``
   (per job for ``-m``), so a model that cannot be resolved (an adapter without its base) is one
@@ -74,6 +75,11 @@ class Plan:
     sources: "Sources | None" = None  # a single run's models, resolved here (None: not resolved)
     # -m: each validated job's sources, keyed by its task overrides as Hydra lists them
     job_sources: "dict[tuple[str, ...], Sources]" = field(default_factory=dict)
+    checked_jobs: "set[tuple[str, ...]] | None" = None  # -m: the jobs validated here (None: every job)
+
+    def checked(self, task_overrides) -> bool:
+        """Whether preflight validated the job with these task overrides (else the job validates itself)."""
+        return self.validated and (self.checked_jobs is None or tuple(task_overrides) in self.checked_jobs)
 
     def sources_for(self, task_overrides) -> "Sources | None":
         """The sources preflight resolved for the job with these task overrides (Hydra's
@@ -313,21 +319,47 @@ def preflight(stage: str, config_name: str, args: list[str], warn: bool = False,
     return Plan(pinned, run_dir, run_dir.exists(), root, cfg, sources=sources)
 
 
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def _sweeper(config_name: str, overrides: list) -> tuple[str | None, list[str]]:
+    """The sweeper a ``-m`` command runs (its ``_target_``) and a sweep file's ``hydra.sweeper.params``
+    as ``key=values`` overrides, composed from the command line's fixed overrides (a sweep over
+    sweep files names none: ``(None, [])``)."""
+    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    if any(o.is_sweep_override() and o.get_key_element().lstrip("+~") == "sweep" for o in overrides):
+        return None, []
+    try:
+        sweeper = _compose(config_name, fixed, hydra_cfg=True).hydra.sweeper
+    except Exception:  # noqa: BLE001 - e.g. a sweeper plugin not installed: Hydra says so when it runs
+        return None, []
+    params = sweeper.get("params")
+    params = OmegaConf.to_container(params, resolve=True) if params is not None else {}
+    return sweeper.get("_target_"), [f"{k}={v}" for k, v in params.items()]
+
+
 def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: list[str],
                      warn: bool = False, check=validate_composed, resolve=None) -> Plan:
-    """Validate (and resolve the models of) each job of a grid given on the command line, at most
-    ``MAX_SWEEP_CHECKS``. The jobs of a sweep file's ``hydra.sweeper.params`` are not expanded
-    here: they, the jobs past the cap and search-sweep trials resolve their models at their
-    start (``Plan.sources_for`` finds none for them)."""
+    """Validate (and resolve the models of) each job of a grid, at most ``MAX_SWEEP_CHECKS``: the
+    command line's sweeps and a sweep file's ``hydra.sweeper.params``, combined as Hydra's basic
+    sweeper combines them (the command line wins per key). A search sweeper's trials (Optuna) are
+    not known yet: they, and the jobs past the cap, validate and resolve at their start
+    (``Plan.sources_for`` finds none for them)."""
     try:
         register_configs()
         GlobalHydra.instance().clear()
         # The config loader lets glob(...) sweeps (objective='glob(*)') list a group's options.
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            loader = GlobalHydra.instance().config_loader()
-            parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
-            if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
-                return Plan(args, validated=False)  # interval/range for a search sweeper (Optuna)
+            parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+            parsed = parser.parse_overrides(overrides)
+        target, params = _sweeper(config_name, parsed)
+        if target not in (None, BASIC_SWEEPER) or any(o.is_sweep_override() and not o.is_discrete_sweep()
+                                                      for o in parsed):
+            return Plan(args, validated=False)  # a search sweeper's trials (Optuna)
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+            parsed = parser.parse_overrides(params + overrides)
             jobs = BasicSweeper.split_arguments(parsed, None)[0]
             hydra_keys = {o.get_key_element() for o in parsed if o.is_hydra_override()}
     except Exception as e:  # noqa: BLE001
@@ -335,8 +367,9 @@ def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: l
             raise
         raise ConfigError([hydra_error_line(e)]) from None
     problems: list[str] = []
-    job_sources = {}
+    job_sources, checked = {}, set()
     for job in jobs[:MAX_SWEEP_CHECKS]:
+        key = tuple(o for o in job if o.partition("=")[0] not in hydra_keys)  # as Hydra names the job
         try:
             cfg = compose_config(config_name, job)
         except ConfigError as e:
@@ -344,12 +377,14 @@ def _preflight_sweep(stage: str, config_name: str, args: list[str], overrides: l
             continue
         found = check(stage, cfg, warn)
         problems += found
-        if found or resolve is None:
+        if found:
             continue
-        try:  # keyed as Hydra will name the job: its task overrides, without the hydra.* ones
-            job_sources[tuple(o for o in job if o.partition("=")[0] not in hydra_keys)] = resolve(stage, cfg)
+        checked.add(key)
+        try:
+            if resolve is not None:
+                job_sources[key] = resolve(stage, cfg)
         except UserError as e:
             problems.append(str(e))
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
-    return Plan(args, job_sources=job_sources)
+    return Plan(args, job_sources=job_sources, checked_jobs=checked)

@@ -123,7 +123,7 @@ def make_task(spec: StageSpec) -> Callable:
     def task(cfg):
         hc = HydraConfig.get()
         finish(cfg, spec.config, hc.overrides.task)  # as preflight composed it: the published values
-        if _PLAN is None or not _PLAN.validated:  # a search sweep trial, or a job on another host
+        if _PLAN is None or not _PLAN.checked(hc.overrides.task):  # a search trial, a job past the cap or on another host
             validate_stage(spec.name, cfg)
         kwargs = {}
         if spec.sources:  # the models preflight resolved for this job (None: the stage resolves them)

