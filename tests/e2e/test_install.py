@@ -1,12 +1,19 @@
 """conf/ and the bundled assets are found when the package is installed non-editable."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
+
+# What a build of the working tree must not see: setuptools' build/ keeps files deleted since the
+# last build and would ship them.
+LEFTOVERS = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "outputs")
 
 
 def test_wheel_ships_configs_and_assets(tmp_path):
-    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    root = tmp_path / "src"
+    shutil.copytree(Path(__file__).resolve().parents[2], root, symlinks=True, ignore=LEFTOVERS)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "dist"), str(root)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("simpo_cli-*.whl")
