@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -105,6 +106,14 @@ def precheck_train(cfg) -> None:
     gradient_accumulation(cfg.hparams, world=num_processes(cfg))
 
 
+def stage_module(spec: StageSpec):
+    """The stage's module, imported with stdout sent to stderr: with ``WANDB_MODE=offline`` set,
+    transformers prints "[INFO] Running in WANDB offline mode" on stdout as it loads its
+    integrations, and stdout carries what ``--cfg job`` prints and the run's summary."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return importlib.import_module(spec.module)
+
+
 def stage_sources(stage: str, cfg) -> dict:
     """The models ``stage`` loads, resolved (role -> ``models.loading.ModelSource``) by its module's
     ``model_sources`` (``StageSpec.sources``); ``{}`` for a stage that loads none. Preflight's
@@ -112,12 +121,12 @@ def stage_sources(stage: str, cfg) -> dict:
     spec = BY_NAME[stage]
     if spec.sources is None:
         return {}
-    return getattr(importlib.import_module(spec.module), spec.sources)(cfg)
+    return getattr(stage_module(spec), spec.sources)(cfg)
 
 
 def make_task(spec: StageSpec) -> Callable:
     """The Hydra task of a stage: run it in the job's directory, print its summary (rank 0)."""
-    run = getattr(importlib.import_module(spec.module), spec.run)
+    run = getattr(stage_module(spec), spec.run)
     printer, value = getattr(summaries, spec.printer), getattr(summaries, spec.value)
 
     def task(cfg):
