@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import logging
 import os
 import shutil
@@ -107,11 +108,16 @@ def precheck_train(cfg) -> None:
 
 
 def stage_module(spec: StageSpec):
-    """The stage's module, imported with stdout sent to stderr: with ``WANDB_MODE=offline`` set,
-    transformers prints "[INFO] Running in WANDB offline mode" on stdout as it loads its
-    integrations, and stdout carries what ``--cfg job`` prints and the run's summary."""
-    with contextlib.redirect_stdout(sys.stderr):
-        return importlib.import_module(spec.module)
+    """The stage's module. What its import prints goes to the debug log, not stdout: with
+    ``WANDB_MODE=offline`` set, transformers prints "[INFO] Running in WANDB offline mode" as it
+    loads its integrations, and stdout carries what ``--cfg job`` prints and the run's summary
+    (stderr, a user mistake's one line)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        module = importlib.import_module(spec.module)
+    if printed.getvalue().strip():
+        logging.getLogger(__name__).debug("importing %s printed: %s", spec.module, printed.getvalue().strip())
+    return module
 
 
 def stage_sources(stage: str, cfg) -> dict:
